@@ -1,0 +1,10 @@
+//! Adapters: the outside world behind the domain's ports.
+//!
+//! - [`persistence`]: the Registration port on Diesel (Postgres in production, SQLite
+//!   as the embedded default);
+//! - [`apns`]: the PushGateway port, a hand-written HTTP/2 token-auth APNs client;
+//! - [`webex`]: the Webex webhook reader (signature check, event parsing).
+
+pub mod apns;
+pub mod persistence;
+pub mod webex;

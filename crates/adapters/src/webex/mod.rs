@@ -1,0 +1,1 @@
+//! TODO-module placeholder, filled by its issue.

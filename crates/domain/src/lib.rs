@@ -1,0 +1,14 @@
+//! The core of webex-push: what a registration, a call and a push are, the ports the
+//! outside world plugs into, and the services that implement the use cases.
+//!
+//! Nothing here knows about HTTP, SQL or APNs wire formats; adapters translate.
+
+pub mod ports;
+pub mod services;
+pub mod types;
+
+pub use ports::{
+    BoxError, Deadlines, DeliveryReport, IncomingCallPort, NotifyError, PushGateway,
+    RegistrationError, RegistrationPort,
+};
+pub use types::*;

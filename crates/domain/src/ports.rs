@@ -1,0 +1,207 @@
+//! The ports: what the domain needs from the outside (storage, APNs) and what it
+//! offers to it (the use cases the webhook drives).
+//!
+//! Each method documents which error variant it MUST return when, so every adapter,
+//! and every mock, behaves alike.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::types::{
+    ApnsEnvironment, CallEnded, Channel, Device, DeviceToken, IncomingCall, NewMessage, PersonId,
+    Push, PushOutcome, Registration,
+};
+
+/// A boxed error source, for the causes adapters carry up without the domain naming them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What can go wrong with the registration store.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    /// The store cannot be reached right now (database down, pool exhausted, timeout).
+    /// Callers answer "try again later" (HTTP 503 with `Retry-After`); it recovers by
+    /// itself.
+    #[error("registration store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Anything else: a bug or a state nobody planned for.
+    #[error("registration store failed")]
+    Unknown(#[source] BoxError),
+}
+
+/// The Registration port: where device tokens live, shared by every replica.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait RegistrationPort: Send + Sync + 'static {
+    /// Stores both tokens of `registration` at `at`, replacing whatever either token was
+    /// registered as before (person, e-mail, environment, bundle id, registration time):
+    /// one row per token, always, atomically for the pair. A token that belonged to
+    /// another person moves to this one.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached; nothing is then stored.
+    async fn register(
+        &self,
+        registration: &Registration,
+        at: DateTime<Utc>,
+    ) -> Result<(), RegistrationError>;
+
+    /// Removes `token`, whatever its channel. Returns whether it was there: removing an
+    /// unknown token is not an error.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached.
+    async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError>;
+
+    /// The devices of `person` on `channel`, in no particular order; empty when none.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached.
+    async fn devices_of(
+        &self,
+        person: &PersonId,
+        channel: Channel,
+    ) -> Result<Vec<Device>, RegistrationError>;
+
+    /// Every device of `person` on both channels (for operators).
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached.
+    async fn all_devices_of(&self, person: &PersonId) -> Result<Vec<Device>, RegistrationError>;
+
+    /// The device stored under `token`, if any.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached.
+    async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, RegistrationError>;
+
+    /// Removes `token` unless it was registered at or after `since` (APNs' 410
+    /// timestamp), in one atomic step so a registration racing the removal wins.
+    /// Returns whether the token was removed.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached.
+    async fn remove_unless_registered_since(
+        &self,
+        token: &DeviceToken,
+        since: DateTime<Utc>,
+    ) -> Result<bool, RegistrationError>;
+
+    /// Records the outcome of the last push to `token` (`delivered` or an APNs reason)
+    /// and, when `environment` is `Some`, pins the token to that APNs environment.
+    /// A token that no longer exists is ignored.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached.
+    async fn record_outcome(
+        &self,
+        token: &DeviceToken,
+        outcome: &str,
+        environment: Option<ApnsEnvironment>,
+        at: DateTime<Utc>,
+    ) -> Result<(), RegistrationError>;
+
+    /// Records that the event `key` was seen at `at`. Returns `true` the first time a
+    /// key is recorded and `false` ever after (until pruned), across every replica
+    /// sharing the store.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached.
+    async fn mark_event_seen(
+        &self,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, RegistrationError>;
+
+    /// Forgets events seen before `before`; returns how many were forgotten.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached.
+    async fn prune_seen_events(&self, before: DateTime<Utc>) -> Result<u64, RegistrationError>;
+
+    /// Checks that the store answers (for readiness probes).
+    ///
+    /// MUST return `Unavailable` when it does not.
+    async fn ping(&self) -> Result<(), RegistrationError>;
+}
+
+/// The PushGateway port: one notification to one token through APNs.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait PushGateway: Send + Sync + 'static {
+    /// Sends `push` once (no retries: the caller owns the retry policy and deadline)
+    /// and classifies APNs' answer. Never fails: a lost connection or timeout is
+    /// `PushOutcome::Retry`, a configuration problem is `PushOutcome::Rejected`.
+    ///
+    /// A push whose `environment` is `None` is sent to the gateway's default
+    /// environment and, on `BadDeviceToken`, once to the other; `Delivered` says which
+    /// one took it.
+    async fn send(&self, push: &Push) -> PushOutcome;
+}
+
+/// What happened when an event was relayed to a person's devices.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// The event was seen before (re-delivery, another replica): nothing was sent.
+    pub duplicate: bool,
+    /// Devices the person had on the event's channel.
+    pub devices: usize,
+    pub delivered: usize,
+    /// Dead tokens removed from the store.
+    pub removed: usize,
+    /// Pushes APNs refused for a reason retrying cannot fix.
+    pub rejected: usize,
+    /// Pushes still failing when the deadline passed.
+    pub gave_up: usize,
+}
+
+/// What can go wrong relaying an event.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// The registration store cannot be reached; the event may be retried later.
+    #[error("registration store unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("relaying the event failed")]
+    Unknown(#[source] BoxError),
+}
+
+impl From<RegistrationError> for NotifyError {
+    fn from(error: RegistrationError) -> Self {
+        match error {
+            RegistrationError::Unavailable(source) => NotifyError::Unavailable(source),
+            RegistrationError::Unknown(source) => NotifyError::Unknown(source),
+        }
+    }
+}
+
+/// The IncomingCall port: the use cases the Webex webhook drives.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait IncomingCallPort: Send + Sync + 'static {
+    /// Rings every VoIP device of the callee, concurrently, once per call however many
+    /// times Webex delivers it.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached (nothing was sent).
+    async fn ring(&self, call: IncomingCall) -> Result<DeliveryReport, NotifyError>;
+
+    /// Tells the person's Alert devices that a call ended (never as a VoIP push).
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached.
+    async fn end_call(&self, ended: CallEnded) -> Result<DeliveryReport, NotifyError>;
+
+    /// Announces a new message on the recipient's Alert devices.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached.
+    async fn notify_message(&self, message: NewMessage) -> Result<DeliveryReport, NotifyError>;
+}
+
+/// How long each kind of push may keep retrying before it is worthless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// A ring is worthless after the caller gives up (~30 s).
+    pub ring: Duration,
+    pub call_ended: Duration,
+    pub message: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            ring: Duration::from_secs(30),
+            call_ended: Duration::from_secs(60),
+            message: Duration::from_secs(300),
+        }
+    }
+}

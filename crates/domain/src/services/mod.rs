@@ -1,0 +1,1 @@
+//! The use cases, implemented on top of the ports.

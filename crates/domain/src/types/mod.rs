@@ -1,0 +1,16 @@
+//! Domain values, each parsed at the edge and valid by construction.
+
+mod device_token;
+mod events;
+mod person_id;
+mod push;
+mod registration;
+
+pub use device_token::{DeviceToken, DeviceTokenError};
+pub use events::{CallEnded, CallId, Caller, EventSource, IncomingCall, NewMessage};
+pub use person_id::{PersonId, PersonIdError};
+pub use push::{Push, PushContent, PushOutcome};
+pub use registration::{
+    ApnsEnvironment, BundleId, BundleIdError, Channel, Device, EmailAddress, EmailError,
+    ParseEnumError, Registration,
+};

@@ -1,0 +1,84 @@
+//! One push to one token, and what became of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{ApnsEnvironment, BundleId, CallEnded, Channel, DeviceToken, IncomingCall, NewMessage};
+
+/// What a push says. Shared (`Arc`) because one event fans out to many devices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushContent {
+    IncomingCall(Arc<IncomingCall>),
+    CallEnded(Arc<CallEnded>),
+    Message(Arc<NewMessage>),
+}
+
+impl PushContent {
+    /// The channel this content may travel on. A VoIP push must report a call to
+    /// CallKit, so only an incoming call ever goes to a VoIP token.
+    pub fn channel(&self) -> Channel {
+        match self {
+            PushContent::IncomingCall(_) => Channel::Voip,
+            PushContent::CallEnded(_) | PushContent::Message(_) => Channel::Alert,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PushContent::IncomingCall(_) => "incoming_call",
+            PushContent::CallEnded(_) => "call_ended",
+            PushContent::Message(_) => "message",
+        }
+    }
+}
+
+/// One notification for one token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Push {
+    pub token: DeviceToken,
+    pub channel: Channel,
+    /// `None`: unknown; the gateway tries its default environment, then the other.
+    pub environment: Option<ApnsEnvironment>,
+    /// `None`: the gateway's configured topic.
+    pub bundle_id: Option<BundleId>,
+    pub content: PushContent,
+}
+
+/// What APNs made of one push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Accepted by APNs. `environment` is the gateway that took it, so a token
+    /// registered without one can be pinned to it.
+    Delivered {
+        apns_id: String,
+        environment: ApnsEnvironment,
+    },
+    /// The token is dead for this app (`Unregistered`, `BadDeviceToken`, ...):
+    /// remove it unless it was registered again after `since`.
+    TokenInvalid {
+        reason: String,
+        since: DateTime<Utc>,
+    },
+    /// A passing fault (throttled, APNs unavailable, connection lost): try again,
+    /// no sooner than `after` when APNs said so.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Our request or configuration is wrong: never retried, never removes a token.
+    Rejected { reason: String },
+}
+
+impl PushOutcome {
+    /// A short label for metrics and the stored last outcome: `delivered` or the reason.
+    pub fn label(&self) -> &str {
+        match self {
+            PushOutcome::Delivered { .. } => "delivered",
+            PushOutcome::TokenInvalid { reason, .. }
+            | PushOutcome::Retry { reason, .. }
+            | PushOutcome::Rejected { reason } => reason,
+        }
+    }
+}
