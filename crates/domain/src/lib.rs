@@ -11,4 +11,8 @@ pub use ports::{
     BoxError, Deadlines, DeliveryReport, IncomingCallPort, NotifyError, PushGateway,
     RegistrationError, RegistrationPort,
 };
+pub use services::{
+    Clock, ManualClock, NotificationService, RegisterError, RegistrationService, RetryPolicy,
+    SystemClock,
+};
 pub use types::*;

@@ -1,1 +1,9 @@
 //! The use cases, implemented on top of the ports.
+
+mod clock;
+mod notification;
+mod registration;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use notification::{Jitter, NotificationService, RetryPolicy};
+pub use registration::{RegisterError, RegistrationService};

@@ -1,0 +1,232 @@
+//! Registering and unregistering an app install's device tokens.
+
+use std::sync::Arc;
+
+use tracing::instrument;
+
+use super::Clock;
+use crate::ports::{BoxError, RegistrationError, RegistrationPort};
+use crate::types::{DeviceToken, Registration};
+
+/// Why a registration was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The app sent the same token as its VoIP and its alert token. One row per token
+    /// means one of the two channels would silently vanish, and a VoIP token that also
+    /// gets alerts makes iOS kill the app: refused (HTTP 400 / 422).
+    #[error("the VoIP token and the alert token must be different tokens")]
+    SameTokenForBothChannels,
+    /// The store cannot be reached; nothing was stored (HTTP 503, `Retry-After`).
+    #[error("registration store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Anything else (HTTP 500).
+    #[error("registration failed")]
+    Unknown(#[source] BoxError),
+}
+
+impl From<RegistrationError> for RegisterError {
+    fn from(error: RegistrationError) -> Self {
+        match error {
+            RegistrationError::Unavailable(source) => RegisterError::Unavailable(source),
+            RegistrationError::Unknown(source) => RegisterError::Unknown(source),
+        }
+    }
+}
+
+/// The registration use cases: `POST /register` and `DELETE /register/{token}`.
+#[derive(Clone)]
+pub struct RegistrationService {
+    store: Arc<dyn RegistrationPort>,
+    clock: Arc<dyn Clock>,
+}
+
+impl RegistrationService {
+    pub fn new(store: Arc<dyn RegistrationPort>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// Stores both tokens of `registration`, replacing whatever they were registered as
+    /// before: a token that moved to another person moves, and re-registering refreshes
+    /// the registration time (which is what keeps a token alive against a stale APNs 410).
+    #[instrument(
+        name = "register",
+        skip_all,
+        fields(
+            person = %registration.person,
+            voip_token = %registration.voip_token,
+            alert_token = %registration.alert_token,
+            environment = ?registration.environment,
+        )
+    )]
+    pub async fn register(&self, registration: Registration) -> Result<(), RegisterError> {
+        if registration.voip_token == registration.alert_token {
+            tracing::debug!("refused: the same token for both channels");
+            return Err(RegisterError::SameTokenForBothChannels);
+        }
+        let at = self.clock.now();
+        self.store
+            .register(&registration, at)
+            .await
+            .inspect_err(|error| tracing::warn!(error = %error, "registration not stored"))?;
+        tracing::info!("registered");
+        Ok(())
+    }
+
+    /// Forgets `token`, whatever its channel. Idempotent: removing an unknown token
+    /// succeeds too. Returns whether the token was there.
+    #[instrument(name = "unregister", skip_all, fields(token = %token))]
+    pub async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError> {
+        let removed = self
+            .store
+            .unregister(token)
+            .await
+            .inspect_err(|error| tracing::warn!(error = %error, "unregistration failed"))?;
+        tracing::info!(removed, "unregistered");
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::MockRegistrationPort;
+    use crate::services::ManualClock;
+    use crate::types::{ApnsEnvironment, EmailAddress, PersonId};
+    use chrono::{DateTime, TimeDelta, Utc};
+    use mockall::predicate::eq;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use uuid::Uuid;
+
+    fn token(fill: &str) -> DeviceToken {
+        DeviceToken::parse(&fill.repeat(64 / fill.len())).unwrap()
+    }
+
+    fn registration(person: &PersonId, voip: &str, alert: &str) -> Registration {
+        Registration {
+            person: person.clone(),
+            email: EmailAddress::parse("ada@example.com").unwrap(),
+            voip_token: token(voip),
+            alert_token: token(alert),
+            environment: Some(ApnsEnvironment::Sandbox),
+            bundle_id: None,
+        }
+    }
+
+    fn start() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    /// A store double with real upsert semantics, so the tests check what ends up stored.
+    type Rows = Arc<Mutex<HashMap<DeviceToken, (PersonId, DateTime<Utc>)>>>;
+
+    fn upserting_store(rows: &Rows) -> MockRegistrationPort {
+        let mut store = MockRegistrationPort::new();
+        let on_register = rows.clone();
+        store.expect_register().returning(move |registration, at| {
+            let mut rows = on_register.lock().unwrap();
+            for (token, _) in registration.tokens() {
+                rows.insert(token.clone(), (registration.person.clone(), at));
+            }
+            Ok(())
+        });
+        let on_unregister = rows.clone();
+        store
+            .expect_unregister()
+            .returning(move |token| Ok(on_unregister.lock().unwrap().remove(token).is_some()));
+        store
+    }
+
+    #[tokio::test]
+    async fn registering_again_moves_a_token_to_its_new_person_and_refreshes_its_time() {
+        let rows = Rows::default();
+        let clock = ManualClock::new(start());
+        let service =
+            RegistrationService::new(Arc::new(upserting_store(&rows)), Arc::new(clock.clone()));
+        let ada = PersonId::from_uuid(Uuid::new_v4());
+        let bob = PersonId::from_uuid(Uuid::new_v4());
+
+        service
+            .register(registration(&ada, "a1", "b2"))
+            .await
+            .unwrap();
+        clock.advance(TimeDelta::minutes(10));
+        service
+            .register(registration(&bob, "a1", "c3"))
+            .await
+            .unwrap();
+
+        let rows = rows.lock().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows[&token("a1")],
+            (bob.clone(), start() + TimeDelta::minutes(10))
+        );
+        assert_eq!(rows[&token("b2")], (ada, start()));
+        assert_eq!(rows[&token("c3")].0, bob);
+    }
+
+    #[tokio::test]
+    async fn registration_is_stamped_with_the_clock_time() {
+        let mut store = MockRegistrationPort::new();
+        let person = PersonId::from_uuid(Uuid::new_v4());
+        let expected = registration(&person, "a1", "b2");
+        store
+            .expect_register()
+            .with(eq(expected.clone()), eq(start()))
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let service = RegistrationService::new(Arc::new(store), Arc::new(start));
+        service.register(expected).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn equal_voip_and_alert_tokens_are_refused_and_nothing_is_stored() {
+        let mut store = MockRegistrationPort::new();
+        store.expect_register().never();
+        let service =
+            RegistrationService::new(Arc::new(store), Arc::new(ManualClock::new(start())));
+        let person = PersonId::from_uuid(Uuid::new_v4());
+        let error = service
+            .register(registration(&person, "a1", "a1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RegisterError::SameTokenForBothChannels));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_makes_registration_unavailable() {
+        let mut store = MockRegistrationPort::new();
+        store
+            .expect_register()
+            .returning(|_, _| Err(RegistrationError::Unavailable("pool exhausted".into())));
+        let service =
+            RegistrationService::new(Arc::new(store), Arc::new(ManualClock::new(start())));
+        let person = PersonId::from_uuid(Uuid::new_v4());
+        let error = service
+            .register(registration(&person, "a1", "b2"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RegisterError::Unavailable(_)));
+    }
+
+    #[tokio::test]
+    async fn unregistering_is_idempotent() {
+        let rows = Rows::default();
+        let service = RegistrationService::new(
+            Arc::new(upserting_store(&rows)),
+            Arc::new(ManualClock::new(start())),
+        );
+        let person = PersonId::from_uuid(Uuid::new_v4());
+        service
+            .register(registration(&person, "a1", "b2"))
+            .await
+            .unwrap();
+
+        assert!(service.unregister(&token("a1")).await.unwrap());
+        assert!(!service.unregister(&token("a1")).await.unwrap());
+        assert!(!service.unregister(&token("ff")).await.unwrap());
+        let rows = rows.lock().unwrap();
+        assert_eq!(rows.keys().collect::<Vec<_>>(), vec![&token("b2")]);
+    }
+}

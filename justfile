@@ -1,0 +1,32 @@
+# Everyday recipes. Each one is a plain command you can also run without `just`.
+
+set dotenv-load := false
+
+# List the recipes.
+default:
+    @just --list
+
+# Run the server (embedded SQLite unless DATABASE_URL is set).
+run *ARGS:
+    cargo run --release -p webex-push -- {{ARGS}}
+
+# The whole test suite (starts a throwaway PostgreSQL unless TEST_DATABASE_URL is set).
+test:
+    cargo test --workspace
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Apply the database migrations and exit.
+migrate:
+    cargo run --release -p webex-push -- migrate
+
+# Everything CI runs, on this machine.
+ci:
+    bash .ci/run
