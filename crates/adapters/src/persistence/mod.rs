@@ -1,1 +1,796 @@
-//! TODO-module placeholder, filled by its issue.
+//! The Registration port on Diesel: Postgres in production, a SQLite file as the
+//! embedded default, one repository type and one contract for both.
+//!
+//! Diesel is synchronous, so every query runs on Tokio's blocking pool inside the
+//! caller's tracing span; the r2d2 pool lives here, with explicit timeouts, so an
+//! unreachable database turns into [`RegistrationError::Unavailable`] in seconds.
+
+mod config;
+mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound as _, Utc};
+use diesel::connection::SimpleConnection as _;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, HandleError, Pool};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::upsert::excluded;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use secrecy::ExposeSecret as _;
+use tracing::{Instrument as _, Span};
+use webex_push_domain::{
+    ApnsEnvironment, BoxError, Channel, Device, DeviceToken, PersonId, Registration,
+    RegistrationError, RegistrationPort,
+};
+
+use config::Target;
+pub use config::{
+    DEFAULT_POSTGRES_POOL_SIZE, DEFAULT_SQLITE_PATH, DEFAULT_SQLITE_POOL_SIZE, DatabaseConfig,
+    DatabaseUrlError, default_database_url,
+};
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+type PgPool = Pool<ConnectionManager<PgConnection>>;
+type SqlitePool = Pool<ConnectionManager<SqliteConnection>>;
+
+/// Why the store could not be built (start-up) or migrated. Carries the database's own
+/// error, never the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSetupError {
+    #[error(transparent)]
+    Url(#[from] DatabaseUrlError),
+    #[error("cannot connect to the {backend} database: {source}")]
+    Connect {
+        backend: &'static str,
+        #[source]
+        source: diesel::ConnectionError,
+    },
+    #[error("cannot open the SQLite database {}: {source}", path.display())]
+    OpenSqlite {
+        path: std::path::PathBuf,
+        #[source]
+        source: diesel::ConnectionError,
+    },
+    #[error("cannot prepare the {backend} connection: {source}")]
+    Prepare {
+        backend: &'static str,
+        #[source]
+        source: DieselError,
+    },
+    #[error("cannot build the {backend} connection pool: {source}")]
+    Pool {
+        backend: &'static str,
+        #[source]
+        source: diesel::r2d2::PoolError,
+    },
+    #[error("{backend} migrations failed: {source}")]
+    Migrations {
+        backend: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("database set-up task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// What went wrong inside one blocking database operation, before it is sorted into
+/// the port's `Unavailable` / `Unknown`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("no database connection available")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error(transparent)]
+    Query(#[from] DieselError),
+    #[error("stored row is invalid: {0}")]
+    Corrupt(&'static str),
+}
+
+impl StoreError {
+    fn into_port_error(self) -> RegistrationError {
+        if self.is_transient() {
+            RegistrationError::Unavailable(Box::new(self))
+        } else {
+            RegistrationError::Unknown(Box::new(self))
+        }
+    }
+
+    /// Whether waiting can fix it: the database is unreachable, restarting, overloaded
+    /// or locked. Diesel does not expose SQLSTATE, so besides the connection kinds the
+    /// server's message decides.
+    fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Query(DieselError::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::ClosedConnection
+                        | DatabaseErrorKind::UnableToSendCommand
+                        | DatabaseErrorKind::SerializationFailure
+                ) || is_transient_message(info.message())
+            }
+            StoreError::Query(_) | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+fn is_transient_message(message: &str) -> bool {
+    const TRANSIENT: [&str; 14] = [
+        "database is locked",
+        "database table is locked",
+        "terminating connection",
+        "server closed the connection",
+        "no connection to the server",
+        "could not connect",
+        "connection refused",
+        "could not receive data",
+        "could not send data",
+        "the database system is",
+        "canceling statement due to statement timeout",
+        "canceling statement due to lock timeout",
+        "deadlock detected",
+        "too many connections",
+    ];
+    let message = message.to_ascii_lowercase();
+    TRANSIENT.iter().any(|needle| message.contains(needle))
+}
+
+/// The pools, one per backend; cheap to clone (r2d2 pools are shared handles).
+#[derive(Clone)]
+enum Pools {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// The Registration port on Postgres or SQLite, chosen by the database URL.
+///
+/// One type for both backends: each statement is written once (the `on_backend!`
+/// macro) and runs against whichever schema module the backend uses.
+#[derive(Clone)]
+pub struct DieselRegistrationStore {
+    pools: Pools,
+    /// The longest one operation may take, checkout included; past it the caller gets
+    /// `Unavailable` even if the blocking thread is still stuck in libpq.
+    operation_timeout: Duration,
+}
+
+/// Runs `$body` with `$conn` checked out of the backend's pool and the backend's
+/// schema (`devices`, `seen_events`, `DeviceRow`, `person_key`) in scope.
+macro_rules! on_backend {
+    ($pools:expr, |$conn:ident| $body:expr) => {
+        match $pools {
+            Pools::Postgres(pool) => {
+                #[allow(unused_imports)]
+                use schema::pg::{DeviceRow, devices, person_key, seen_events};
+                let $conn: &mut PgConnection = &mut *pool.get()?;
+                $body
+            }
+            Pools::Sqlite(pool) => {
+                #[allow(unused_imports)]
+                use schema::sqlite::{DeviceRow, devices, person_key, seen_events};
+                let $conn: &mut SqliteConnection = &mut *pool.get()?;
+                $body
+            }
+        }
+    };
+}
+
+/// A write transaction that takes the write lock up front: SQLite's default deferred
+/// transaction would fail with "database is locked" instead of waiting its busy timeout
+/// when it upgrades from reading to writing.
+trait WriteTransaction: Sized {
+    fn write_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>;
+}
+
+impl WriteTransaction for PgConnection {
+    fn write_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.transaction(f)
+    }
+}
+
+impl WriteTransaction for SqliteConnection {
+    fn write_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.immediate_transaction(f)
+    }
+}
+
+/// Per-connection settings applied whenever r2d2 opens a connection.
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    statement_timeout: Duration,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Tuning {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        // A stuck statement must not hold a pooled connection (and its caller) forever.
+        conn.batch_execute(&format!(
+            "SET statement_timeout = {}; SET lock_timeout = {};",
+            self.statement_timeout.as_millis(),
+            self.statement_timeout.as_millis()
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Tuning {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        self.tune_sqlite(conn)
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+impl Tuning {
+    /// WAL lets readers run beside the one writer; busy_timeout makes a writer wait for
+    /// the lock instead of failing at once; NORMAL sync is durable in WAL mode except
+    /// for the last transactions before a power loss.
+    fn tune_sqlite(&self, conn: &mut SqliteConnection) -> QueryResult<()> {
+        conn.batch_execute(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; \
+             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+            self.statement_timeout.as_millis()
+        ))
+    }
+}
+
+/// Sends r2d2's connection errors to `tracing` (r2d2 itself logs through `log`).
+#[derive(Debug)]
+struct TracingErrorHandler;
+
+impl HandleError<diesel::r2d2::Error> for TracingErrorHandler {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        tracing::warn!(error = %error, "database connection failed");
+    }
+}
+
+impl DieselRegistrationStore {
+    /// Connects to the database `config` names, applies pending migrations when
+    /// `config.run_migrations` is set, and builds the pool.
+    ///
+    /// Fails with the database's own error (unreachable host, bad password, unknown
+    /// database, unwritable file) so start-up says what is wrong.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreSetupError> {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Self::connect_blocking(&config))
+            .instrument(Span::current())
+            .await
+            .map_err(StoreSetupError::Task)?
+    }
+
+    fn connect_blocking(config: &DatabaseConfig) -> Result<Self, StoreSetupError> {
+        let target = Target::parse(config.url.as_ref(), config.connect_timeout)?;
+        if config.url.is_none() {
+            tracing::info!(
+                path = DEFAULT_SQLITE_PATH,
+                "DATABASE_URL is not set: using the SQLite file in the working directory"
+            );
+        }
+        let backend = target.backend_name();
+        let tuning = Tuning {
+            statement_timeout: config.statement_timeout,
+        };
+        let pools = match &target {
+            Target::Postgres(url) => {
+                let url = url.expose_secret();
+                // One direct connection first: it fails at once with libpq's message,
+                // where the pool would retry until its timeout.
+                let mut conn = PgConnection::establish(url)
+                    .map_err(|source| StoreSetupError::Connect { backend, source })?;
+                if config.run_migrations {
+                    apply_postgres_migrations(&mut conn)?;
+                }
+                drop(conn);
+                let size = config
+                    .pool_size
+                    .unwrap_or(DEFAULT_POSTGRES_POOL_SIZE)
+                    .max(1);
+                tracing::info!(backend, pool_size = size, "using the Postgres database");
+                Pools::Postgres(build_pool(
+                    ConnectionManager::new(url),
+                    size,
+                    config,
+                    tuning,
+                    backend,
+                )?)
+            }
+            Target::Sqlite(path) => {
+                let path_text = sqlite_path_text(path);
+                let mut conn = SqliteConnection::establish(&path_text).map_err(|source| {
+                    StoreSetupError::OpenSqlite {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                // WAL must be on before the first pooled connection runs, and a file
+                // that is not a database must fail here, not on the first request.
+                tuning
+                    .tune_sqlite(&mut conn)
+                    .map_err(|source| StoreSetupError::Prepare { backend, source })?;
+                if config.run_migrations {
+                    apply_migrations(&mut conn, SQLITE_MIGRATIONS, backend)?;
+                }
+                drop(conn);
+                let size = config.pool_size.unwrap_or(DEFAULT_SQLITE_POOL_SIZE).max(1);
+                tracing::info!(
+                    backend,
+                    path = %path.display(),
+                    pool_size = size,
+                    "using the SQLite database file"
+                );
+                Pools::Sqlite(build_pool(
+                    ConnectionManager::new(path_text),
+                    size,
+                    config,
+                    tuning,
+                    backend,
+                )?)
+            }
+        };
+        Ok(Self {
+            pools,
+            operation_timeout: config.checkout_timeout
+                + config.statement_timeout
+                + Duration::from_secs(1),
+        })
+    }
+
+    /// `"postgres"` or `"sqlite"`, for logs and metrics.
+    pub fn backend_name(&self) -> &'static str {
+        match self.pools {
+            Pools::Postgres(_) => "postgres",
+            Pools::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Connections `(in_use, idle)` right now, for metrics.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = match &self.pools {
+            Pools::Postgres(pool) => pool.state(),
+            Pools::Sqlite(pool) => pool.state(),
+        };
+        (
+            state.connections.saturating_sub(state.idle_connections),
+            state.idle_connections,
+        )
+    }
+
+    /// Applies every pending migration (`webex-push migrate`); returns the versions applied.
+    pub async fn run_migrations(&self) -> Result<Vec<String>, StoreSetupError> {
+        let backend = self.backend_name();
+        self.migration_task(move |pools| match pools {
+            Pools::Postgres(pool) => {
+                let mut conn = pool
+                    .get()
+                    .map_err(|source| StoreSetupError::Pool { backend, source })?;
+                apply_postgres_migrations(&mut conn)
+            }
+            Pools::Sqlite(pool) => {
+                let mut conn = pool
+                    .get()
+                    .map_err(|source| StoreSetupError::Pool { backend, source })?;
+                apply_migrations(&mut *conn, SQLITE_MIGRATIONS, backend)
+            }
+        })
+        .await
+    }
+
+    /// Reverts every applied migration, newest first, leaving an empty schema (tests,
+    /// and operators leaving webex-push); returns the versions reverted.
+    pub async fn revert_all_migrations(&self) -> Result<Vec<String>, StoreSetupError> {
+        let backend = self.backend_name();
+        let migration_error =
+            move |source: BoxError| StoreSetupError::Migrations { backend, source };
+        self.migration_task(move |pools| {
+            let versions = match pools {
+                Pools::Postgres(pool) => {
+                    let mut conn = pool
+                        .get()
+                        .map_err(|source| StoreSetupError::Pool { backend, source })?;
+                    conn.revert_all_migrations(POSTGRES_MIGRATIONS)
+                        .map_err(migration_error)?
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                }
+                Pools::Sqlite(pool) => {
+                    let mut conn = pool
+                        .get()
+                        .map_err(|source| StoreSetupError::Pool { backend, source })?;
+                    conn.revert_all_migrations(SQLITE_MIGRATIONS)
+                        .map_err(migration_error)?
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                }
+            };
+            Ok(versions)
+        })
+        .await
+    }
+
+    async fn migration_task<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Pools) -> Result<T, StoreSetupError> + Send + 'static,
+    ) -> Result<T, StoreSetupError> {
+        let pools = self.pools.clone();
+        let span = Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&pools)))
+            .await
+            .map_err(StoreSetupError::Task)?
+    }
+
+    /// Runs `f` on the blocking pool inside the caller's span, bounded by the operation
+    /// timeout, and sorts its error into the port's variants.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Pools) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, RegistrationError> {
+        let pools = self.pools.clone();
+        let span = Span::current();
+        let task = tokio::task::spawn_blocking(move || span.in_scope(|| f(&pools)));
+        match tokio::time::timeout(self.operation_timeout, task).await {
+            Ok(Ok(result)) => result.map_err(|error| {
+                let error = error.into_port_error();
+                if let RegistrationError::Unknown(source) = &error {
+                    tracing::error!(error = %source, "registration store failed");
+                }
+                error
+            }),
+            Ok(Err(join_error)) => Err(RegistrationError::Unknown(Box::new(join_error))),
+            Err(elapsed) => {
+                tracing::warn!(timeout = ?self.operation_timeout, "database operation timed out");
+                Err(RegistrationError::Unavailable(Box::new(elapsed)))
+            }
+        }
+    }
+}
+
+fn build_pool<C>(
+    manager: ConnectionManager<C>,
+    size: u32,
+    config: &DatabaseConfig,
+    tuning: Tuning,
+    backend: &'static str,
+) -> Result<Pool<ConnectionManager<C>>, StoreSetupError>
+where
+    C: diesel::r2d2::R2D2Connection + 'static,
+    Tuning: CustomizeConnection<C, diesel::r2d2::Error>,
+{
+    Pool::builder()
+        .max_size(size)
+        // Keep a couple of connections warm without opening the whole pool at start-up.
+        .min_idle(Some(size.min(2)))
+        .connection_timeout(config.checkout_timeout)
+        // A connection the server dropped (restart, failover) is replaced, not handed out.
+        .test_on_check_out(true)
+        .connection_customizer(Box::new(tuning))
+        .error_handler(Box::new(TracingErrorHandler))
+        .build(manager)
+        .map_err(|source| StoreSetupError::Pool { backend, source })
+}
+
+fn apply_migrations<C>(
+    conn: &mut C,
+    migrations: EmbeddedMigrations,
+    backend: &'static str,
+) -> Result<Vec<String>, StoreSetupError>
+where
+    C: MigrationHarness<C::Backend> + Connection,
+{
+    let applied = conn
+        .run_pending_migrations(migrations)
+        .map_err(|source| StoreSetupError::Migrations { backend, source })?;
+    let applied: Vec<String> = applied.iter().map(ToString::to_string).collect();
+    if !applied.is_empty() {
+        tracing::info!(backend, migrations = ?applied, "applied database migrations");
+    }
+    Ok(applied)
+}
+
+/// Replicas starting together would race to create the same tables; a session-level
+/// advisory lock lets one migrate while the others wait, then find nothing pending.
+fn apply_postgres_migrations(conn: &mut PgConnection) -> Result<Vec<String>, StoreSetupError> {
+    const MIGRATION_LOCK: i64 = 0x7765_6265_7870; // "webexp"
+    let backend = "postgres";
+    let lock_error = |source| StoreSetupError::Prepare { backend, source };
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .execute(conn)
+        .map_err(lock_error)?;
+    let applied = apply_migrations(conn, POSTGRES_MIGRATIONS, backend);
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .execute(conn)
+        .map_err(lock_error)?;
+    applied
+}
+
+fn sqlite_path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Times are stored to the microsecond (Postgres' precision), so what is read back
+/// equals what was written on both backends.
+fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+#[async_trait]
+impl RegistrationPort for DieselRegistrationStore {
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %registration.person))]
+    async fn register(
+        &self,
+        registration: &Registration,
+        at: DateTime<Utc>,
+    ) -> Result<(), RegistrationError> {
+        let at = stored_time(at);
+        let person_uuid = registration.person.uuid();
+        let person_id = registration.person.original().to_owned();
+        let email = registration.email.as_str().to_owned();
+        let environment = registration.environment.map(ApnsEnvironment::as_str);
+        let bundle_id = registration
+            .bundle_id
+            .as_ref()
+            .map(|b| b.as_str().to_owned());
+        let mut tokens: Vec<(String, &'static str)> = registration
+            .tokens()
+            .iter()
+            .map(|(token, channel)| (token.as_str().to_owned(), channel.as_str()))
+            .collect();
+        // Always lock rows in the same order, so two registrations sharing both tokens
+        // cannot deadlock each other.
+        tokens.sort();
+        self.run(move |pools| {
+            on_backend!(pools, |conn| conn.write_transaction(|conn| {
+                for (token, channel) in &tokens {
+                    diesel::insert_into(devices::table)
+                        .values((
+                            devices::token.eq(token),
+                            devices::channel.eq(channel),
+                            devices::person_uuid.eq(person_key(person_uuid)),
+                            devices::person_id.eq(&person_id),
+                            devices::email.eq(&email),
+                            devices::environment.eq(environment),
+                            devices::bundle_id.eq(&bundle_id),
+                            devices::registered_at.eq(at),
+                            devices::updated_at.eq(at),
+                        ))
+                        .on_conflict(devices::token)
+                        .do_update()
+                        .set((
+                            devices::channel.eq(excluded(devices::channel)),
+                            devices::person_uuid.eq(excluded(devices::person_uuid)),
+                            devices::person_id.eq(excluded(devices::person_id)),
+                            devices::email.eq(excluded(devices::email)),
+                            devices::environment.eq(excluded(devices::environment)),
+                            devices::bundle_id.eq(excluded(devices::bundle_id)),
+                            devices::registered_at.eq(excluded(devices::registered_at)),
+                            devices::updated_at.eq(excluded(devices::updated_at)),
+                        ))
+                        .execute(conn)?;
+                }
+                Ok(())
+            }))
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), token = %token))]
+    async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError> {
+        let token = token.as_str().to_owned();
+        self.run(move |pools| {
+            on_backend!(pools, |conn| {
+                let removed = diesel::delete(devices::table.filter(devices::token.eq(&token)))
+                    .execute(conn)?;
+                Ok(removed > 0)
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %person, channel = %channel))]
+    async fn devices_of(
+        &self,
+        person: &PersonId,
+        channel: Channel,
+    ) -> Result<Vec<Device>, RegistrationError> {
+        let person_uuid = person.uuid();
+        let channel = channel.as_str();
+        self.run(move |pools| {
+            on_backend!(pools, |conn| {
+                devices::table
+                    .filter(devices::person_uuid.eq(person_key(person_uuid)))
+                    .filter(devices::channel.eq(channel))
+                    .select(DeviceRow::as_select())
+                    .load(conn)?
+                    .into_iter()
+                    .map(DeviceRow::into_device)
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %person))]
+    async fn all_devices_of(&self, person: &PersonId) -> Result<Vec<Device>, RegistrationError> {
+        let person_uuid = person.uuid();
+        self.run(move |pools| {
+            on_backend!(pools, |conn| {
+                devices::table
+                    .filter(devices::person_uuid.eq(person_key(person_uuid)))
+                    .order((devices::channel, devices::registered_at))
+                    .select(DeviceRow::as_select())
+                    .load(conn)?
+                    .into_iter()
+                    .map(DeviceRow::into_device)
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), token = %token))]
+    async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, RegistrationError> {
+        let token = token.as_str().to_owned();
+        self.run(move |pools| {
+            on_backend!(pools, |conn| {
+                devices::table
+                    .filter(devices::token.eq(&token))
+                    .select(DeviceRow::as_select())
+                    .first(conn)
+                    .optional()?
+                    .map(DeviceRow::into_device)
+                    .transpose()
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), token = %token))]
+    async fn remove_unless_registered_since(
+        &self,
+        token: &DeviceToken,
+        since: DateTime<Utc>,
+    ) -> Result<bool, RegistrationError> {
+        let token = token.as_str().to_owned();
+        // Rounded down like stored times: a registration in the same microsecond as
+        // `since` counts as "at or after" and survives.
+        let since = stored_time(since);
+        self.run(move |pools| {
+            on_backend!(pools, |conn| {
+                // One statement: a registration committed before it keeps the token, one
+                // committed after it re-creates the row. No read-then-delete window.
+                let removed = diesel::delete(
+                    devices::table
+                        .filter(devices::token.eq(&token))
+                        .filter(devices::registered_at.lt(since)),
+                )
+                .execute(conn)?;
+                Ok(removed > 0)
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), token = %token, outcome = outcome))]
+    async fn record_outcome(
+        &self,
+        token: &DeviceToken,
+        outcome: &str,
+        environment: Option<ApnsEnvironment>,
+        at: DateTime<Utc>,
+    ) -> Result<(), RegistrationError> {
+        let token = token.as_str().to_owned();
+        let outcome = outcome.to_owned();
+        let environment = environment.map(ApnsEnvironment::as_str);
+        let at = stored_time(at);
+        self.run(move |pools| {
+            on_backend!(pools, |conn| {
+                let target = devices::table.filter(devices::token.eq(&token));
+                // A token removed meanwhile updates nothing, which is what the port asks.
+                match environment {
+                    Some(environment) => diesel::update(target)
+                        .set((
+                            devices::last_outcome.eq(&outcome),
+                            devices::last_outcome_at.eq(at),
+                            devices::environment.eq(environment),
+                            devices::updated_at.eq(at),
+                        ))
+                        .execute(conn)?,
+                    None => diesel::update(target)
+                        .set((
+                            devices::last_outcome.eq(&outcome),
+                            devices::last_outcome_at.eq(at),
+                            devices::updated_at.eq(at),
+                        ))
+                        .execute(conn)?,
+                };
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name()))]
+    async fn mark_event_seen(
+        &self,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, RegistrationError> {
+        let key = key.to_owned();
+        let at = stored_time(at);
+        self.run(move |pools| {
+            on_backend!(pools, |conn| {
+                // The unique key decides, so two replicas racing on one event agree.
+                let inserted = diesel::insert_into(seen_events::table)
+                    .values((seen_events::key.eq(&key), seen_events::seen_at.eq(at)))
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+                Ok(inserted > 0)
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name()))]
+    async fn prune_seen_events(&self, before: DateTime<Utc>) -> Result<u64, RegistrationError> {
+        let before = stored_time(before);
+        self.run(move |pools| {
+            on_backend!(pools, |conn| {
+                let pruned =
+                    diesel::delete(seen_events::table.filter(seen_events::seen_at.lt(before)))
+                        .execute(conn)?;
+                Ok(pruned as u64)
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name()))]
+    async fn ping(&self) -> Result<(), RegistrationError> {
+        self.run(move |pools| {
+            on_backend!(pools, |conn| {
+                diesel::sql_query("SELECT 1").execute(conn)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_loss_and_locks_are_unavailable_but_other_failures_are_not() {
+        assert!(is_transient_message(
+            "terminating connection due to administrator command"
+        ));
+        assert!(is_transient_message("database is locked"));
+        assert!(is_transient_message(
+            "canceling statement due to statement timeout"
+        ));
+        assert!(!is_transient_message(
+            "new row for relation \"devices\" violates check constraint"
+        ));
+        assert!(matches!(
+            StoreError::Corrupt("x").into_port_error(),
+            RegistrationError::Unknown(_)
+        ));
+        assert!(matches!(
+            StoreError::Query(DieselError::NotFound).into_port_error(),
+            RegistrationError::Unknown(_)
+        ));
+    }
+}

@@ -1,0 +1,194 @@
+//! The tables as Diesel sees them, once per backend: Postgres keeps native `uuid` and
+//! `timestamptz` columns, SQLite keeps text. Each module offers the same names
+//! (`devices`, `seen_events`, `DeviceRow`, `person_key`) so one query body serves both.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use webex_push_domain::{ApnsEnvironment, BundleId, Channel, Device, DeviceToken, PersonId};
+
+use super::StoreError;
+
+pub(crate) mod pg {
+    use chrono::{DateTime, Utc};
+    use diesel::prelude::*;
+    use uuid::Uuid;
+    use webex_push_domain::Device;
+
+    use crate::persistence::StoreError;
+
+    diesel::table! {
+        devices (token) {
+            token -> Text,
+            channel -> Text,
+            person_uuid -> Uuid,
+            person_id -> Text,
+            email -> Text,
+            environment -> Nullable<Text>,
+            bundle_id -> Nullable<Text>,
+            registered_at -> Timestamptz,
+            updated_at -> Timestamptz,
+            last_outcome -> Nullable<Text>,
+            last_outcome_at -> Nullable<Timestamptz>,
+        }
+    }
+
+    diesel::table! {
+        seen_events (key) {
+            key -> Text,
+            seen_at -> Timestamptz,
+        }
+    }
+
+    /// The person as the `person_uuid` column stores it.
+    pub(crate) fn person_key(uuid: Uuid) -> Uuid {
+        uuid
+    }
+
+    #[derive(Queryable, Selectable)]
+    #[diesel(table_name = devices, check_for_backend(diesel::pg::Pg))]
+    pub(crate) struct DeviceRow {
+        token: String,
+        channel: String,
+        person_uuid: Uuid,
+        person_id: String,
+        environment: Option<String>,
+        bundle_id: Option<String>,
+        registered_at: DateTime<Utc>,
+        last_outcome: Option<String>,
+        last_outcome_at: Option<DateTime<Utc>>,
+    }
+
+    impl DeviceRow {
+        pub(crate) fn into_device(self) -> Result<Device, StoreError> {
+            super::device_from_row(super::RawDevice {
+                token: self.token,
+                channel: self.channel,
+                person_uuid: self.person_uuid,
+                person_id: self.person_id,
+                environment: self.environment,
+                bundle_id: self.bundle_id,
+                registered_at: self.registered_at,
+                last_outcome: self.last_outcome,
+                last_outcome_at: self.last_outcome_at,
+            })
+        }
+    }
+}
+
+pub(crate) mod sqlite {
+    use chrono::{DateTime, Utc};
+    use diesel::prelude::*;
+    use uuid::Uuid;
+    use webex_push_domain::Device;
+
+    use crate::persistence::StoreError;
+
+    diesel::table! {
+        devices (token) {
+            token -> Text,
+            channel -> Text,
+            person_uuid -> Text,
+            person_id -> Text,
+            email -> Text,
+            environment -> Nullable<Text>,
+            bundle_id -> Nullable<Text>,
+            registered_at -> TimestamptzSqlite,
+            updated_at -> TimestamptzSqlite,
+            last_outcome -> Nullable<Text>,
+            last_outcome_at -> Nullable<TimestamptzSqlite>,
+        }
+    }
+
+    diesel::table! {
+        seen_events (key) {
+            key -> Text,
+            seen_at -> TimestamptzSqlite,
+        }
+    }
+
+    /// The person as the `person_uuid` column stores it: hyphenated lowercase, the one
+    /// spelling, so equality on the text is equality of people.
+    pub(crate) fn person_key(uuid: Uuid) -> String {
+        uuid.hyphenated().to_string()
+    }
+
+    #[derive(Queryable, Selectable)]
+    #[diesel(table_name = devices, check_for_backend(diesel::sqlite::Sqlite))]
+    pub(crate) struct DeviceRow {
+        token: String,
+        channel: String,
+        person_uuid: String,
+        person_id: String,
+        environment: Option<String>,
+        bundle_id: Option<String>,
+        registered_at: DateTime<Utc>,
+        last_outcome: Option<String>,
+        last_outcome_at: Option<DateTime<Utc>>,
+    }
+
+    impl DeviceRow {
+        pub(crate) fn into_device(self) -> Result<Device, StoreError> {
+            let person_uuid = Uuid::try_parse(&self.person_uuid)
+                .map_err(|_| StoreError::Corrupt("person_uuid is not a UUID"))?;
+            super::device_from_row(super::RawDevice {
+                token: self.token,
+                channel: self.channel,
+                person_uuid,
+                person_id: self.person_id,
+                environment: self.environment,
+                bundle_id: self.bundle_id,
+                registered_at: self.registered_at,
+                last_outcome: self.last_outcome,
+                last_outcome_at: self.last_outcome_at,
+            })
+        }
+    }
+}
+
+/// A device row in backend-neutral types, before it is parsed into domain values.
+struct RawDevice {
+    token: String,
+    channel: String,
+    person_uuid: Uuid,
+    person_id: String,
+    environment: Option<String>,
+    bundle_id: Option<String>,
+    registered_at: DateTime<Utc>,
+    last_outcome: Option<String>,
+    last_outcome_at: Option<DateTime<Utc>>,
+}
+
+fn device_from_row(row: RawDevice) -> Result<Device, StoreError> {
+    let token = DeviceToken::parse(&row.token)
+        .map_err(|_| StoreError::Corrupt("token is not a valid device token"))?;
+    let channel = row
+        .channel
+        .parse::<Channel>()
+        .map_err(|_| StoreError::Corrupt("channel is not voip or alert"))?;
+    // The id as sent is kept for display; should it no longer parse to the stored UUID
+    // (it always does when written by this adapter), the UUID is the truth.
+    let person = PersonId::parse(&row.person_id)
+        .ok()
+        .filter(|person| person.uuid() == row.person_uuid)
+        .unwrap_or_else(|| PersonId::from_uuid(row.person_uuid));
+    let environment = row
+        .environment
+        .map(|e| e.parse::<ApnsEnvironment>())
+        .transpose()
+        .map_err(|_| StoreError::Corrupt("environment is not production or sandbox"))?;
+    let bundle_id = row
+        .bundle_id
+        .map(|b| BundleId::parse(&b))
+        .transpose()
+        .map_err(|_| StoreError::Corrupt("bundle_id is not a valid bundle id"))?;
+    Ok(Device {
+        token,
+        channel,
+        person,
+        environment,
+        bundle_id,
+        registered_at: row.registered_at,
+        last_outcome: row.last_outcome,
+        last_outcome_at: row.last_outcome_at,
+    })
+}

@@ -1,0 +1,961 @@
+//! The Registration port contract, run against SQLite and Postgres, plus what only one
+//! backend can show (outages, locks, start-up errors) and the migrations round trip.
+//!
+//! Postgres: `TEST_DATABASE_URL` (admin URL) or a throwaway cluster from the installed
+//! server binaries; each test gets its own database, dropped afterwards.
+
+// clippy.toml allows these in `#[test]` functions only; the contract cases here are
+// plain async functions the macro wraps, so the allowance is spelled out.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chrono::{DateTime, TimeZone as _, Utc};
+use secrecy::SecretString;
+use uuid::Uuid;
+use webex_push_adapters::persistence::{DatabaseConfig, DieselRegistrationStore, StoreSetupError};
+use webex_push_domain::{
+    ApnsEnvironment, BundleId, Channel, DeviceToken, EmailAddress, PersonId, Registration,
+    RegistrationError, RegistrationPort,
+};
+use webex_push_test_support::{TestCluster, TestDatabase, TestSqlite};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+enum Db {
+    Sqlite(TestSqlite),
+    Postgres(TestDatabase),
+}
+
+/// A store on a fresh database. Fields drop in order: the store's pool closes before
+/// the database is dropped.
+struct Harness {
+    store: DieselRegistrationStore,
+    db: Db,
+}
+
+fn test_config(url: String) -> DatabaseConfig {
+    DatabaseConfig {
+        url: Some(SecretString::from(url)),
+        pool_size: Some(4),
+        connect_timeout: Duration::from_secs(2),
+        checkout_timeout: Duration::from_secs(1),
+        statement_timeout: Duration::from_secs(1),
+        run_migrations: true,
+    }
+}
+
+impl Harness {
+    async fn new(backend: Backend) -> Self {
+        let db = match backend {
+            Backend::Sqlite => Db::Sqlite(TestSqlite::new()),
+            Backend::Postgres => Db::Postgres(TestDatabase::postgres()),
+        };
+        let store = DieselRegistrationStore::connect(&test_config(db.url()))
+            .await
+            .expect("store connects to a fresh database");
+        Self { store, db }
+    }
+
+    /// Another store on the same database: a second replica.
+    async fn replica(&self) -> DieselRegistrationStore {
+        DieselRegistrationStore::connect(&test_config(self.db.url()))
+            .await
+            .expect("replica connects")
+    }
+
+    fn postgres(&self) -> &TestDatabase {
+        match &self.db {
+            Db::Postgres(db) => db,
+            Db::Sqlite(_) => panic!("a Postgres-only test ran on SQLite"),
+        }
+    }
+}
+
+impl Db {
+    fn url(&self) -> String {
+        match self {
+            Db::Sqlite(db) => db.url(),
+            Db::Postgres(db) => db.url().to_owned(),
+        }
+    }
+}
+
+fn token() -> DeviceToken {
+    DeviceToken::parse(&format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    ))
+    .unwrap()
+}
+
+fn webex_id(uuid: Uuid) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("ciscospark://us/PEOPLE/{}", uuid.hyphenated()))
+}
+
+fn person() -> PersonId {
+    PersonId::parse(&webex_id(Uuid::new_v4())).unwrap()
+}
+
+fn registration(person: &PersonId) -> Registration {
+    Registration {
+        person: person.clone(),
+        email: EmailAddress::parse("ada@example.com").unwrap(),
+        voip_token: token(),
+        alert_token: token(),
+        environment: None,
+        bundle_id: None,
+    }
+}
+
+/// A fixed instant with microseconds, so time round trips are checked to the microsecond.
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap() + chrono::Duration::microseconds(123_456)
+}
+
+fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+macro_rules! for_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::new(super::Backend::Sqlite).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::new(super::Backend::Postgres).await).await;
+                }
+            )*
+        }
+    };
+}
+
+for_both_backends!(
+    registered_tokens_are_found_by_person_and_channel,
+    registering_a_token_again_replaces_what_it_was_registered_as,
+    a_token_moves_to_the_person_who_registers_it_last,
+    fifty_concurrent_registrations_of_one_token_leave_exactly_one_row,
+    a_person_can_have_any_number_of_devices_on_each_channel,
+    every_spelling_of_a_person_finds_the_same_devices,
+    unregister_removes_only_that_token_and_says_whether_it_was_there,
+    a_token_registered_before_the_cutoff_is_removed,
+    a_token_registered_again_at_or_after_the_cutoff_is_kept,
+    a_removal_racing_a_re_registration_never_loses_the_new_registration,
+    recording_an_outcome_keeps_it_and_pins_the_environment_when_given,
+    recording_an_outcome_for_an_unknown_token_creates_nothing,
+    an_event_is_new_exactly_once_across_replicas,
+    pruning_forgets_only_events_seen_before_the_cutoff,
+    sql_injection_strings_are_stored_and_returned_verbatim,
+    registrations_sharing_tokens_in_opposite_order_do_not_deadlock,
+    ping_answers_while_the_database_is_up,
+    migrations_apply_revert_and_apply_again,
+    a_store_without_migrations_reports_missing_tables_as_unknown_until_migrated,
+);
+
+async fn registered_tokens_are_found_by_person_and_channel(h: Harness) {
+    let ada = person();
+    let mut reg = registration(&ada);
+    reg.environment = Some(ApnsEnvironment::Production);
+    reg.bundle_id = Some(BundleId::parse("com.example.Phone").unwrap());
+    h.store.register(&reg, t0()).await.unwrap();
+
+    let voip = h.store.devices_of(&ada, Channel::Voip).await.unwrap();
+    assert_eq!(voip.len(), 1);
+    let device = &voip[0];
+    assert_eq!(device.token, reg.voip_token);
+    assert_eq!(device.channel, Channel::Voip);
+    assert_eq!(device.person, ada);
+    assert_eq!(device.person.original(), ada.original());
+    assert_eq!(device.environment, Some(ApnsEnvironment::Production));
+    assert_eq!(device.bundle_id, reg.bundle_id);
+    assert_eq!(device.registered_at, t0());
+    assert_eq!(device.last_outcome, None);
+    assert_eq!(device.last_outcome_at, None);
+
+    let alert = h.store.devices_of(&ada, Channel::Alert).await.unwrap();
+    assert_eq!(alert.len(), 1);
+    assert_eq!(alert[0].token, reg.alert_token);
+    assert_eq!(alert[0].channel, Channel::Alert);
+
+    assert_eq!(h.store.all_devices_of(&ada).await.unwrap().len(), 2);
+    assert_eq!(
+        h.store
+            .device(&reg.alert_token)
+            .await
+            .unwrap()
+            .unwrap()
+            .channel,
+        Channel::Alert
+    );
+    assert_eq!(h.store.device(&token()).await.unwrap(), None);
+    assert!(
+        h.store
+            .devices_of(&person(), Channel::Voip)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn registering_a_token_again_replaces_what_it_was_registered_as(h: Harness) {
+    let ada = person();
+    let first = registration(&ada);
+    h.store.register(&first, t0()).await.unwrap();
+
+    let mut again = first.clone();
+    again.email = EmailAddress::parse("ada.lovelace@example.org").unwrap();
+    again.environment = Some(ApnsEnvironment::Sandbox);
+    again.bundle_id = Some(BundleId::parse("com.example.Beta").unwrap());
+    h.store.register(&again, t0() + secs(60)).await.unwrap();
+
+    let voip = h.store.devices_of(&ada, Channel::Voip).await.unwrap();
+    assert_eq!(voip.len(), 1, "one row per token, always");
+    assert_eq!(voip[0].registered_at, t0() + secs(60));
+    assert_eq!(voip[0].environment, Some(ApnsEnvironment::Sandbox));
+    assert_eq!(voip[0].bundle_id, again.bundle_id);
+
+    // Registering without an environment forgets the old one: the app knows best.
+    h.store.register(&first, t0() + secs(120)).await.unwrap();
+    let device = h.store.device(&first.voip_token).await.unwrap().unwrap();
+    assert_eq!(device.environment, None);
+    assert_eq!(device.bundle_id, None);
+    assert_eq!(h.store.all_devices_of(&ada).await.unwrap().len(), 2);
+}
+
+async fn a_token_moves_to_the_person_who_registers_it_last(h: Harness) {
+    let (ada, bob) = (person(), person());
+    let reg = registration(&ada);
+    h.store.register(&reg, t0()).await.unwrap();
+    let mut bobs = reg.clone();
+    bobs.person = bob.clone();
+    h.store.register(&bobs, t0() + secs(1)).await.unwrap();
+
+    assert!(h.store.all_devices_of(&ada).await.unwrap().is_empty());
+    let voip = h.store.devices_of(&bob, Channel::Voip).await.unwrap();
+    assert_eq!(voip.len(), 1);
+    assert_eq!(voip[0].token, reg.voip_token);
+    assert_eq!(voip[0].person, bob);
+}
+
+async fn fifty_concurrent_registrations_of_one_token_leave_exactly_one_row(h: Harness) {
+    let shared = token();
+    let people: Vec<PersonId> = (0..50).map(|_| person()).collect();
+    let tasks: Vec<_> = people
+        .iter()
+        .enumerate()
+        .map(|(i, someone)| {
+            let store = h.store.clone();
+            let mut reg = registration(someone);
+            reg.voip_token = shared.clone();
+            tokio::spawn(async move { store.register(&reg, t0() + secs(i as i64)).await })
+        })
+        .collect();
+    for task in futures::future::join_all(tasks).await {
+        task.unwrap().unwrap();
+    }
+
+    let mut owners = 0;
+    let mut alert_rows = 0;
+    for someone in &people {
+        owners += h
+            .store
+            .devices_of(someone, Channel::Voip)
+            .await
+            .unwrap()
+            .len();
+        alert_rows += h
+            .store
+            .devices_of(someone, Channel::Alert)
+            .await
+            .unwrap()
+            .len();
+    }
+    assert_eq!(owners, 1, "exactly one row holds the shared token");
+    assert_eq!(alert_rows, 50, "every registration's own token is kept");
+    let device = h.store.device(&shared).await.unwrap().unwrap();
+    assert!(people.contains(&device.person));
+}
+
+async fn a_person_can_have_any_number_of_devices_on_each_channel(h: Harness) {
+    let ada = person();
+    let phones: Vec<Registration> = (0..3).map(|_| registration(&ada)).collect();
+    for (i, phone) in phones.iter().enumerate() {
+        h.store
+            .register(phone, t0() + secs(i as i64))
+            .await
+            .unwrap();
+    }
+    let mut voip: Vec<DeviceToken> = h
+        .store
+        .devices_of(&ada, Channel::Voip)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.token)
+        .collect();
+    let mut expected: Vec<DeviceToken> = phones.iter().map(|p| p.voip_token.clone()).collect();
+    voip.sort();
+    expected.sort();
+    assert_eq!(voip, expected);
+    assert_eq!(
+        h.store
+            .devices_of(&ada, Channel::Alert)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+async fn every_spelling_of_a_person_finds_the_same_devices(h: Harness) {
+    let uuid = Uuid::new_v4();
+    let padded = webex_id(uuid);
+    let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "ciscospark://urn:TEAM:eu-central-1_k/PEOPLE/{uuid}"
+    ));
+    let sent_as = PersonId::parse(&padded).unwrap();
+    let reg = registration(&sent_as);
+    h.store.register(&reg, t0()).await.unwrap();
+
+    for spelling in [
+        uuid.to_string(),
+        uuid.simple().to_string(),
+        url_safe,
+        padded.clone(),
+    ] {
+        let asked = PersonId::parse(&spelling).unwrap();
+        let found = h.store.devices_of(&asked, Channel::Voip).await.unwrap();
+        assert_eq!(found.len(), 1, "spelling {spelling}");
+        assert_eq!(found[0].person.original(), padded, "the id as sent is kept");
+    }
+}
+
+async fn unregister_removes_only_that_token_and_says_whether_it_was_there(h: Harness) {
+    let ada = person();
+    let reg = registration(&ada);
+    h.store.register(&reg, t0()).await.unwrap();
+
+    assert!(h.store.unregister(&reg.voip_token).await.unwrap());
+    assert!(!h.store.unregister(&reg.voip_token).await.unwrap());
+    assert!(!h.store.unregister(&token()).await.unwrap());
+    assert!(
+        h.store
+            .devices_of(&ada, Channel::Voip)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        h.store
+            .devices_of(&ada, Channel::Alert)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn a_token_registered_before_the_cutoff_is_removed(h: Harness) {
+    let ada = person();
+    let reg = registration(&ada);
+    h.store.register(&reg, t0()).await.unwrap();
+
+    let removed = h
+        .store
+        .remove_unless_registered_since(&reg.voip_token, t0() + secs(1))
+        .await
+        .unwrap();
+    assert!(removed);
+    assert_eq!(h.store.device(&reg.voip_token).await.unwrap(), None);
+    assert!(h.store.device(&reg.alert_token).await.unwrap().is_some());
+    assert!(
+        !h.store
+            .remove_unless_registered_since(&reg.voip_token, t0() + secs(1))
+            .await
+            .unwrap(),
+        "removing a gone token reports false"
+    );
+}
+
+async fn a_token_registered_again_at_or_after_the_cutoff_is_kept(h: Harness) {
+    let ada = person();
+    let reg = registration(&ada);
+    h.store.register(&reg, t0()).await.unwrap();
+
+    for since in [t0() - secs(1), t0()] {
+        let removed = h
+            .store
+            .remove_unless_registered_since(&reg.voip_token, since)
+            .await
+            .unwrap();
+        assert!(!removed, "registered at or after {since}");
+    }
+    assert!(h.store.device(&reg.voip_token).await.unwrap().is_some());
+}
+
+async fn a_removal_racing_a_re_registration_never_loses_the_new_registration(h: Harness) {
+    let ada = person();
+    let reg = registration(&ada);
+    h.store.register(&reg, t0()).await.unwrap();
+    let cutoff = t0() + secs(10);
+
+    // APNs said the token died at `cutoff`; the app re-registers it after that.
+    let (removal, registration) = tokio::join!(
+        h.store
+            .remove_unless_registered_since(&reg.voip_token, cutoff),
+        h.store.register(&reg, cutoff + secs(1)),
+    );
+    registration.unwrap();
+    removal.unwrap();
+    let device = h.store.device(&reg.voip_token).await.unwrap();
+    assert_eq!(
+        device.map(|d| d.registered_at),
+        Some(cutoff + secs(1)),
+        "whichever ran first, the newer registration survives"
+    );
+}
+
+async fn recording_an_outcome_keeps_it_and_pins_the_environment_when_given(h: Harness) {
+    let ada = person();
+    let reg = registration(&ada);
+    h.store.register(&reg, t0()).await.unwrap();
+
+    h.store
+        .record_outcome(
+            &reg.voip_token,
+            "delivered",
+            Some(ApnsEnvironment::Sandbox),
+            t0() + secs(5),
+        )
+        .await
+        .unwrap();
+    let device = h.store.device(&reg.voip_token).await.unwrap().unwrap();
+    assert_eq!(device.last_outcome.as_deref(), Some("delivered"));
+    assert_eq!(device.last_outcome_at, Some(t0() + secs(5)));
+    assert_eq!(device.environment, Some(ApnsEnvironment::Sandbox));
+
+    h.store
+        .record_outcome(&reg.voip_token, "TooManyRequests", None, t0() + secs(9))
+        .await
+        .unwrap();
+    let device = h.store.device(&reg.voip_token).await.unwrap().unwrap();
+    assert_eq!(device.last_outcome.as_deref(), Some("TooManyRequests"));
+    assert_eq!(device.last_outcome_at, Some(t0() + secs(9)));
+    assert_eq!(
+        device.environment,
+        Some(ApnsEnvironment::Sandbox),
+        "no environment given: the pinned one stays"
+    );
+    assert_eq!(
+        device.registered_at,
+        t0(),
+        "an outcome is not a registration"
+    );
+    let alert = h.store.device(&reg.alert_token).await.unwrap().unwrap();
+    assert_eq!(alert.last_outcome, None, "only that token's row changes");
+}
+
+async fn recording_an_outcome_for_an_unknown_token_creates_nothing(h: Harness) {
+    let ghost = token();
+    h.store
+        .record_outcome(&ghost, "delivered", Some(ApnsEnvironment::Production), t0())
+        .await
+        .unwrap();
+    assert_eq!(h.store.device(&ghost).await.unwrap(), None);
+}
+
+async fn an_event_is_new_exactly_once_across_replicas(h: Harness) {
+    let other = h.replica().await;
+    let key = format!("telephony_calls:{}", Uuid::new_v4());
+    assert!(h.store.mark_event_seen(&key, t0()).await.unwrap());
+    assert!(!other.mark_event_seen(&key, t0() + secs(1)).await.unwrap());
+    assert!(!h.store.mark_event_seen(&key, t0() + secs(2)).await.unwrap());
+
+    // Racing replicas: exactly one wins.
+    let raced = format!("messages:{}", Uuid::new_v4());
+    let (a, b) = tokio::join!(
+        h.store.mark_event_seen(&raced, t0()),
+        other.mark_event_seen(&raced, t0())
+    );
+    assert!(
+        a.unwrap() ^ b.unwrap(),
+        "exactly one replica sees the event first"
+    );
+}
+
+async fn pruning_forgets_only_events_seen_before_the_cutoff(h: Harness) {
+    let old = "callMemberships:old";
+    let recent = "callMemberships:recent";
+    assert!(
+        h.store
+            .mark_event_seen(old, t0() - secs(7200))
+            .await
+            .unwrap()
+    );
+    assert!(h.store.mark_event_seen(recent, t0()).await.unwrap());
+
+    assert_eq!(
+        h.store.prune_seen_events(t0() - secs(3600)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        h.store.prune_seen_events(t0() - secs(3600)).await.unwrap(),
+        0
+    );
+    assert!(
+        h.store.mark_event_seen(old, t0()).await.unwrap(),
+        "pruned: new again"
+    );
+    assert!(
+        !h.store.mark_event_seen(recent, t0()).await.unwrap(),
+        "kept: still seen"
+    );
+    assert_eq!(h.store.prune_seen_events(t0() + secs(1)).await.unwrap(), 2);
+}
+
+async fn sql_injection_strings_are_stored_and_returned_verbatim(h: Harness) {
+    let nasty = [
+        "'; DROP TABLE devices; --",
+        "\"); DELETE FROM seen_events; --",
+        "Robert'); DROP TABLE seen_events;--",
+        "' OR '1'='1",
+        "\\'; SELECT pg_sleep(10); --",
+        "ünïcödé ☎ \u{0}-less but with\nnewlines\tand tabs",
+    ];
+    let ada = person();
+    let reg = registration(&ada);
+    h.store.register(&reg, t0()).await.unwrap();
+    for (i, text) in nasty.iter().enumerate() {
+        // Postgres text cannot hold NUL; the domain never produces one in these fields.
+        let text = text.replace('\u{0}', "");
+        assert!(
+            h.store.mark_event_seen(&text, t0()).await.unwrap(),
+            "{text:?}"
+        );
+        assert!(
+            !h.store.mark_event_seen(&text, t0()).await.unwrap(),
+            "{text:?}"
+        );
+        h.store
+            .record_outcome(&reg.voip_token, &text, None, t0() + secs(i as i64))
+            .await
+            .unwrap();
+        let device = h.store.device(&reg.voip_token).await.unwrap().unwrap();
+        assert_eq!(device.last_outcome.as_deref(), Some(text.as_str()));
+    }
+    assert_eq!(
+        h.store.all_devices_of(&ada).await.unwrap().len(),
+        2,
+        "tables intact"
+    );
+    assert_eq!(
+        h.store.prune_seen_events(t0() + secs(1)).await.unwrap(),
+        nasty.len() as u64
+    );
+}
+
+async fn registrations_sharing_tokens_in_opposite_order_do_not_deadlock(h: Harness) {
+    let (a, b) = (token(), token());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = h.store.clone();
+            let mut reg = registration(&person());
+            // Half register (a, b), half (b, a): the same two rows locked in both orders.
+            (reg.voip_token, reg.alert_token) = if i % 2 == 0 {
+                (a.clone(), b.clone())
+            } else {
+                (b.clone(), a.clone())
+            };
+            tokio::spawn(async move { store.register(&reg, t0() + secs(i)).await })
+        })
+        .collect();
+    for task in futures::future::join_all(tasks).await {
+        task.unwrap().unwrap();
+    }
+    let first = h.store.device(&a).await.unwrap().unwrap();
+    let second = h.store.device(&b).await.unwrap().unwrap();
+    assert_eq!(
+        first.person, second.person,
+        "the pair was written atomically"
+    );
+    assert_ne!(first.channel, second.channel);
+}
+
+async fn ping_answers_while_the_database_is_up(h: Harness) {
+    h.store.ping().await.unwrap();
+    let (in_use, idle) = h.store.pool_state();
+    assert_eq!(in_use, 0);
+    assert!(idle >= 1);
+}
+
+async fn migrations_apply_revert_and_apply_again(h: Harness) {
+    let ada = person();
+    h.store.register(&registration(&ada), t0()).await.unwrap();
+
+    let reverted = h.store.revert_all_migrations().await.unwrap();
+    assert_eq!(reverted.len(), 2, "both migrations reverted: {reverted:?}");
+    assert!(
+        h.store.devices_of(&ada, Channel::Voip).await.is_err(),
+        "the tables are really gone"
+    );
+    assert!(h.store.mark_event_seen("k", t0()).await.is_err());
+
+    let applied = h.store.run_migrations().await.unwrap();
+    assert_eq!(
+        applied.len(),
+        2,
+        "both migrations applied again: {applied:?}"
+    );
+    assert!(
+        h.store.run_migrations().await.unwrap().is_empty(),
+        "nothing pending"
+    );
+    assert!(h.store.all_devices_of(&ada).await.unwrap().is_empty());
+    h.store.register(&registration(&ada), t0()).await.unwrap();
+    assert!(h.store.mark_event_seen("k", t0()).await.unwrap());
+}
+
+async fn a_store_without_migrations_reports_missing_tables_as_unknown_until_migrated(h: Harness) {
+    h.store.revert_all_migrations().await.unwrap();
+    let mut config = test_config(h.db.url());
+    config.run_migrations = false;
+    let store = DieselRegistrationStore::connect(&config).await.unwrap();
+    store.ping().await.unwrap();
+    assert!(matches!(
+        store.devices_of(&person(), Channel::Voip).await,
+        Err(RegistrationError::Unknown(_))
+    ));
+    assert_eq!(store.run_migrations().await.unwrap().len(), 2);
+    assert!(
+        store
+            .devices_of(&person(), Channel::Voip)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Asserts that `result` is `Unavailable` and came within `limit` of `started`.
+fn assert_unavailable_within<T: std::fmt::Debug>(
+    result: Result<T, RegistrationError>,
+    started: Instant,
+    limit: Duration,
+) {
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(RegistrationError::Unavailable(_))),
+        "expected Unavailable, got {result:?}"
+    );
+    assert!(took < limit, "took {took:?}, more than {limit:?}");
+}
+
+/// Waits, up to `limit`, for `ping` to succeed again.
+async fn wait_until_available(store: &DieselRegistrationStore, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        match store.ping().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => {
+                panic!("store did not recover within {limit:?}: {e:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+mod postgres_only {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_outage_gives_unavailable_quickly_and_the_store_recovers_by_itself() {
+        let h = Harness::new(Backend::Postgres).await;
+        let ada = person();
+        let reg = registration(&ada);
+        h.store.register(&reg, t0()).await.unwrap();
+
+        h.postgres().take_offline();
+        let limit = Duration::from_secs(5);
+        let started = Instant::now();
+        assert_unavailable_within(
+            h.store.devices_of(&ada, Channel::Voip).await,
+            started,
+            limit,
+        );
+        let started = Instant::now();
+        assert_unavailable_within(
+            h.store.register(&registration(&ada), t0()).await,
+            started,
+            limit,
+        );
+        let started = Instant::now();
+        assert_unavailable_within(h.store.ping().await, started, limit);
+
+        h.postgres().bring_online();
+        wait_until_available(&h.store, Duration::from_secs(15)).await;
+        let devices = h.store.devices_of(&ada, Channel::Voip).await.unwrap();
+        assert_eq!(devices.len(), 1, "the acknowledged registration survived");
+        assert_eq!(devices[0].token, reg.voip_token);
+    }
+
+    /// The server itself dies (immediate stop, as in a crash) and comes back on the
+    /// same port: a cluster of this test's own, since the shared one must not be stopped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killing_postgres_gives_unavailable_and_restarting_it_brings_the_store_back() {
+        let cluster = TestCluster::start();
+        let store = DieselRegistrationStore::connect(&test_config(cluster.admin_url()))
+            .await
+            .unwrap();
+        let ada = person();
+        let reg = registration(&ada);
+        store.register(&reg, t0()).await.unwrap();
+
+        cluster.kill();
+        let limit = Duration::from_secs(5);
+        let started = Instant::now();
+        assert_unavailable_within(store.devices_of(&ada, Channel::Voip).await, started, limit);
+        let started = Instant::now();
+        assert_unavailable_within(
+            store.register(&registration(&ada), t0()).await,
+            started,
+            limit,
+        );
+
+        cluster.restart();
+        wait_until_available(&store, Duration::from_secs(15)).await;
+        let devices = store.devices_of(&ada, Channel::Voip).await.unwrap();
+        assert_eq!(
+            devices.len(),
+            1,
+            "the acknowledged registration survived the crash"
+        );
+        assert_eq!(devices[0].token, reg.voip_token);
+        store.register(&registration(&ada), t0()).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_the_server_closed_are_replaced_without_an_error() {
+        let h = Harness::new(Backend::Postgres).await;
+        h.store.ping().await.unwrap();
+        h.postgres().terminate_connections();
+        // test_on_check_out discards the dead connection and opens a new one.
+        h.store.ping().await.unwrap();
+        assert!(
+            h.store
+                .devices_of(&person(), Channel::Voip)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exhausted_pool_answers_unavailable_instead_of_hanging() {
+        let db = TestDatabase::postgres();
+        let mut config = test_config(db.url().to_owned());
+        config.pool_size = Some(1);
+        config.statement_timeout = Duration::from_secs(30);
+        let store = DieselRegistrationStore::connect(&config).await.unwrap();
+        // Hold the only connection: lock the table from another session so a write blocks.
+        let blocker = tokio::task::spawn_blocking({
+            let url = db.url().to_owned();
+            move || {
+                use diesel::{Connection as _, RunQueryDsl as _};
+                let mut conn = diesel::PgConnection::establish(&url).unwrap();
+                conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                    diesel::sql_query("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
+                        .execute(conn)?;
+                    std::thread::sleep(Duration::from_secs(4));
+                    Ok(())
+                })
+                .unwrap();
+            }
+        });
+        // Wait until the lock is held, then fill the pool with a blocked write.
+        let admin = db.admin_url().to_owned();
+        let name = db.name().to_owned();
+        wait_for_lock(&admin, &name).await;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { store.register(&registration(&person()), t0()).await })
+        };
+        // The writer holds the only connection while it waits on the lock.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while store.pool_state().0 == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = Instant::now();
+        assert_unavailable_within(store.ping().await, started, Duration::from_secs(3));
+        blocker.await.unwrap();
+        writer.await.unwrap().unwrap();
+        store.ping().await.unwrap();
+    }
+
+    async fn wait_for_lock(admin_url: &str, database: &str) {
+        use diesel::{Connection as _, QueryableByName, RunQueryDsl as _};
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let sql = format!(
+            "SELECT count(*) AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE d.datname = '{database}' AND l.mode = 'AccessExclusiveLock' AND l.granted"
+        );
+        let mut conn = diesel::PgConnection::establish(admin_url).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let count: Vec<Count> = diesel::sql_query(&sql).load(&mut conn).unwrap();
+            if count.first().is_some_and(|c| c.n > 0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the table lock was never taken");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_starting_together_on_an_empty_database_all_migrate_it_once() {
+        let db = TestDatabase::postgres();
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let config = test_config(db.url().to_owned());
+                tokio::spawn(async move { DieselRegistrationStore::connect(&config).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for start in futures::future::join_all(starts).await {
+            stores.push(start.unwrap().expect("every replica starts"));
+        }
+        let ada = person();
+        stores[0].register(&registration(&ada), t0()).await.unwrap();
+        assert_eq!(stores[3].all_devices_of(&ada).await.unwrap().len(), 2);
+        assert!(stores[1].run_migrations().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn start_up_against_a_closed_port_fails_fast_with_the_real_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let started = Instant::now();
+        let error = DieselRegistrationStore::connect(&test_config(format!(
+            "postgres://postgres:s3cret@127.0.0.1:{port}/push"
+        )))
+        .await
+        .err()
+        .expect("connecting to a closed port fails");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(matches!(
+            error,
+            StoreSetupError::Connect {
+                backend: "postgres",
+                ..
+            }
+        ));
+        let message = format!("{error}");
+        assert!(
+            message.contains("refused"),
+            "the real cause is shown: {message}"
+        );
+        assert!(!message.contains("s3cret"), "never the password: {message}");
+    }
+
+    #[tokio::test]
+    async fn start_up_against_a_missing_database_names_the_problem() {
+        let db = TestDatabase::postgres();
+        let missing = webex_push_test_support::with_database(db.url(), "no_such_database_here");
+        let error = DieselRegistrationStore::connect(&test_config(missing))
+            .await
+            .err()
+            .expect("connecting to a missing database fails");
+        let message = format!("{error}");
+        assert!(message.contains("does not exist"), "{message}");
+    }
+}
+
+mod sqlite_only {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_locked_by_another_process_gives_unavailable_then_recovers() {
+        use diesel::Connection as _;
+        use diesel::connection::SimpleConnection as _;
+
+        let h = Harness::new(Backend::Sqlite).await;
+        let Db::Sqlite(file) = &h.db else {
+            unreachable!()
+        };
+        let mut other =
+            diesel::SqliteConnection::establish(&file.path().to_string_lossy()).unwrap();
+        other.batch_execute("BEGIN EXCLUSIVE").unwrap();
+
+        let started = Instant::now();
+        assert_unavailable_within(
+            h.store.register(&registration(&person()), t0()).await,
+            started,
+            Duration::from_secs(5),
+        );
+        other.batch_execute("COMMIT").unwrap();
+        let ada = person();
+        h.store.register(&registration(&ada), t0()).await.unwrap();
+        assert_eq!(h.store.all_devices_of(&ada).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_file_runs_in_wal_mode() {
+        let h = Harness::new(Backend::Sqlite).await;
+        h.store
+            .register(&registration(&person()), t0())
+            .await
+            .unwrap();
+        let Db::Sqlite(file) = &h.db else {
+            unreachable!()
+        };
+        let wal = format!("{}-wal", file.path().display());
+        assert!(
+            std::path::Path::new(&wal).exists(),
+            "{wal} exists in WAL mode"
+        );
+        assert_eq!(h.store.backend_name(), "sqlite");
+    }
+
+    #[tokio::test]
+    async fn start_up_with_an_unusable_file_fails_with_the_real_error() {
+        let error = DieselRegistrationStore::connect(&test_config(
+            "sqlite:///nonexistent-directory/webex-push.db".into(),
+        ))
+        .await
+        .err()
+        .expect("a file in a missing directory cannot be opened");
+        assert!(matches!(error, StoreSetupError::OpenSqlite { .. }));
+        let message = error.to_string();
+        assert!(
+            message.contains("/nonexistent-directory/webex-push.db"),
+            "{message}"
+        );
+        assert!(message.contains("Unable to open"), "{message}");
+
+        let error = DieselRegistrationStore::connect(&test_config("mysql://db/push".into()))
+            .await
+            .err()
+            .expect("unknown schemes are refused");
+        assert!(matches!(error, StoreSetupError::Url(_)));
+    }
+}

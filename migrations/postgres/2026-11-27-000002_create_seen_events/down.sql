@@ -1,0 +1,2 @@
+DROP INDEX seen_events_seen_at_idx;
+DROP TABLE seen_events;

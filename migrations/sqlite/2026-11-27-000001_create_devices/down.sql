@@ -1,0 +1,2 @@
+DROP INDEX devices_person_channel_idx;
+DROP TABLE devices;
