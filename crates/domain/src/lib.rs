@@ -11,8 +11,10 @@ pub use ports::{
     BoxError, Deadlines, DeliveryReport, IncomingCallPort, NotifyError, PushGateway,
     RegistrationError, RegistrationPort,
 };
+pub use ports::{IdentityError, IdentityPort};
 pub use services::{
     Clock, ManualClock, NotificationService, RegisterError, RegistrationService, RetryPolicy,
     SystemClock,
 };
+pub use services::{GuardError, RegistrationGuard};
 pub use types::*;

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::types::{
-    ApnsEnvironment, CallEnded, Channel, Device, DeviceToken, IncomingCall, NewMessage, PersonId,
-    Push, PushOutcome, Registration,
+    AccessToken, ApnsEnvironment, CallEnded, Channel, Device, DeviceToken, IncomingCall,
+    NewMessage, PersonId, Push, PushOutcome, Registration,
 };
 
 /// A boxed error source, for the causes adapters carry up without the domain naming them.
@@ -204,4 +204,37 @@ impl Default for Deadlines {
             message: Duration::from_secs(300),
         }
     }
+}
+
+/// What can go wrong proving who holds a Webex access token.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Webex says the token is not valid (unknown, expired, revoked, or not allowed to
+    /// read the person): the caller has not proven anything (HTTP 401). Retrying with
+    /// the same token will not help.
+    #[error("the access token was rejected by Webex")]
+    Rejected,
+    /// Webex cannot answer right now (unreachable, timeout, 429, 5xx): nothing is known
+    /// about the token (HTTP 503 with `Retry-After`); it recovers by itself.
+    #[error("the identity provider is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Anything else, e.g. an answer that does not name a person (HTTP 500).
+    #[error("the identity lookup failed")]
+    Unknown(#[source] BoxError),
+}
+
+/// The Identity port: who a Webex access token belongs to, so a phone can only be
+/// bound to the calls of the person who holds the token.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait IdentityPort: Send + Sync + 'static {
+    /// The person `access_token` was issued to, as Webex says (`GET /v1/people/me`).
+    /// Adapters may cache answers for a few minutes, keyed by something other than the
+    /// token itself.
+    ///
+    /// MUST return `Rejected` when Webex refuses the token (401 or 403), `Unavailable`
+    /// when Webex cannot be reached, times out, throttles (429) or fails (5xx), and
+    /// `Unknown` for an answer it cannot make sense of. MUST NOT log the token.
+    async fn person_for_token(&self, access_token: &AccessToken)
+    -> Result<PersonId, IdentityError>;
 }

@@ -1,9 +1,11 @@
 //! The use cases, implemented on top of the ports.
 
 mod clock;
+mod identity;
 mod notification;
 mod registration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use identity::{GuardError, RegistrationGuard};
 pub use notification::{Jitter, NotificationService, RetryPolicy};
 pub use registration::{RegisterError, RegistrationService};

@@ -1,11 +1,13 @@
 //! Domain values, each parsed at the edge and valid by construction.
 
+mod access_token;
 mod device_token;
 mod events;
 mod person_id;
 mod push;
 mod registration;
 
+pub use access_token::{AccessToken, AccessTokenError};
 pub use device_token::{DeviceToken, DeviceTokenError};
 pub use events::{CallEnded, CallId, Caller, EventSource, IncomingCall, NewMessage};
 pub use person_id::{PersonId, PersonIdError};
