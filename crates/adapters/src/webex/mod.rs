@@ -1,1 +1,8 @@
-//! TODO-module placeholder, filled by its issue.
+//! The Webex webhook reader: checks a webhook's signature and turns its body into a
+//! domain event (ring, call ended, new message) or an acknowledged "ignored".
+
+mod event;
+mod signature;
+
+pub use event::{WebhookError, WebhookEvent, parse_event, parse_event_at};
+pub use signature::{SIGNATURE_HEADER, SignatureError, sign, verify_signature};

@@ -1,0 +1,526 @@
+//! Reading a Webex webhook body into a domain event: which resource said what, and
+//! whether it rings a phone, ends a call, announces a message, or is of no interest.
+//!
+//! Mapping (see `docs/webex-webhooks.md`):
+//! - `callMemberships`: `state=notified` rings `data.personId`; `joined` ends the ringing
+//!   as answered; `declined`/`left` end it (the callee's own membership only).
+//! - `telephony_calls`: a `terminator` call `alerting` (or `eventType=received`) rings;
+//!   `deleted`, `disconnected` end it; `connected` ends the ringing as answered.
+//!   The person is `data.personId` when present, else the webhook owner (`createdBy`).
+//! - `telephony_push`: rings the person with `data.apnsPayload` for the SDK; the person
+//!   is `data.personId` when present, else `actorId`.
+//! - `messages/created`: announces the message to the webhook owner (`createdBy`)
+//!   unless the owner sent it.
+//!
+//! Everything else is [`WebhookEvent::Ignored`], never an error: Webex disables a
+//! webhook that keeps failing, and retrying would not change the answer.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sha1::{Digest as _, Sha1};
+use webex_push_domain::{
+    CallEnded, CallId, Caller, EventSource, IncomingCall, NewMessage, PersonId,
+};
+
+/// What a webhook asks of us.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookEvent {
+    Ring(IncomingCall),
+    CallEnded(CallEnded),
+    NewMessage(NewMessage),
+    /// A resource, event or state that needs no push. Acknowledged, never an error.
+    Ignored {
+        resource: String,
+        event: String,
+        why: String,
+    },
+}
+
+impl WebhookEvent {
+    /// A short label for logs (and, later, metrics): `ring`, `call_ended`, `message`,
+    /// `ignored`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WebhookEvent::Ring(_) => "ring",
+            WebhookEvent::CallEnded(_) => "call_ended",
+            WebhookEvent::NewMessage(_) => "message",
+            WebhookEvent::Ignored { .. } => "ignored",
+        }
+    }
+}
+
+/// A body that is not a Webex webhook we can read. The message names the field and
+/// what is wrong with it; it never quotes values (they may be personal data).
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("the body is not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    #[error("`{0}` is missing")]
+    MissingField(&'static str),
+    #[error("`{field}` {why}")]
+    InvalidField { field: &'static str, why: String },
+}
+
+impl WebhookError {
+    /// The field at fault, when one is.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            WebhookError::MissingField(field) | WebhookError::InvalidField { field, .. } => {
+                Some(field)
+            }
+            WebhookError::Json(_) | WebhookError::NotAnObject => None,
+        }
+    }
+}
+
+/// Reads a webhook body, dating events without a timestamp of their own to now.
+pub fn parse_event(body: &[u8]) -> Result<WebhookEvent, WebhookError> {
+    parse_event_at(body, Utc::now())
+}
+
+/// Reads a webhook body; `received_at` dates events that carry no usable timestamp.
+pub fn parse_event_at(
+    body: &[u8],
+    received_at: DateTime<Utc>,
+) -> Result<WebhookEvent, WebhookError> {
+    let value: Value = serde_json::from_slice(body).map_err(WebhookError::Json)?;
+    let Value::Object(envelope) = value else {
+        return Err(WebhookError::NotAnObject);
+    };
+    let envelope = Envelope::read(&envelope, received_at)?;
+    match envelope.resource {
+        "callMemberships" => call_membership(&envelope),
+        "telephony_calls" => telephony_call(&envelope),
+        "telephony_push" => telephony_push(&envelope),
+        "messages" => message(&envelope),
+        _ => Ok(envelope.ignored("not a resource webex-push relays")),
+    }
+}
+
+/// The envelope's fields that matter, borrowed from the parsed body.
+struct Envelope<'a> {
+    resource: &'a str,
+    event: &'a str,
+    created_by: Option<&'a str>,
+    actor_id: Option<&'a str>,
+    owned_by: Option<&'a str>,
+    data: Fields<'a>,
+    received_at: DateTime<Utc>,
+}
+
+static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+impl<'a> Envelope<'a> {
+    fn read(map: &'a Map<String, Value>, received_at: DateTime<Utc>) -> Result<Self, WebhookError> {
+        let top = Fields {
+            map,
+            names: &ENVELOPE_NAMES,
+        };
+        let data = match map.get("data") {
+            None | Some(Value::Null) => &*EMPTY,
+            Some(Value::Object(data)) => data,
+            Some(_) => {
+                return Err(WebhookError::InvalidField {
+                    field: "data",
+                    why: "must be a JSON object".into(),
+                });
+            }
+        };
+        Ok(Self {
+            resource: top.required("resource")?,
+            event: top.required("event")?,
+            created_by: top.optional("createdBy")?,
+            actor_id: top.optional("actorId")?,
+            owned_by: top.optional("ownedBy")?,
+            data: Fields {
+                map: data,
+                names: &DATA_NAMES,
+            },
+            received_at,
+        })
+    }
+
+    fn ignored(&self, why: impl Into<String>) -> WebhookEvent {
+        WebhookEvent::Ignored {
+            resource: self.resource.to_owned(),
+            event: self.event.to_owned(),
+            why: why.into(),
+        }
+    }
+
+    /// An org admin's webhook: `createdBy` is the admin, not the person concerned.
+    fn is_org_owned(&self) -> bool {
+        self.owned_by
+            .is_some_and(|owner| owner.eq_ignore_ascii_case("org"))
+    }
+
+    fn is_event(&self, name: &str) -> bool {
+        self.event.eq_ignore_ascii_case(name)
+    }
+
+    /// When the event happened: the first parseable timestamp among `keys` in `data`,
+    /// else when it was received. A bad timestamp is not worth refusing the event.
+    fn occurred_at(&self, keys: &[&str]) -> DateTime<Utc> {
+        keys.iter()
+            .filter_map(|key| self.data.map.get(*key).and_then(Value::as_str))
+            .find_map(|text| DateTime::parse_from_rfc3339(text).ok())
+            .map_or(self.received_at, |at| at.with_timezone(&Utc))
+    }
+}
+
+// Error messages name fields with 'static strings; these tables map a key to its
+// qualified name ("data.personId") without allocating.
+const ENVELOPE_NAMES: [(&str, &str); 5] = [
+    ("resource", "resource"),
+    ("event", "event"),
+    ("createdBy", "createdBy"),
+    ("actorId", "actorId"),
+    ("ownedBy", "ownedBy"),
+];
+
+const DATA_NAMES: [(&str, &str); 18] = [
+    ("id", "data.id"),
+    ("callId", "data.callId"),
+    ("callSessionId", "data.callSessionId"),
+    ("personId", "data.personId"),
+    ("personEmail", "data.personEmail"),
+    ("state", "data.state"),
+    ("isInitiator", "data.isInitiator"),
+    ("eventType", "data.eventType"),
+    ("personality", "data.personality"),
+    ("completedElsewhere", "data.completedElsewhere"),
+    ("remoteParty", "data.remoteParty"),
+    ("roomId", "data.roomId"),
+    ("roomType", "data.roomType"),
+    ("apnsPayload", "data.apnsPayload"),
+    ("name", "data.remoteParty.name"),
+    ("number", "data.remoteParty.number"),
+    ("privacyEnabled", "data.remoteParty.privacyEnabled"),
+    ("created", "data.created"),
+];
+
+/// Typed access to an object's fields, with errors naming the field.
+#[derive(Clone, Copy)]
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    names: &'static [(&'static str, &'static str)],
+}
+
+impl<'a> Fields<'a> {
+    fn name(&self, key: &str) -> &'static str {
+        self.names
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or("data", |(_, name)| name)
+    }
+
+    /// A string field; absent, `null` or blank is `None`, another type an error.
+    fn optional(&self, key: &str) -> Result<Option<&'a str>, WebhookError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.trim()).filter(|t| !t.is_empty())),
+            Some(_) => Err(WebhookError::InvalidField {
+                field: self.name(key),
+                why: "must be a string".into(),
+            }),
+        }
+    }
+
+    fn required(&self, key: &str) -> Result<&'a str, WebhookError> {
+        self.optional(key)?
+            .ok_or_else(|| WebhookError::MissingField(self.name(key)))
+    }
+
+    /// A boolean field; Webex has sent some flags as strings, so `"true"` counts too.
+    fn flag(&self, key: &str) -> bool {
+        match self.map.get(key) {
+            Some(Value::Bool(flag)) => *flag,
+            Some(Value::String(text)) => text.eq_ignore_ascii_case("true"),
+            _ => false,
+        }
+    }
+
+    /// A string field compared case-insensitively with `expected`.
+    fn is(&self, key: &str, expected: &str) -> Result<bool, WebhookError> {
+        Ok(self
+            .optional(key)?
+            .is_some_and(|value| value.eq_ignore_ascii_case(expected)))
+    }
+
+    fn person(&self, key: &str) -> Result<Option<PersonId>, WebhookError> {
+        self.optional(key)?
+            .map(|text| {
+                PersonId::parse(text).map_err(|error| WebhookError::InvalidField {
+                    field: self.name(key),
+                    why: format!("is not a Webex person id: {error}"),
+                })
+            })
+            .transpose()
+    }
+
+    fn object(&self, key: &str) -> Option<Fields<'a>> {
+        match self.map.get(key) {
+            Some(Value::Object(map)) => Some(Fields {
+                map,
+                names: self.names,
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn person_of(field: &'static str, text: &str) -> Result<PersonId, WebhookError> {
+    PersonId::parse(text).map_err(|error| WebhookError::InvalidField {
+        field,
+        why: format!("is not a Webex person id: {error}"),
+    })
+}
+
+fn call_id(field: &'static str, text: &str) -> Result<CallId, WebhookError> {
+    CallId::parse(text).ok_or_else(|| WebhookError::InvalidField {
+        field,
+        why: format!("must be 1 to {} bytes", CallId::MAX_LEN),
+    })
+}
+
+/// The object as the SDK may want it, for `IncomingCall::sdk_payload`.
+fn data_value(data: &Fields<'_>) -> Option<Value> {
+    (!data.map.is_empty()).then(|| Value::Object(data.map.clone()))
+}
+
+fn call_membership(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError> {
+    let data = &envelope.data;
+    if envelope.is_event("deleted") {
+        return Ok(envelope.ignored("a deleted membership neither rings nor ends a call"));
+    }
+    let Some(state) = data.optional("state")? else {
+        return Ok(envelope.ignored("no data.state"));
+    };
+    let state = state.to_ascii_lowercase();
+    if !matches!(state.as_str(), "notified" | "joined" | "declined" | "left") {
+        return Ok(envelope.ignored(format!("state {state} neither rings nor ends a call")));
+    }
+    if data.flag("isInitiator") {
+        return Ok(envelope.ignored("the caller's own membership"));
+    }
+    let person = person_of("data.personId", data.required("personId")?)?;
+    let call_id = call_id("data.callId", data.required("callId")?)?;
+    let occurred_at = envelope.occurred_at(&["created"]);
+    let source = EventSource::CallMemberships;
+    Ok(match state.as_str() {
+        "notified" => {
+            // The membership tells nothing about the caller; `actorId` is whoever caused
+            // the event, which for a notification is the caller (unconfirmed, so only
+            // used when it is someone other than the callee).
+            let caller_person = envelope
+                .actor_id
+                .and_then(|actor| PersonId::parse(actor).ok())
+                .filter(|actor| *actor != person);
+            WebhookEvent::Ring(IncomingCall {
+                call_id,
+                callee: person,
+                caller: Caller {
+                    person: caller_person,
+                    ..Caller::default()
+                },
+                occurred_at,
+                source,
+                sdk_payload: data_value(data),
+            })
+        }
+        // Answered on one of the callee's devices: the others stop ringing.
+        "joined" => WebhookEvent::CallEnded(CallEnded {
+            call_id,
+            person,
+            occurred_at,
+            source,
+            answered_elsewhere: true,
+        }),
+        _ => WebhookEvent::CallEnded(CallEnded {
+            call_id,
+            person,
+            occurred_at,
+            source,
+            answered_elsewhere: false,
+        }),
+    })
+}
+
+fn telephony_call(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError> {
+    let data = &envelope.data;
+    if data.is("personality", "originator")? {
+        return Ok(envelope.ignored("an outgoing call rings nobody here"));
+    }
+    let deleted = envelope.is_event("deleted");
+    let disconnected = data.is("state", "disconnected")? || data.is("eventType", "disconnected")?;
+    let terminator = data.is("personality", "terminator")?;
+    let alerting = data.is("state", "alerting")? || data.is("eventType", "received")?;
+    let connected = data.is("state", "connected")?
+        || data.is("eventType", "connected")?
+        || data.is("eventType", "answered")?;
+
+    enum Action {
+        Ring,
+        End { answered_elsewhere: bool },
+    }
+    let action = if deleted || disconnected {
+        Action::End {
+            answered_elsewhere: data.flag("completedElsewhere"),
+        }
+    } else if terminator && alerting {
+        Action::Ring
+    } else if terminator && connected {
+        Action::End {
+            answered_elsewhere: true,
+        }
+    } else {
+        return Ok(envelope.ignored(
+            "neither an incoming call alerting nor the end of one (needs personality=terminator)",
+        ));
+    };
+
+    // Personal webhooks see only their owner's calls; org-owned ones may name the person.
+    let person = match data.person("personId")? {
+        Some(person) => person,
+        None if envelope.is_org_owned() => {
+            return Ok(envelope.ignored(
+                "an org-wide webhook's event without data.personId does not say whose call it is",
+            ));
+        }
+        None => person_of(
+            "createdBy",
+            envelope
+                .created_by
+                .ok_or(WebhookError::MissingField("data.personId or createdBy"))?,
+        )?,
+    };
+    let call_id = match (data.optional("callId")?, data.optional("callSessionId")?) {
+        (Some(id), _) => call_id("data.callId", id)?,
+        (None, Some(id)) => call_id("data.callSessionId", id)?,
+        (None, None) => return Err(WebhookError::MissingField("data.callId")),
+    };
+    let occurred_at = envelope.occurred_at(&["eventTimestamp", "created"]);
+    let source = EventSource::TelephonyCalls;
+    Ok(match action {
+        Action::Ring => WebhookEvent::Ring(IncomingCall {
+            call_id,
+            callee: person,
+            caller: remote_party(data)?,
+            occurred_at,
+            source,
+            sdk_payload: data_value(data),
+        }),
+        Action::End { answered_elsewhere } => WebhookEvent::CallEnded(CallEnded {
+            call_id,
+            person,
+            occurred_at,
+            source,
+            answered_elsewhere,
+        }),
+    })
+}
+
+/// The caller from `data.remoteParty`; nothing when the caller asked for privacy.
+fn remote_party(data: &Fields<'_>) -> Result<Caller, WebhookError> {
+    let Some(party) = data.object("remoteParty") else {
+        return Ok(Caller::default());
+    };
+    if party.flag("privacyEnabled") {
+        return Ok(Caller::default());
+    }
+    Ok(Caller {
+        name: party.optional("name")?.map(str::to_owned),
+        number: party.optional("number")?.map(str::to_owned),
+        ..Caller::default()
+    })
+}
+
+fn telephony_push(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError> {
+    let data = &envelope.data;
+    if envelope.is_event("deleted") {
+        return Ok(envelope.ignored("a deleted telephony push carries nothing to relay"));
+    }
+    let payload = match data.map.get("apnsPayload") {
+        None | Some(Value::Null) => {
+            return Ok(envelope.ignored("no data.apnsPayload to relay"));
+        }
+        // Some senders JSON-encode the payload as a string; the SDK wants the object.
+        Some(Value::String(text)) => {
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+        }
+        Some(other) => other.clone(),
+    };
+    // Which field names the target is unconfirmed: data.personId, else the actor.
+    let person = match data.person("personId")? {
+        Some(person) => person,
+        None => person_of(
+            "actorId",
+            envelope
+                .actor_id
+                .ok_or(WebhookError::MissingField("data.personId or actorId"))?,
+        )?,
+    };
+    let call_id = match data.optional("callId")? {
+        Some(id) => call_id("data.callId", id)?,
+        None => payload_call_id(&payload),
+    };
+    Ok(WebhookEvent::Ring(IncomingCall {
+        call_id,
+        callee: person,
+        caller: remote_party(data)?,
+        occurred_at: envelope.occurred_at(&["eventTimestamp", "created"]),
+        source: EventSource::TelephonyPush,
+        sdk_payload: Some(payload),
+    }))
+}
+
+/// A call id for a push that names none: the payload's own `callId` when it has one,
+/// else a digest of the payload, so a re-delivery still rings only once.
+fn payload_call_id(payload: &Value) -> CallId {
+    if let Some(id) = payload
+        .get("callId")
+        .and_then(Value::as_str)
+        .and_then(CallId::parse)
+    {
+        return id;
+    }
+    let digest = Sha1::digest(payload.to_string().as_bytes());
+    let id = format!("apnsPayload-sha1-{}", hex::encode(digest));
+    // `CallId::parse` refuses only empty or overlong ids; this one has 57 ASCII bytes.
+    CallId::parse(&id).unwrap_or_else(|| unreachable!("a digest call id is always valid"))
+}
+
+fn message(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError> {
+    let data = &envelope.data;
+    if !envelope.is_event("created") {
+        return Ok(envelope.ignored("only new messages are announced"));
+    }
+    if envelope.is_org_owned() {
+        return Ok(envelope.ignored("an org-wide messages webhook does not say whom to notify"));
+    }
+    let recipient = person_of(
+        "createdBy",
+        envelope
+            .created_by
+            .ok_or(WebhookError::MissingField("createdBy"))?,
+    )?;
+    let sender = data.person("personId").ok().flatten();
+    let actor = envelope
+        .actor_id
+        .and_then(|actor| PersonId::parse(actor).ok())
+        .or_else(|| sender.clone());
+    if actor.as_ref() == Some(&recipient) {
+        return Ok(envelope.ignored("the webhook owner's own message"));
+    }
+    Ok(WebhookEvent::NewMessage(NewMessage {
+        message_id: data.required("id")?.to_owned(),
+        room_id: data.required("roomId")?.to_owned(),
+        room_type: data.optional("roomType")?.map(str::to_owned),
+        recipient,
+        sender,
+        sender_email: data.optional("personEmail")?.map(str::to_owned),
+        occurred_at: envelope.occurred_at(&["created"]),
+    }))
+}

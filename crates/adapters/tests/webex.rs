@@ -1,0 +1,417 @@
+//! The Webex webhook reader against realistic webhook bodies of each resource.
+// Test helpers outside #[test] functions: a failed set-up should panic loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{TimeZone as _, Utc};
+use serde_json::{Value, json};
+use webex_push_adapters::webex::{WebhookError, WebhookEvent, parse_event_at};
+use webex_push_domain::{EventSource, PersonId};
+
+const CALLEE_UUID: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+const CALLER_UUID: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(text)
+}
+
+fn person(uuid: &str) -> String {
+    b64(&format!("ciscospark://us/PEOPLE/{uuid}"))
+}
+
+fn parse(body: &Value) -> WebhookEvent {
+    parse_event_at(body.to_string().as_bytes(), received_at())
+        .unwrap_or_else(|e| panic!("{body}: {e}"))
+}
+
+fn parse_err(body: &Value) -> WebhookError {
+    match parse_event_at(body.to_string().as_bytes(), received_at()) {
+        Ok(event) => panic!("expected an error, got {event:?}"),
+        Err(error) => error,
+    }
+}
+
+fn received_at() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+fn envelope(resource: &str, event: &str, data: Value) -> Value {
+    json!({
+        "id": b64("ciscospark://us/WEBHOOK/7f3c1b2a-0000-4000-8000-000000000001"),
+        "name": "webex-push",
+        "targetUrl": "https://push.example.com/webhook",
+        "resource": resource,
+        "event": event,
+        "orgId": b64("ciscospark://us/ORGANIZATION/1eb65fdf-9643-417f-9974-ad72cae0e10f"),
+        "createdBy": person(CALLEE_UUID),
+        "appId": b64("ciscospark://us/APPLICATION/C12345"),
+        "ownedBy": "creator",
+        "status": "active",
+        "created": "2025-06-01T10:00:00.000Z",
+        "actorId": person(CALLER_UUID),
+        "someFieldWebexAddsLater": {"nested": [1, 2, 3]},
+        "data": data,
+    })
+}
+
+fn call_membership(state: &str) -> Value {
+    envelope(
+        "callMemberships",
+        "created",
+        json!({
+            "id": b64("ciscospark://us/CALL_MEMBERSHIP/5c2f-1"),
+            "callId": "Y2lzY29zcGFyazovL3VzL0NBTEwvMTIzNDU",
+            // Padded, urn:TEAM cluster: a spelling other than at registration.
+            "personId": base64_padded(&format!("ciscospark://urn:TEAM:us-west-2_r/PEOPLE/{CALLEE_UUID}")),
+            "personEmail": "callee@example.com",
+            "personDisplayName": "Callee",
+            "personOrgId": "x",
+            "state": state,
+            "isInitiator": false,
+            "created": "2025-06-01T12:34:56.789Z",
+        }),
+    )
+}
+
+fn base64_padded(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn telephony_call(event: &str, data: Value) -> Value {
+    envelope("telephony_calls", event, data)
+}
+
+fn alerting_call() -> Value {
+    json!({
+        "eventType": "received",
+        "eventTimestamp": "2025-06-01T12:00:01.123Z",
+        "callId": "Y2lzY29zcGFyazovL3VzL0NBTExTLzEyMzQ1",
+        "callSessionId": "ZGIwYjUyZjUtMDAxNy00NmQ4",
+        "personality": "terminator",
+        "state": "alerting",
+        "remoteParty": {
+            "name": "Ada Lovelace",
+            "number": "+15551234567",
+            "personId": person(CALLER_UUID),
+            "privacyEnabled": false,
+            "callType": "location"
+        },
+        "created": "2025-06-01T12:00:00.000Z",
+        "redirections": []
+    })
+}
+
+#[test]
+fn a_notified_call_membership_rings_the_callee_in_any_spelling() {
+    let WebhookEvent::Ring(call) = parse(&call_membership("notified")) else {
+        panic!("expected a ring");
+    };
+    assert_eq!(call.callee, PersonId::parse(CALLEE_UUID).unwrap());
+    assert_eq!(call.call_id.as_str(), "Y2lzY29zcGFyazovL3VzL0NBTEwvMTIzNDU");
+    assert_eq!(call.source, EventSource::CallMemberships);
+    assert_eq!(
+        call.caller.person,
+        Some(PersonId::parse(CALLER_UUID).unwrap())
+    );
+    assert_eq!(
+        call.occurred_at,
+        Utc.with_ymd_and_hms(2025, 6, 1, 12, 34, 56).unwrap()
+            + chrono::TimeDelta::milliseconds(789)
+    );
+    let payload = call.sdk_payload.expect("the data goes to the SDK");
+    assert_eq!(payload["callId"], "Y2lzY29zcGFyazovL3VzL0NBTEwvMTIzNDU");
+}
+
+#[test]
+fn call_membership_answered_declined_or_left_ends_the_ringing() {
+    for (state, answered) in [("joined", true), ("declined", false), ("left", false)] {
+        let WebhookEvent::CallEnded(ended) = parse(&call_membership(state)) else {
+            panic!("{state}: expected the call to end");
+        };
+        assert_eq!(ended.person, PersonId::parse(CALLEE_UUID).unwrap());
+        assert_eq!(ended.answered_elsewhere, answered, "{state}");
+        assert_eq!(ended.source, EventSource::CallMemberships);
+    }
+}
+
+#[test]
+fn call_membership_waiting_or_of_the_caller_is_ignored() {
+    assert!(matches!(
+        parse(&call_membership("waiting")),
+        WebhookEvent::Ignored { .. }
+    ));
+    let mut initiator = call_membership("notified");
+    initiator["data"]["isInitiator"] = json!(true);
+    assert!(matches!(parse(&initiator), WebhookEvent::Ignored { .. }));
+}
+
+#[test]
+fn a_notified_membership_without_person_or_call_is_refused_naming_the_field() {
+    let mut body = call_membership("notified");
+    body["data"].as_object_mut().unwrap().remove("personId");
+    let error = parse_err(&body);
+    assert_eq!(error.field(), Some("data.personId"));
+    assert!(error.to_string().contains("data.personId"), "{error}");
+
+    let mut body = call_membership("notified");
+    body["data"]["personId"] = json!(b64(&format!("ciscospark://us/ROOM/{CALLEE_UUID}")));
+    let error = parse_err(&body);
+    assert_eq!(error.field(), Some("data.personId"));
+    assert!(error.to_string().contains("ROOM"), "{error}");
+
+    let mut body = call_membership("notified");
+    body["data"]["callId"] = json!("  ");
+    assert_eq!(parse_err(&body).field(), Some("data.callId"));
+}
+
+#[test]
+fn an_incoming_webex_calling_call_rings_the_webhook_owner_with_the_caller() {
+    let WebhookEvent::Ring(call) = parse(&telephony_call("created", alerting_call())) else {
+        panic!("expected a ring");
+    };
+    assert_eq!(call.callee, PersonId::parse(CALLEE_UUID).unwrap());
+    assert_eq!(
+        call.call_id.as_str(),
+        "Y2lzY29zcGFyazovL3VzL0NBTExTLzEyMzQ1"
+    );
+    assert_eq!(call.caller.name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(call.caller.number.as_deref(), Some("+15551234567"));
+    assert_eq!(call.caller.display_name(), Some("Ada Lovelace"));
+    assert_eq!(call.source, EventSource::TelephonyCalls);
+    assert_eq!(
+        call.occurred_at,
+        Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 1).unwrap() + chrono::TimeDelta::milliseconds(123)
+    );
+}
+
+#[test]
+fn a_telephony_call_naming_a_person_rings_that_person_not_the_owner() {
+    let mut data = alerting_call();
+    data["personId"] = json!(CALLER_UUID.to_uppercase());
+    let WebhookEvent::Ring(call) = parse(&telephony_call("updated", data)) else {
+        panic!("expected a ring");
+    };
+    assert_eq!(call.callee, PersonId::parse(CALLER_UUID).unwrap());
+}
+
+#[test]
+fn an_org_wide_telephony_call_without_a_person_rings_nobody() {
+    let mut body = telephony_call("created", alerting_call());
+    body["ownedBy"] = json!("org");
+    let WebhookEvent::Ignored { why, .. } = parse(&body) else {
+        panic!("the admin who created the webhook must not ring");
+    };
+    assert!(why.contains("data.personId"), "{why}");
+}
+
+#[test]
+fn a_private_caller_stays_private() {
+    let mut data = alerting_call();
+    data["remoteParty"]["privacyEnabled"] = json!(true);
+    let WebhookEvent::Ring(call) = parse(&telephony_call("created", data)) else {
+        panic!("expected a ring");
+    };
+    assert_eq!(call.caller.display_name(), None);
+}
+
+#[test]
+fn telephony_call_disconnected_deleted_or_answered_elsewhere_ends_the_ringing() {
+    let mut disconnected = alerting_call();
+    disconnected["state"] = json!("disconnected");
+    disconnected["eventType"] = json!("disconnected");
+    disconnected["disconnected"] = json!("2025-06-01T12:00:09.000Z");
+    let WebhookEvent::CallEnded(ended) = parse(&telephony_call("updated", disconnected)) else {
+        panic!("expected the call to end");
+    };
+    assert!(!ended.answered_elsewhere);
+    assert_eq!(ended.person, PersonId::parse(CALLEE_UUID).unwrap());
+
+    let mut elsewhere = alerting_call();
+    elsewhere["state"] = json!("disconnected");
+    elsewhere["completedElsewhere"] = json!(true);
+    let WebhookEvent::CallEnded(ended) = parse(&telephony_call("updated", elsewhere)) else {
+        panic!("expected the call to end");
+    };
+    assert!(ended.answered_elsewhere);
+
+    let WebhookEvent::CallEnded(ended) = parse(&telephony_call("deleted", alerting_call())) else {
+        panic!("a deleted call ends");
+    };
+    assert_eq!(
+        ended.call_id.as_str(),
+        "Y2lzY29zcGFyazovL3VzL0NBTExTLzEyMzQ1"
+    );
+
+    let mut connected = alerting_call();
+    connected["state"] = json!("connected");
+    connected["eventType"] = json!("connected");
+    let WebhookEvent::CallEnded(ended) = parse(&telephony_call("updated", connected)) else {
+        panic!("an answered call stops ringing elsewhere");
+    };
+    assert!(ended.answered_elsewhere);
+}
+
+#[test]
+fn outgoing_calls_and_other_states_are_ignored() {
+    let mut outgoing = alerting_call();
+    outgoing["personality"] = json!("originator");
+    assert!(matches!(
+        parse(&telephony_call("created", outgoing)),
+        WebhookEvent::Ignored { .. }
+    ));
+    let mut held = alerting_call();
+    held["state"] = json!("held");
+    held["eventType"] = json!("held");
+    let WebhookEvent::Ignored {
+        resource, event, ..
+    } = parse(&telephony_call("updated", held))
+    else {
+        panic!("a held call is ignored");
+    };
+    assert_eq!(
+        (resource.as_str(), event.as_str()),
+        ("telephony_calls", "updated")
+    );
+}
+
+#[test]
+fn a_telephony_push_rings_with_the_sdk_payload_for_data_person_else_actor() {
+    let apns_payload = json!({
+        "aps": {"content-available": 1},
+        "data": {"callId": "abc-123", "type": "incoming_call", "blob": "eyJ2IjoxfQ"}
+    });
+    let body = envelope(
+        "telephony_push",
+        "updated",
+        json!({
+            "personId": person(CALLEE_UUID),
+            "apnsPayload": apns_payload,
+            "eventTimestamp": "2025-06-01T12:00:00Z",
+        }),
+    );
+    let WebhookEvent::Ring(call) = parse(&body) else {
+        panic!("expected a ring");
+    };
+    assert_eq!(call.callee, PersonId::parse(CALLEE_UUID).unwrap());
+    assert_eq!(call.sdk_payload, Some(apns_payload.clone()));
+    assert_eq!(call.source, EventSource::TelephonyPush);
+
+    let mut from_actor = body.clone();
+    from_actor["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("personId");
+    let WebhookEvent::Ring(by_actor) = parse(&from_actor) else {
+        panic!("expected a ring");
+    };
+    assert_eq!(by_actor.callee, PersonId::parse(CALLER_UUID).unwrap());
+    // Re-deliveries of the same payload are the same call, so they ring once.
+    assert_eq!(by_actor.call_id, parse_ring(&from_actor).call_id);
+}
+
+fn parse_ring(body: &Value) -> webex_push_domain::IncomingCall {
+    match parse(body) {
+        WebhookEvent::Ring(call) => call,
+        other => panic!("expected a ring, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_telephony_push_payload_sent_as_a_json_string_reaches_the_sdk_as_an_object() {
+    let body = envelope(
+        "telephony_push",
+        "updated",
+        json!({"callId": "c-1", "apnsPayload": "{\"data\":{\"k\":\"v\"}}"}),
+    );
+    let call = parse_ring(&body);
+    assert_eq!(call.sdk_payload, Some(json!({"data": {"k": "v"}})));
+    assert_eq!(call.call_id.as_str(), "c-1");
+}
+
+#[test]
+fn a_telephony_push_without_payload_is_ignored() {
+    let body = envelope(
+        "telephony_push",
+        "updated",
+        json!({"personId": person(CALLEE_UUID)}),
+    );
+    assert!(matches!(parse(&body), WebhookEvent::Ignored { .. }));
+}
+
+fn message_body(actor: &str) -> Value {
+    let mut body = envelope(
+        "messages",
+        "created",
+        json!({
+            "id": b64("ciscospark://us/MESSAGE/9e2f7a10-1111-4000-8000-000000000002"),
+            "roomId": b64("ciscospark://us/ROOM/bb0a5d10-2222-4000-8000-000000000003"),
+            "roomType": "direct",
+            "personId": person(actor),
+            "personEmail": "sender@example.com",
+            "created": "2025-06-01T12:00:00.000Z",
+        }),
+    );
+    body["actorId"] = json!(person(actor));
+    body
+}
+
+#[test]
+fn a_message_from_someone_else_is_announced_to_the_webhook_owner() {
+    let WebhookEvent::NewMessage(message) = parse(&message_body(CALLER_UUID)) else {
+        panic!("expected a message");
+    };
+    assert_eq!(message.recipient, PersonId::parse(CALLEE_UUID).unwrap());
+    assert_eq!(message.sender, Some(PersonId::parse(CALLER_UUID).unwrap()));
+    assert_eq!(message.room_type.as_deref(), Some("direct"));
+    assert_eq!(message.sender_email.as_deref(), Some("sender@example.com"));
+}
+
+#[test]
+fn the_owners_own_message_and_org_wide_webhooks_are_ignored() {
+    let WebhookEvent::Ignored { why, .. } = parse(&message_body(CALLEE_UUID)) else {
+        panic!("your own message is not announced");
+    };
+    assert!(why.contains("own"), "{why}");
+    let mut org = message_body(CALLER_UUID);
+    org["ownedBy"] = json!("org");
+    assert!(matches!(parse(&org), WebhookEvent::Ignored { .. }));
+    let mut deleted = message_body(CALLER_UUID);
+    deleted["event"] = json!("deleted");
+    assert!(matches!(parse(&deleted), WebhookEvent::Ignored { .. }));
+}
+
+#[test]
+fn other_resources_are_ignored_not_refused() {
+    for resource in ["rooms", "memberships", "attachmentActions", "meetings"] {
+        let WebhookEvent::Ignored { resource: seen, .. } =
+            parse(&envelope(resource, "created", json!({"id": "x"})))
+        else {
+            panic!("{resource} is ignored");
+        };
+        assert_eq!(seen, resource);
+    }
+}
+
+#[test]
+fn malformed_bodies_are_refused_saying_what_is_wrong() {
+    let not_json = parse_event_at(b"{\"resource\": ", received_at()).unwrap_err();
+    assert!(matches!(not_json, WebhookError::Json(_)));
+    assert!(
+        not_json.to_string().contains("not valid JSON"),
+        "{not_json}"
+    );
+
+    let array = parse_event_at(b"[]", received_at()).unwrap_err();
+    assert!(matches!(array, WebhookError::NotAnObject));
+
+    let no_resource = parse_err(&json!({"event": "created", "data": {}}));
+    assert_eq!(no_resource.field(), Some("resource"));
+
+    let bad_type = parse_err(&json!({"resource": 42, "event": "created"}));
+    assert_eq!(bad_type.field(), Some("resource"));
+    assert!(bad_type.to_string().contains("must be a string"));
+
+    let bad_data = parse_err(&json!({"resource": "messages", "event": "created", "data": []}));
+    assert_eq!(bad_data.field(), Some("data"));
+}
