@@ -1,0 +1,584 @@
+//! The APNs HTTP/2 client: one warm connection per environment, one shared provider
+//! token, a bound on requests in flight, every answer classified.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use http::{HeaderName, HeaderValue, StatusCode};
+use tokio::sync::{Mutex, Semaphore};
+use webex_push_domain::{ApnsEnvironment, Channel, Push, PushGateway, PushOutcome};
+
+use super::classify::{ErrorBody, classify, parse_retry_after};
+use super::config::{ApnsConfig, ApnsConfigError};
+use super::payload::{Prepared, prepare};
+use super::token::{Clock, ProviderToken, ProviderTokens};
+
+/// Apple's production gateway.
+pub const PRODUCTION_ENDPOINT: &str = "https://api.push.apple.com";
+/// Apple's development gateway.
+pub const SANDBOX_ENDPOINT: &str = "https://api.sandbox.push.apple.com";
+
+/// How often an idle connection is pinged, so NATs and Apple keep it open and a dead
+/// one is noticed before a push needs it.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+static APNS_PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
+static APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
+static APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
+static APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
+static APNS_ID: HeaderName = HeaderName::from_static("apns-id");
+static APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
+
+/// Everything APNs said about one push, for the CLI and the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApnsAnswer {
+    /// `None` when no answer came (connection error, timeout).
+    pub status: Option<u16>,
+    /// Apple's reason, or what went wrong on our side when no answer came.
+    pub reason: Option<String>,
+    /// The `apns-id` APNs echoed, else the one we sent.
+    pub apns_id: String,
+    /// Where the last attempt went.
+    pub environment: ApnsEnvironment,
+    pub outcome: PushOutcome,
+    /// From the first byte sent to the classified answer, fallback included.
+    pub latency: Duration,
+}
+
+/// Why warming up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApnsWarmUpError {
+    #[error("cannot reach APNs ({environment}): {reason}")]
+    Unreachable {
+        environment: ApnsEnvironment,
+        reason: String,
+    },
+    #[error("APNs ({environment}) refused our credentials or topic: {status} {reason}")]
+    Refused {
+        environment: ApnsEnvironment,
+        status: u16,
+        reason: String,
+    },
+}
+
+/// The APNs client. Cheap to clone: every clone shares the connections, the token and
+/// the in-flight bound.
+#[derive(Clone)]
+pub struct ApnsClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `[production, sandbox]`; both the same gateway when `endpoint` overrides them.
+    gateways: [Arc<Gateway>; 2],
+    tokens: ProviderTokens,
+    default_environment: ApnsEnvironment,
+    alert_topic: HeaderValue,
+    voip_topic: HeaderValue,
+    in_flight: Semaphore,
+    clock: Clock,
+}
+
+/// One base URL and the HTTP/2 connection to it.
+struct Gateway {
+    base: String,
+    http: reqwest::Client,
+    /// Whether a request on this gateway got an answer yet. Until then Apple allows
+    /// one stream per token-auth connection, so requests go one at a time (`gate`) and
+    /// a burst does not open a connection per request.
+    warm: AtomicBool,
+    gate: Mutex<()>,
+}
+
+/// The raw result of one HTTP exchange.
+struct Exchange {
+    status: Option<u16>,
+    reason: Option<String>,
+    timestamp_ms: Option<i64>,
+    retry_after: Option<Duration>,
+    apns_id: Option<String>,
+}
+
+impl ApnsClient {
+    pub fn new(config: ApnsConfig) -> Result<Self, ApnsConfigError> {
+        Self::with_clock(config, Arc::new(SystemTime::now))
+    }
+
+    /// Like [`ApnsClient::new`], with the clock that dates provider tokens and
+    /// expirations, so tests can age a token without waiting an hour.
+    pub fn with_clock(config: ApnsConfig, clock: Clock) -> Result<Self, ApnsConfigError> {
+        if config.max_in_flight == 0 {
+            return Err(ApnsConfigError::NoInFlight);
+        }
+        let extra_ca = config
+            .extra_ca_pem
+            .as_deref()
+            .map(|pem| {
+                reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                    .map_err(ApnsConfigError::BadCaCertificate)
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let build = |base: String| -> Result<Arc<Gateway>, ApnsConfigError> {
+            Ok(Arc::new(Gateway {
+                base,
+                http: http_client(&config, &extra_ca)?,
+                warm: AtomicBool::new(false),
+                gate: Mutex::new(()),
+            }))
+        };
+        let gateways = match &config.endpoint {
+            Some(endpoint) => {
+                let shared = build(parse_endpoint(endpoint)?)?;
+                [Arc::clone(&shared), shared]
+            }
+            None => [
+                build(PRODUCTION_ENDPOINT.to_owned())?,
+                build(SANDBOX_ENDPOINT.to_owned())?,
+            ],
+        };
+        let topic_header = |channel| {
+            HeaderValue::try_from(config.topic.topic(channel))
+                .map_err(|_| ApnsConfigError::BadTopic(config.topic.to_string()))
+        };
+        let tokens = ProviderTokens::new(
+            config.key.clone(),
+            config.key_id.clone(),
+            config.team_id.clone(),
+            Arc::clone(&clock),
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                gateways,
+                tokens,
+                default_environment: config.default_environment,
+                alert_topic: topic_header(Channel::Alert)?,
+                voip_topic: topic_header(Channel::Voip)?,
+                in_flight: Semaphore::new(config.max_in_flight),
+                clock,
+            }),
+        })
+    }
+
+    /// How many provider tokens this client minted so far (one per 50 minutes, plus
+    /// one per `ExpiredProviderToken` at most every 20 minutes).
+    pub fn provider_tokens_minted(&self) -> u64 {
+        self.inner.tokens.minted()
+    }
+
+    /// Opens the connection to the default environment before traffic, and checks
+    /// that APNs accepts our provider token and topic: sends one background push to
+    /// an all-zero token, which Apple answers `BadDeviceToken` once the credentials
+    /// pass. A burst that follows then shares this one warm connection.
+    pub async fn warm_up(&self) -> Result<(), ApnsWarmUpError> {
+        let environment = self.inner.default_environment;
+        let prepared = Prepared {
+            body: bytes::Bytes::from_static(b"{\"aps\":{\"content-available\":1}}"),
+            push_type: "background",
+            priority: "5",
+            expiration: 0,
+            collapse_id: None,
+        };
+        let apns_id = new_apns_id();
+        let token = self.inner.tokens.current();
+        let gateway = self.inner.gateway(environment);
+        let _gate = gateway.gate.lock().await;
+        let exchange = self
+            .inner
+            .exchange(
+                gateway,
+                &"0".repeat(64),
+                self.inner.alert_topic.clone(),
+                &prepared,
+                &apns_id,
+                &token,
+            )
+            .await;
+        match exchange.status {
+            None => Err(ApnsWarmUpError::Unreachable {
+                environment,
+                reason: exchange.reason.unwrap_or_default(),
+            }),
+            Some(status) => {
+                gateway.warm.store(true, Ordering::Release);
+                let reason = exchange.reason.unwrap_or_default();
+                match (status, reason.as_str()) {
+                    (200, _) | (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => Ok(()),
+                    _ => Err(ApnsWarmUpError::Refused {
+                        environment,
+                        status,
+                        reason,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Sends `push` (to the other environment too when it has none and the first says
+    /// `BadDeviceToken`) and returns everything APNs answered.
+    pub async fn send_detailed(&self, push: &Push) -> ApnsAnswer {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let prepared = prepare(&push.content, (inner.clock)());
+        let topic = match &push.bundle_id {
+            None => match push.channel {
+                Channel::Voip => inner.voip_topic.clone(),
+                Channel::Alert => inner.alert_topic.clone(),
+            },
+            Some(bundle) => match HeaderValue::try_from(bundle.topic(push.channel)) {
+                Ok(topic) => topic,
+                Err(_) => {
+                    return ApnsAnswer {
+                        status: None,
+                        reason: Some("BadTopic".into()),
+                        apns_id: String::new(),
+                        environment: push.environment.unwrap_or(inner.default_environment),
+                        outcome: PushOutcome::Rejected {
+                            reason: "BadTopic".into(),
+                        },
+                        latency: started.elapsed(),
+                    };
+                }
+            },
+        };
+        let first = push.environment.unwrap_or(inner.default_environment);
+        let mut answer = inner.attempt(push, first, &topic, &prepared).await;
+        if push.environment.is_none() && answer.reason.as_deref() == Some("BadDeviceToken") {
+            tracing::debug!(
+                token = %push.token,
+                from = %first,
+                "BadDeviceToken for a token without environment; trying the other"
+            );
+            answer = inner.attempt(push, first.other(), &topic, &prepared).await;
+        }
+        answer.latency = started.elapsed();
+        answer
+    }
+}
+
+#[async_trait]
+impl PushGateway for ApnsClient {
+    async fn send(&self, push: &Push) -> PushOutcome {
+        self.send_detailed(push).await.outcome
+    }
+}
+
+impl Inner {
+    fn gateway(&self, environment: ApnsEnvironment) -> &Gateway {
+        match environment {
+            ApnsEnvironment::Production => &self.gateways[0],
+            ApnsEnvironment::Sandbox => &self.gateways[1],
+        }
+    }
+
+    /// One push to one environment: re-minted and retried once on
+    /// `ExpiredProviderToken`, classified.
+    async fn attempt(
+        &self,
+        push: &Push,
+        environment: ApnsEnvironment,
+        topic: &HeaderValue,
+        prepared: &Prepared,
+    ) -> ApnsAnswer {
+        let started = Instant::now();
+        let apns_id = new_apns_id();
+        let Ok(_permit) = self.in_flight.acquire().await else {
+            return answer_without_response(apns_id, environment, "ClientClosed", started);
+        };
+        let gateway = self.gateway(environment);
+        let mut token = self.tokens.current();
+        let mut reminted = false;
+        loop {
+            let sent_at: DateTime<Utc> = (self.clock)().into();
+            let send = || {
+                self.exchange(
+                    gateway,
+                    push.token.as_str(),
+                    topic.clone(),
+                    prepared,
+                    &apns_id,
+                    &token,
+                )
+            };
+            let exchange = if gateway.warm.load(Ordering::Acquire) {
+                send().await
+            } else {
+                let gate = gateway.gate.lock().await;
+                if gateway.warm.load(Ordering::Acquire) {
+                    drop(gate);
+                    send().await
+                } else {
+                    let exchange = send().await;
+                    if exchange.status.is_some() {
+                        gateway.warm.store(true, Ordering::Release);
+                    }
+                    exchange
+                }
+            };
+            tracing::debug!(
+                apns_id,
+                token = %push.token,
+                %environment,
+                kind = push.content.kind(),
+                status = exchange.status,
+                reason = exchange.reason.as_deref(),
+                "APNs answered"
+            );
+            if exchange.status == Some(403)
+                && exchange.reason.as_deref() == Some("ExpiredProviderToken")
+            {
+                match (reminted, self.tokens.expired(&token)) {
+                    (false, Some(fresh)) => {
+                        token = fresh;
+                        reminted = true;
+                        continue;
+                    }
+                    // A fresh token expired too: our clock is wrong, no retry fixes it.
+                    _ => {
+                        return ApnsAnswer {
+                            status: exchange.status,
+                            reason: exchange.reason.clone(),
+                            apns_id: exchange.apns_id.unwrap_or(apns_id),
+                            environment,
+                            outcome: PushOutcome::Rejected {
+                                reason: "ExpiredProviderToken".into(),
+                            },
+                            latency: started.elapsed(),
+                        };
+                    }
+                }
+            }
+            let echoed = exchange.apns_id.unwrap_or(apns_id);
+            let outcome = match exchange.status {
+                Some(status) => classify(
+                    status,
+                    exchange.reason.as_deref(),
+                    exchange.timestamp_ms,
+                    exchange.retry_after,
+                    sent_at,
+                    &echoed,
+                    environment,
+                ),
+                None => PushOutcome::Retry {
+                    reason: exchange
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "ConnectionError".into()),
+                    after: None,
+                },
+            };
+            return ApnsAnswer {
+                status: exchange.status,
+                reason: exchange.reason,
+                apns_id: echoed,
+                environment,
+                outcome,
+                latency: started.elapsed(),
+            };
+        }
+    }
+
+    /// One HTTP/2 request and its answer; a transport failure is an `Exchange` without
+    /// status whose reason says what failed.
+    async fn exchange(
+        &self,
+        gateway: &Gateway,
+        device_token: &str,
+        topic: HeaderValue,
+        prepared: &Prepared,
+        apns_id: &str,
+        token: &ProviderToken,
+    ) -> Exchange {
+        let mut url = String::with_capacity(gateway.base.len() + 10 + device_token.len());
+        url.push_str(&gateway.base);
+        url.push_str("/3/device/");
+        url.push_str(device_token);
+        let mut request = gateway
+            .http
+            .post(url)
+            .header(http::header::AUTHORIZATION, token.header.clone())
+            .header(
+                APNS_PUSH_TYPE.clone(),
+                HeaderValue::from_static(prepared.push_type),
+            )
+            .header(APNS_TOPIC.clone(), topic)
+            .header(
+                APNS_PRIORITY.clone(),
+                HeaderValue::from_static(prepared.priority),
+            )
+            .header(
+                APNS_EXPIRATION.clone(),
+                HeaderValue::from(prepared.expiration),
+            )
+            .header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        if let Ok(mut id) = HeaderValue::try_from(apns_id) {
+            // Unique per request: "sensitive" keeps HPACK from inserting it into the
+            // dynamic table, where each new id would evict the provider token and the
+            // topic, which then travel in full again.
+            id.set_sensitive(true);
+            request = request.header(APNS_ID.clone(), id);
+        }
+        if let Some(collapse) = prepared
+            .collapse_id
+            .as_deref()
+            .and_then(|c| HeaderValue::try_from(c).ok())
+        {
+            request = request.header(APNS_COLLAPSE_ID.clone(), collapse);
+        }
+        let response = match request.body(prepared.body.clone()).send().await {
+            Ok(response) => response,
+            Err(error) => return transport_failure(&error),
+        };
+        let status = response.status();
+        let headers = response.headers();
+        let echoed = headers
+            .get(&APNS_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let retry_after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
+        if status == StatusCode::OK {
+            return Exchange {
+                status: Some(200),
+                reason: None,
+                timestamp_ms: None,
+                retry_after: None,
+                apns_id: echoed,
+            };
+        }
+        let body = match response.bytes().await {
+            Ok(bytes) => serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_default(),
+            Err(error) => {
+                // The status came but the body was lost: the reason is unknown, and a
+                // dead token must not be removed on a guess.
+                tracing::debug!(%error, "APNs error body lost");
+                ErrorBody::default()
+            }
+        };
+        Exchange {
+            status: Some(status.as_u16()),
+            reason: body.reason,
+            timestamp_ms: body.timestamp,
+            retry_after,
+            apns_id: echoed,
+        }
+    }
+}
+
+fn transport_failure(error: &reqwest::Error) -> Exchange {
+    let reason = if error.is_timeout() {
+        "Timeout"
+    } else if error.is_connect() {
+        "ConnectFailed"
+    } else {
+        "ConnectionError"
+    };
+    tracing::debug!(error = %error, reason, "APNs request failed without an answer");
+    Exchange {
+        status: None,
+        reason: Some(reason.to_owned()),
+        timestamp_ms: None,
+        retry_after: None,
+        apns_id: None,
+    }
+}
+
+fn answer_without_response(
+    apns_id: String,
+    environment: ApnsEnvironment,
+    reason: &str,
+    started: Instant,
+) -> ApnsAnswer {
+    ApnsAnswer {
+        status: None,
+        reason: Some(reason.to_owned()),
+        apns_id,
+        environment,
+        outcome: PushOutcome::Retry {
+            reason: reason.to_owned(),
+            after: None,
+        },
+        latency: started.elapsed(),
+    }
+}
+
+/// A new lowercase UUID v4 for `apns-id`, from the thread-local RNG (no system call
+/// per push, unlike `Uuid::new_v4`).
+fn new_apns_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
+/// Checks an `APNS_ENDPOINT` value and drops a trailing slash.
+fn parse_endpoint(endpoint: &str) -> Result<String, ApnsConfigError> {
+    let bad = || ApnsConfigError::BadEndpoint(endpoint.to_owned());
+    let url = reqwest::Url::parse(endpoint.trim()).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "https" | "http")
+        || url.host_str().is_none()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(bad());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// The HTTP/2-only client for one gateway.
+fn http_client(
+    config: &ApnsConfig,
+    extra_ca: &[reqwest::Certificate],
+) -> Result<reqwest::Client, ApnsConfigError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        // ALPN `h2` only: APNs speaks nothing else.
+        .http2_prior_knowledge()
+        // Nagle's algorithm holds small HEADERS/DATA frames back for ~40 ms.
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .http2_keep_alive_while_idle(true)
+        // Keep the connection however long it idles: reconnecting is what Apple
+        // treats as abuse, and what costs a call its first ring.
+        .pool_idle_timeout(None)
+        .pool_max_idle_per_host(1)
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("webex-push/", env!("CARGO_PKG_VERSION")));
+    for certificate in extra_ca {
+        builder = builder.add_root_certificate(certificate.clone());
+    }
+    builder.build().map_err(ApnsConfigError::Http)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_be_bare_urls() {
+        assert_eq!(
+            parse_endpoint("https://127.0.0.1:8443/").unwrap(),
+            "https://127.0.0.1:8443"
+        );
+        assert_eq!(
+            parse_endpoint("https://localhost:1").unwrap(),
+            "https://localhost:1"
+        );
+        assert!(parse_endpoint("ftp://x").is_err());
+        assert!(parse_endpoint("https://x/3/device").is_err());
+        assert!(parse_endpoint("not a url").is_err());
+    }
+}
