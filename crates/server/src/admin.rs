@@ -1,0 +1,188 @@
+//! The operators' use cases behind `/admin`: list a person's devices, and send a test
+//! push synchronously, returning Apple's whole answer per device.
+//!
+//! Test pushes go straight to the APNs client (not through the metered gateway): they
+//! are diagnostics, so they do not count in `pushes_total`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures::future::join_all;
+use webex_push_adapters::apns::{ApnsAnswer, ApnsClient};
+use webex_push_domain::{
+    CallId, Caller, Channel, Clock, Device, DeviceToken, EventSource, IncomingCall, NewMessage,
+    PersonId, Push, PushContent, PushOutcome, RegistrationError, RegistrationPort,
+};
+
+/// Sends one push and returns everything APNs said (status, reason, apns-id).
+#[async_trait]
+pub trait DetailedPushGateway: Send + Sync + 'static {
+    async fn send_detailed(&self, push: &Push) -> ApnsAnswer;
+}
+
+#[async_trait]
+impl DetailedPushGateway for ApnsClient {
+    async fn send_detailed(&self, push: &Push) -> ApnsAnswer {
+        ApnsClient::send_detailed(self, push).await
+    }
+}
+
+/// Who a test push goes to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Every device of the person on the channel.
+    Person(PersonId),
+    /// One token, registered or not.
+    Token(DeviceToken),
+}
+
+/// Apple's answer for one device.
+#[derive(Debug, Clone)]
+pub struct TestPushResult {
+    pub token: DeviceToken,
+    pub answer: ApnsAnswer,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestPushError {
+    #[error("no APNs key is loaded")]
+    ApnsNotConfigured,
+    #[error(transparent)]
+    Store(#[from] RegistrationError),
+}
+
+pub struct AdminService {
+    store: Arc<dyn RegistrationPort>,
+    gateway: Option<Arc<dyn DetailedPushGateway>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AdminService {
+    pub fn new(
+        store: Arc<dyn RegistrationPort>,
+        gateway: Option<Arc<dyn DetailedPushGateway>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            gateway,
+            clock,
+        }
+    }
+
+    /// Every device of `person`, VoIP first, newest registration first.
+    pub async fn devices(&self, person: &PersonId) -> Result<Vec<Device>, RegistrationError> {
+        let mut devices = self.store.all_devices_of(person).await?;
+        devices.sort_by(|a, b| {
+            (a.channel != Channel::Voip, b.registered_at)
+                .cmp(&(b.channel != Channel::Voip, a.registered_at))
+        });
+        Ok(devices)
+    }
+
+    /// Sends a test push on `channel` to `target`, all devices at once, and records
+    /// each outcome as the device's last (so the device list shows it). A dead token
+    /// is reported, not removed: the operator decides.
+    pub async fn test_push(
+        &self,
+        target: &Target,
+        channel: Channel,
+        message: &str,
+    ) -> Result<Vec<TestPushResult>, TestPushError> {
+        let gateway = self
+            .gateway
+            .as_ref()
+            .ok_or(TestPushError::ApnsNotConfigured)?;
+        let pushes: Vec<Push> = match target {
+            Target::Person(person) => self
+                .store
+                .devices_of(person, channel)
+                .await?
+                .into_iter()
+                .map(|device| Push {
+                    token: device.token,
+                    channel,
+                    environment: device.environment,
+                    bundle_id: device.bundle_id,
+                    content: test_content(channel, message),
+                })
+                .collect(),
+            Target::Token(token) => {
+                let device = self.store.device(token).await?;
+                vec![Push {
+                    token: token.clone(),
+                    channel,
+                    environment: device.as_ref().and_then(|d| d.environment),
+                    bundle_id: device.and_then(|d| d.bundle_id),
+                    content: test_content(channel, message),
+                }]
+            }
+        };
+        let answers = join_all(pushes.iter().map(|push| gateway.send_detailed(push))).await;
+        let mut results = Vec::with_capacity(answers.len());
+        for (push, answer) in pushes.into_iter().zip(answers) {
+            let pinned = match &answer.outcome {
+                PushOutcome::Delivered { environment, .. } => Some(*environment),
+                _ => None,
+            };
+            if let Err(error) = self
+                .store
+                .record_outcome(
+                    &push.token,
+                    answer.outcome.label(),
+                    pinned,
+                    self.clock.now(),
+                )
+                .await
+            {
+                tracing::warn!(token = %push.token, error = %error, "test push outcome not recorded");
+            }
+            tracing::info!(
+                token = %push.token,
+                channel = %channel,
+                status = answer.status,
+                reason = answer.reason.as_deref().unwrap_or("-"),
+                apns_id = %answer.apns_id,
+                "test push answered"
+            );
+            results.push(TestPushResult {
+                token: push.token,
+                answer,
+            });
+        }
+        Ok(results)
+    }
+}
+
+/// What a test push says: an incoming call from `message` on VoIP (a full call
+/// payload, so CallKit can report it as iOS requires of every VoIP push), a notice
+/// showing `message` on Alert.
+pub fn test_content(channel: Channel, message: &str) -> PushContent {
+    let id = format!("webex-push-test-{}", uuid::Uuid::new_v4());
+    // A fixed nobody: the push does not come from Webex.
+    let nobody = PersonId::from_uuid(uuid::Uuid::nil());
+    match channel {
+        Channel::Voip => PushContent::IncomingCall(Arc::new(IncomingCall {
+            call_id: CallId::parse(&id).unwrap_or_else(|| unreachable!("a uuid-based id is valid")),
+            callee: nobody,
+            caller: Caller {
+                name: Some(message.to_owned()),
+                ..Caller::default()
+            },
+            occurred_at: Utc::now(),
+            source: EventSource::TelephonyCalls,
+            sdk_payload: None,
+        })),
+        Channel::Alert => PushContent::Message(Arc::new(NewMessage {
+            message_id: id.clone(),
+            room_id: id,
+            room_type: None,
+            recipient: nobody,
+            sender: None,
+            // The alert's body shows the sender's address; here, the test text.
+            sender_email: Some(message.to_owned()),
+            occurred_at: Utc::now(),
+        })),
+    }
+}

@@ -1,0 +1,270 @@
+//! The command line: `serve` (the default), `migrate`, `push` and `check`, every option
+//! an environment variable of the same name (`--port` / `PORT`).
+//!
+//! These are raw values; [`crate::config`] turns them into a validated `Config`.
+
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "webex-push",
+    version,
+    about = "Relays Webex call and message webhooks to iPhones through APNs.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve`'s options, so that `webex-push` alone serves.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Apply pending database migrations, then exit.
+    Migrate(MigrateArgs),
+    /// Send one push with the configured key and print Apple's answer.
+    Push(PushArgs),
+    /// Check the set-up step by step (configuration, APNs key, provider token, APNs
+    /// connection, database), print each as `ok` or `FAILED: reason`; non-zero exit
+    /// on any failure.
+    Check(ServeArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub apns: ApnsArgs,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct AuthArgs {
+    /// Enables `/admin/...` with `Authorization: Bearer <ADMIN_TOKEN>`; unset, those
+    /// routes answer 404.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// `off` (anyone may register any personId, as the original) or `webex` (the app
+    /// proves who it is with its Webex access token).
+    #[arg(long, env = "REGISTER_AUTH", value_enum, default_value_t = RegisterAuth::Off)]
+    pub register_auth: RegisterAuth,
+    /// Webex's REST API, asked who holds an access token when REGISTER_AUTH=webex.
+    #[arg(long, env = "WEBEX_API_URL", default_value = "https://webexapis.com")]
+    pub webex_api_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RegisterAuth {
+    Off,
+    Webex,
+}
+
+#[derive(Args, Clone)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct PushArgs {
+    /// The device token (hex) to push to.
+    #[arg(long)]
+    pub token: String,
+    /// `voip` rings (PushKit token), `alert` shows a notification.
+    #[arg(long, value_parser = ["voip", "alert"])]
+    pub channel: String,
+    /// The gateway to use; defaults to APNS_ENVIRONMENT.
+    #[arg(long, value_parser = ["sandbox", "production"])]
+    pub environment: Option<String>,
+    /// Text of the alert (for `alert`) or caller name shown by CallKit (for `voip`).
+    #[arg(long, default_value = "Test push from webex-push")]
+    pub message: String,
+    #[command(flatten)]
+    pub apns: ApnsArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct HttpArgs {
+    /// TCP port to listen on; 0 picks a free one (logged at start-up).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// HTTP worker threads; defaults to the number of CPUs.
+    #[arg(long, env = "HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+    /// Seconds a client may take to send a whole request (headers and body).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+    /// Seconds to finish in-flight requests and drain the push queue on SIGTERM.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Args, Clone)]
+pub struct DatabaseArgs {
+    /// `postgres://...` or `sqlite://PATH`; unset: the SQLite file `webex-push.db` in
+    /// the working directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections in the pool (default 10 for Postgres, 4 for SQLite).
+    #[arg(long, env = "DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<u32>,
+    /// Seconds to open one database connection.
+    #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
+    pub database_connect_timeout_secs: u64,
+    /// Seconds a request waits for a pooled connection before answering 503.
+    #[arg(long, env = "DATABASE_CHECKOUT_TIMEOUT_SECS", default_value_t = 3)]
+    pub database_checkout_timeout_secs: u64,
+    /// Seconds one statement may run.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECS", default_value_t = 5)]
+    pub database_statement_timeout_secs: u64,
+    /// Apply pending migrations at start-up.
+    #[arg(
+        long,
+        env = "MIGRATE_ON_START",
+        default_value = "true",
+        value_parser = BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub migrate_on_start: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct ApnsArgs {
+    /// Path of the APNs auth key (`AuthKey_XXXXXXXXXX.p8`).
+    #[arg(long, env = "APNS_KEY_FILE")]
+    pub apns_key_file: Option<PathBuf>,
+    /// The auth key's PEM text (or that text base64-encoded), instead of APNS_KEY_FILE.
+    #[arg(long, env = "APNS_KEY", hide_env_values = true)]
+    pub apns_key: Option<String>,
+    /// The key's 10-character id (Apple developer portal, Keys).
+    #[arg(long, env = "APNS_KEY_ID")]
+    pub apns_key_id: Option<String>,
+    /// The 10-character team id.
+    #[arg(long, env = "APNS_TEAM_ID")]
+    pub apns_team_id: Option<String>,
+    /// The app's bundle id; VoIP pushes go to `<topic>.voip`.
+    #[arg(long, env = "APNS_TOPIC")]
+    pub apns_topic: Option<String>,
+    /// Gateway for tokens registered without an environment: production or sandbox.
+    #[arg(long, env = "APNS_ENVIRONMENT", default_value = "production")]
+    pub apns_environment: String,
+    /// Replaces Apple's gateways (a staging proxy or the local stand-in).
+    #[arg(long, env = "APNS_ENDPOINT")]
+    pub apns_endpoint: Option<String>,
+    /// An extra trusted root certificate (PEM) for APNS_ENDPOINT.
+    #[arg(long, env = "APNS_CA_FILE")]
+    pub apns_ca_file: Option<PathBuf>,
+    /// Pushes in flight to Apple at once.
+    #[arg(long, env = "APNS_MAX_IN_FLIGHT", default_value_t = 1000)]
+    pub apns_max_in_flight: usize,
+    /// Seconds one push request to Apple may take.
+    #[arg(long, env = "APNS_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub apns_request_timeout_secs: u64,
+}
+
+#[derive(Args, Clone)]
+pub struct WebhookArgs {
+    /// The Webex webhook secret(s), comma-separated to rotate; unset: webhooks are not
+    /// authenticated (warned at start-up).
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Events waiting for a push worker; beyond it webhooks get 503 + Retry-After.
+    #[arg(long, env = "PUSH_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub push_queue_capacity: usize,
+    /// Tasks relaying queued events to APNs concurrently.
+    #[arg(long, env = "PUSH_WORKERS", default_value_t = 16)]
+    pub push_workers: usize,
+}
+
+#[derive(Args, Clone)]
+pub struct LogArgs {
+    /// `text` (readable) or `json` (one object per line).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `webex_push=debug,info`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    /// Parses the process's arguments and environment. An environment variable set to
+    /// an empty (or blank) value counts as unset, as Heroku and Kubernetes configs
+    /// write `HTTP_WORKERS=` for "no value".
+    pub fn parse_env() -> Self {
+        match Self::try_parse_env_from(std::env::args_os()) {
+            Ok(cli) => cli,
+            Err(error) => error.exit(),
+        }
+    }
+
+    /// [`Cli::parse_env`] with the arguments given.
+    pub fn try_parse_env_from(
+        args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+    ) -> Result<Self, clap::Error> {
+        let matches = without_blank_env(Self::command()).try_get_matches_from(args)?;
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+
+    /// The command to run, `serve` when none was named.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+}
+
+impl Command {
+    pub fn log(&self) -> &LogArgs {
+        match self {
+            Command::Serve(args) => &args.log,
+            Command::Migrate(args) => &args.log,
+            Command::Push(args) => &args.log,
+            Command::Check(args) => &args.log,
+        }
+    }
+}
+
+/// Unbinds every argument whose environment variable is set but blank, so clap falls
+/// back to the default instead of trying to parse `""`.
+fn without_blank_env(command: clap::Command) -> clap::Command {
+    let command = command.mut_args(|arg| {
+        let blank = arg
+            .get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|value| value.to_string_lossy().trim().is_empty());
+        if blank { arg.env(None::<&str>) } else { arg }
+    });
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    names.into_iter().fold(command, |command, name| {
+        command.mut_subcommand(name, without_blank_env)
+    })
+}

@@ -1,0 +1,420 @@
+//! The server's typed configuration, built from the command line / environment and
+//! validated at start-up with errors that name the variable to fix.
+//!
+//! No global state: tests build their own `Config` with [`Config::new`].
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use webex_push_adapters::apns::{ApnsConfig, ApnsConfigError, ApnsKey, KeyId, TeamId};
+use webex_push_adapters::identity::WebexIdentityConfig;
+use webex_push_adapters::persistence::DatabaseConfig;
+use webex_push_domain::{ApnsEnvironment, BundleId, Deadlines, RetryPolicy};
+
+use crate::cli::{ApnsArgs, AuthArgs, DatabaseArgs, RegisterAuth, ServeArgs};
+
+/// A configuration value that cannot work. The message starts with the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{variable}: {problem}")]
+    Invalid {
+        variable: &'static str,
+        problem: String,
+    },
+    #[error(transparent)]
+    Apns(#[from] ApnsConfigError),
+}
+
+fn invalid(variable: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpSettings,
+    pub database: DatabaseConfig,
+    /// `None`: no APNs key configured. The server still serves registrations, but is
+    /// not ready and refuses webhooks that would push (see `docs/configuration.md`).
+    pub apns: Option<ApnsConfig>,
+    /// Empty: webhooks are not authenticated.
+    pub webhook_secrets: Vec<SecretString>,
+    pub queue: QueueSettings,
+    pub deadlines: Deadlines,
+    pub retry: RetryPolicy,
+    /// `None`: the admin API is off (its routes answer 404).
+    pub admin_token: Option<SecretString>,
+    /// `Some` with `REGISTER_AUTH=webex`: how to ask Webex who holds a token.
+    pub register_auth: Option<WebexIdentityConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub host: String,
+    /// 0 picks a free port; [`crate::Application::port`] tells which.
+    pub port: u16,
+    /// `None`: one per CPU.
+    pub workers: Option<usize>,
+    /// How long a client may take to send a whole request.
+    pub request_timeout: Duration,
+    /// How long in-flight requests and the push queue get on SIGTERM.
+    pub shutdown_timeout: Duration,
+    pub webhook_body_limit: usize,
+    pub register_body_limit: usize,
+}
+
+impl HttpSettings {
+    /// Webex events are a few KiB; 256 KiB leaves room for large `apnsPayload`s.
+    pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
+    /// A registration is four short strings.
+    pub const REGISTER_BODY_LIMIT: usize = 16 * 1024;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    /// Events accepted but not yet taken by a worker.
+    pub capacity: usize,
+    /// Worker tasks relaying events concurrently.
+    pub workers: usize,
+}
+
+impl Config {
+    /// Defaults for everything but the database, listening on 127.0.0.1 with a free
+    /// port and without APNs: what tests start from.
+    pub fn new(database: DatabaseConfig) -> Self {
+        Self {
+            http: HttpSettings {
+                host: "127.0.0.1".into(),
+                port: 0,
+                workers: Some(2),
+                request_timeout: Duration::from_secs(10),
+                shutdown_timeout: Duration::from_secs(25),
+                webhook_body_limit: HttpSettings::WEBHOOK_BODY_LIMIT,
+                register_body_limit: HttpSettings::REGISTER_BODY_LIMIT,
+            },
+            database,
+            apns: None,
+            webhook_secrets: Vec::new(),
+            queue: QueueSettings {
+                capacity: 1024,
+                workers: 16,
+            },
+            deadlines: Deadlines::default(),
+            retry: RetryPolicy::default(),
+            admin_token: None,
+            register_auth: None,
+        }
+    }
+
+    /// Validates `serve`'s options.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let http = &args.http;
+        if http.host.trim().is_empty() {
+            return Err(invalid("HOST", "is empty"));
+        }
+        if http.request_timeout_secs == 0 {
+            return Err(invalid("REQUEST_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if http.http_workers == Some(0) {
+            return Err(invalid("HTTP_WORKERS", "must be at least 1"));
+        }
+        let webhook = &args.webhook;
+        if webhook.push_queue_capacity == 0 {
+            return Err(invalid("PUSH_QUEUE_CAPACITY", "must be at least 1"));
+        }
+        if webhook.push_workers == 0 {
+            return Err(invalid("PUSH_WORKERS", "must be at least 1"));
+        }
+        Ok(Self {
+            http: HttpSettings {
+                host: http.host.trim().to_owned(),
+                port: http.port,
+                workers: http.http_workers,
+                request_timeout: Duration::from_secs(http.request_timeout_secs),
+                shutdown_timeout: Duration::from_secs(http.shutdown_timeout_secs),
+                webhook_body_limit: HttpSettings::WEBHOOK_BODY_LIMIT,
+                register_body_limit: HttpSettings::REGISTER_BODY_LIMIT,
+            },
+            database: database_config(&args.database)?,
+            apns: apns_config(&args.apns)?,
+            webhook_secrets: webhook_secrets(webhook.webhook_secret.as_deref())?,
+            queue: QueueSettings {
+                capacity: webhook.push_queue_capacity,
+                workers: webhook.push_workers,
+            },
+            deadlines: Deadlines::default(),
+            retry: RetryPolicy::default(),
+            admin_token: admin_token(args.auth.admin_token.as_deref())?,
+            register_auth: register_auth(&args.auth)?,
+        })
+    }
+}
+
+/// An admin token guessable in a few tries would open every person's device list.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+fn admin_token(value: Option<&str>) -> Result<Option<SecretString>, ConfigError> {
+    let Some(value) = value.map(str::trim) else {
+        return Ok(None);
+    };
+    if value.chars().count() < MIN_ADMIN_TOKEN {
+        return Err(invalid(
+            "ADMIN_TOKEN",
+            format!("must be at least {MIN_ADMIN_TOKEN} characters (e.g. `openssl rand -hex 32`)"),
+        ));
+    }
+    Ok(Some(SecretString::from(value.to_owned())))
+}
+
+fn register_auth(args: &AuthArgs) -> Result<Option<WebexIdentityConfig>, ConfigError> {
+    match args.register_auth {
+        RegisterAuth::Off => Ok(None),
+        RegisterAuth::Webex => {
+            let base_url = args.webex_api_url.trim();
+            if base_url.is_empty() {
+                return Err(invalid("WEBEX_API_URL", "is empty"));
+            }
+            Ok(Some(WebexIdentityConfig {
+                base_url: base_url.to_owned(),
+                ..WebexIdentityConfig::default()
+            }))
+        }
+    }
+}
+
+/// Validates the database options (shared by `serve` and `migrate`).
+pub fn database_config(args: &DatabaseArgs) -> Result<DatabaseConfig, ConfigError> {
+    if args.database_pool_size == Some(0) {
+        return Err(invalid("DATABASE_POOL_SIZE", "must be at least 1"));
+    }
+    let url = match args.database_url.as_deref().map(str::trim) {
+        None => None,
+        Some("") => return Err(invalid("DATABASE_URL", "is set but empty")),
+        Some(url) => Some(SecretString::from(url.to_owned())),
+    };
+    for (variable, secs) in [
+        (
+            "DATABASE_CONNECT_TIMEOUT_SECS",
+            args.database_connect_timeout_secs,
+        ),
+        (
+            "DATABASE_CHECKOUT_TIMEOUT_SECS",
+            args.database_checkout_timeout_secs,
+        ),
+        (
+            "DATABASE_STATEMENT_TIMEOUT_SECS",
+            args.database_statement_timeout_secs,
+        ),
+    ] {
+        if secs == 0 {
+            return Err(invalid(variable, "must be at least 1"));
+        }
+    }
+    Ok(DatabaseConfig {
+        url,
+        pool_size: args.database_pool_size,
+        connect_timeout: Duration::from_secs(args.database_connect_timeout_secs),
+        checkout_timeout: Duration::from_secs(args.database_checkout_timeout_secs),
+        statement_timeout: Duration::from_secs(args.database_statement_timeout_secs),
+        run_migrations: args.migrate_on_start,
+    })
+}
+
+/// Validates the APNs options. `Ok(None)` when no key is given at all; a key without
+/// its ids, or ids without a key, is an error rather than a silently unready server.
+pub fn apns_config(args: &ApnsArgs) -> Result<Option<ApnsConfig>, ConfigError> {
+    let key = match (&args.apns_key_file, args.apns_key.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "APNS_KEY",
+                "set either APNS_KEY_FILE or APNS_KEY, not both",
+            ));
+        }
+        (Some(path), None) => Some(ApnsKey::from_file(path)?),
+        (None, Some(text)) => Some(ApnsKey::from_env_text(text)?),
+        (None, None) => None,
+    };
+    let Some(key) = key else {
+        for (variable, value) in [
+            ("APNS_KEY_ID", args.apns_key_id.is_some()),
+            ("APNS_TEAM_ID", args.apns_team_id.is_some()),
+            ("APNS_TOPIC", args.apns_topic.is_some()),
+        ] {
+            if value {
+                return Err(invalid(
+                    variable,
+                    "is set but no key is: set APNS_KEY_FILE or APNS_KEY too",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let required = |variable: &'static str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| invalid(variable, "is required when an APNs key is configured"))
+    };
+    let key_id = KeyId::parse(&required("APNS_KEY_ID", &args.apns_key_id)?)?;
+    let team_id = TeamId::parse(&required("APNS_TEAM_ID", &args.apns_team_id)?)?;
+    let topic = BundleId::parse(&required("APNS_TOPIC", &args.apns_topic)?)
+        .map_err(|e| invalid("APNS_TOPIC", e.to_string()))?;
+    let environment = ApnsEnvironment::from_str(args.apns_environment.trim())
+        .map_err(|e| invalid("APNS_ENVIRONMENT", e.to_string()))?;
+    if args.apns_max_in_flight == 0 {
+        return Err(invalid("APNS_MAX_IN_FLIGHT", "must be at least 1"));
+    }
+    if args.apns_request_timeout_secs == 0 {
+        return Err(invalid("APNS_REQUEST_TIMEOUT_SECS", "must be at least 1"));
+    }
+    let extra_ca_pem = args.apns_ca_file.as_deref().map(read_ca_file).transpose()?;
+    let mut config = ApnsConfig::new(key, key_id, team_id, topic);
+    config.default_environment = environment;
+    config.endpoint = args
+        .apns_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned);
+    config.extra_ca_pem = extra_ca_pem;
+    config.max_in_flight = args.apns_max_in_flight;
+    config.request_timeout = Duration::from_secs(args.apns_request_timeout_secs);
+    Ok(Some(config))
+}
+
+fn read_ca_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(
+            "APNS_CA_FILE",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(invalid(
+            "APNS_CA_FILE",
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(text)
+}
+
+/// Splits `WEBHOOK_SECRET` on commas; blanks around each secret are dropped.
+pub fn webhook_secrets(value: Option<&str>) -> Result<Vec<SecretString>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let secrets: Vec<SecretString> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| SecretString::from(s.to_owned()))
+        .collect();
+    if secrets.is_empty() {
+        return Err(invalid(
+            "WEBHOOK_SECRET",
+            "is set but holds no secret; unset it to accept unsigned webhooks",
+        ));
+    }
+    Ok(secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use secrecy::ExposeSecret as _;
+
+    fn serve(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["webex-push", "serve"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_env_from(argv).unwrap();
+        let crate::cli::Command::Serve(args) = cli.into_command() else {
+            panic!("serve expected");
+        };
+        Config::from_args(&args)
+    }
+
+    #[test]
+    fn defaults_serve_on_8080_with_sqlite_and_no_apns() {
+        let config = serve(&[]).unwrap();
+        assert_eq!(config.http.port, 8080);
+        assert_eq!(config.http.host, "0.0.0.0");
+        assert!(config.database.url.is_none());
+        assert!(config.database.run_migrations);
+        assert!(config.apns.is_none());
+        assert!(config.webhook_secrets.is_empty());
+    }
+
+    #[test]
+    fn secrets_are_split_on_commas_for_rotation() {
+        let config = serve(&["--webhook-secret", " old , new ,"]).unwrap();
+        let secrets: Vec<&str> = config
+            .webhook_secrets
+            .iter()
+            .map(|s| s.expose_secret())
+            .collect();
+        assert_eq!(secrets, ["old", "new"]);
+        let err = serve(&["--webhook-secret", " , "]).unwrap_err().to_string();
+        assert!(err.starts_with("WEBHOOK_SECRET:"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (args, variable) in [
+            (vec!["--push-workers", "0"], "PUSH_WORKERS:"),
+            (vec!["--push-queue-capacity", "0"], "PUSH_QUEUE_CAPACITY:"),
+            (vec!["--database-pool-size", "0"], "DATABASE_POOL_SIZE:"),
+            (vec!["--apns-key-id", "ABCDEFGHIJ"], "APNS_KEY_ID:"),
+            (vec!["--apns-key", "garbage"], "APNS_KEY"),
+            (
+                vec!["--apns-key-file", "/nonexistent/AuthKey.p8"],
+                "APNS_KEY_FILE",
+            ),
+        ] {
+            let err = serve(&args).unwrap_err().to_string();
+            assert!(err.starts_with(variable), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn admin_token_and_register_auth_are_validated() {
+        let config = serve(&[]).unwrap();
+        assert!(config.admin_token.is_none());
+        assert!(config.register_auth.is_none());
+        let err = serve(&["--admin-token", "short"]).unwrap_err().to_string();
+        assert!(err.starts_with("ADMIN_TOKEN:"), "{err}");
+        let config = serve(&[
+            "--admin-token",
+            "0123456789abcdef0123",
+            "--register-auth",
+            "webex",
+            "--webex-api-url",
+            "http://127.0.0.1:9/",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.admin_token.unwrap().expose_secret(),
+            "0123456789abcdef0123"
+        );
+        assert_eq!(
+            config.register_auth.unwrap().base_url,
+            "http://127.0.0.1:9/"
+        );
+        assert!(Cli::try_parse_env_from(["webex-push", "--register-auth", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn migrate_on_start_reads_common_spellings_of_false() {
+        for value in ["false", "0", "no", "off"] {
+            let config = serve(&["--migrate-on-start", value]).unwrap();
+            assert!(!config.database.run_migrations, "{value}");
+        }
+    }
+}

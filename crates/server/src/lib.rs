@@ -1,0 +1,19 @@
+//! The webex-push server: configuration, HTTP routes, the push queue and the wiring
+//! of the domain services to their adapters. `main` only parses and dispatches.
+
+pub mod admin;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod queue;
+pub mod registrar;
+pub mod request_id;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use startup::{Application, Dependencies};

@@ -1,0 +1,364 @@
+//! Prometheus metrics: one registry per `Application`, rendered at `GET /metrics` in
+//! the text format, and the PushGateway decorator that counts pushes and times APNs.
+//!
+//! The domain stays untouched: pushes are counted by wrapping the gateway, and the
+//! ring latency start (webhook arrival) reaches the decorator as a task-local set by
+//! the push worker (the notification service fans out on the worker's own task).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+use webex_push_domain::{Push, PushContent, PushGateway, PushOutcome};
+
+/// A number read when `/metrics` is scraped (pool state, provider tokens).
+type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route pattern (`/register/{token}`), never the raw path: tokens stay out
+    /// of the series and the cardinality stays bounded.
+    pub route: String,
+    pub method: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub resource: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    pub channel: String,
+    /// `delivered`, `token_invalid`, `retry` or `rejected`.
+    pub outcome: String,
+    /// Apple's reason (or ours when no answer came); empty when delivered.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub kind: String,
+    /// `relayed`, `duplicate` or `failed`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub state: String,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub webhooks: Family<WebhookLabels, Counter>,
+    pub pushes: Family<PushLabels, Counter>,
+    pub events: Family<EventLabels, Counter>,
+    pub apns_duration: Histogram,
+    pub ring_latency: Histogram,
+    queue_depth: Gauge,
+    pool: Family<PoolLabels, Gauge>,
+    tokens_minted: Counter,
+    queue_probe: OnceLock<Probe<usize>>,
+    pool_probe: OnceLock<Probe<(u32, u32)>>,
+    tokens_probe: OnceLock<Probe<u64>>,
+}
+
+/// APNs answers in tens of milliseconds; a ring is worthless after ~30 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route pattern, method and status",
+            http_requests.clone(),
+        );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webex webhooks received, by resource and outcome",
+            webhooks.clone(),
+        );
+        let pushes = Family::<PushLabels, Counter>::default();
+        registry.register(
+            "pushes",
+            "Pushes sent to APNs for relayed events, by channel, outcome and APNs reason",
+            pushes.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Queued events taken by a push worker, by kind and outcome",
+            events.clone(),
+        );
+        let apns_duration = Histogram::new(LATENCY_BUCKETS.into_iter());
+        registry.register(
+            "apns_request_duration_seconds",
+            "Time from sending one push to APNs to its classified answer",
+            apns_duration.clone(),
+        );
+        let ring_latency = Histogram::new(LATENCY_BUCKETS.into_iter());
+        registry.register(
+            "ring_latency_seconds",
+            "Time from the call webhook's arrival to APNs accepting the VoIP push",
+            ring_latency.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "push_queue_depth",
+            "Events accepted but not yet taken by a push worker",
+            queue_depth.clone(),
+        );
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections, by state (in_use, idle)",
+            pool.clone(),
+        );
+        let tokens_minted = Counter::default();
+        registry.register(
+            "apns_provider_tokens_minted",
+            "APNs provider tokens (JWT) minted since start",
+            tokens_minted.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            webhooks,
+            pushes,
+            events,
+            apns_duration,
+            ring_latency,
+            queue_depth,
+            pool,
+            tokens_minted,
+            queue_probe: OnceLock::new(),
+            pool_probe: OnceLock::new(),
+            tokens_probe: OnceLock::new(),
+        }
+    }
+
+    /// Where `push_queue_depth` is read at scrape time.
+    pub fn probe_queue(&self, probe: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.queue_probe.set(Box::new(probe));
+    }
+
+    /// Where `db_pool_connections` is read at scrape time: `(in_use, idle)`.
+    pub fn probe_pool(&self, probe: impl Fn() -> (u32, u32) + Send + Sync + 'static) {
+        let _ = self.pool_probe.set(Box::new(probe));
+    }
+
+    /// Where `apns_provider_tokens_minted_total` is read at scrape time.
+    pub fn probe_tokens(&self, probe: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.tokens_probe.set(Box::new(probe));
+    }
+
+    pub fn count_request(&self, route: &str, method: &str, status: u16) {
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_webhook(&self, resource: &str, outcome: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                resource: resource.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn count_event(&self, kind: &str, outcome: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one push's outcome and times it.
+    pub fn observe_push(&self, push: &Push, outcome: &PushOutcome, took: Duration) {
+        let (kind, reason) = match outcome {
+            PushOutcome::Delivered { .. } => ("delivered", ""),
+            PushOutcome::TokenInvalid { reason, .. } => ("token_invalid", reason.as_str()),
+            PushOutcome::Retry { reason, .. } => ("retry", reason.as_str()),
+            PushOutcome::Rejected { reason } => ("rejected", reason.as_str()),
+        };
+        self.pushes
+            .get_or_create(&PushLabels {
+                channel: push.channel.as_str().to_owned(),
+                outcome: kind.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+        self.apns_duration.observe(took.as_secs_f64());
+    }
+
+    /// The registry in Prometheus' text format, probes read now.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        if let Some(probe) = self.queue_probe.get() {
+            self.queue_depth
+                .set(i64::try_from(probe()).unwrap_or(i64::MAX));
+        }
+        if let Some(probe) = self.pool_probe.get() {
+            let (in_use, idle) = probe();
+            for (state, value) in [("in_use", in_use), ("idle", idle)] {
+                self.pool
+                    .get_or_create(&PoolLabels {
+                        state: state.to_owned(),
+                    })
+                    .set(i64::from(value));
+            }
+        }
+        if let Some(probe) = self.tokens_probe.get() {
+            // A counter owned by the APNs client: mirror its value rather than count.
+            self.tokens_minted
+                .inner()
+                .store(probe(), std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+tokio::task_local! {
+    /// When the webhook being relayed on this task arrived (set by the push worker).
+    pub static WEBHOOK_RECEIVED: Instant;
+}
+
+/// The PushGateway, counted and timed: every push of a relayed event passes here.
+pub struct MeteredGateway {
+    inner: Arc<dyn PushGateway>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredGateway {
+    pub fn new(inner: Arc<dyn PushGateway>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl PushGateway for MeteredGateway {
+    async fn send(&self, push: &Push) -> PushOutcome {
+        let started = Instant::now();
+        let outcome = self.inner.send(push).await;
+        self.metrics.observe_push(push, &outcome, started.elapsed());
+        if let (PushContent::IncomingCall(_), PushOutcome::Delivered { .. }) =
+            (&push.content, &outcome)
+        {
+            if let Ok(received) = WEBHOOK_RECEIVED.try_with(|received| *received) {
+                self.metrics
+                    .ring_latency
+                    .observe(received.elapsed().as_secs_f64());
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use webex_push_domain::{
+        ApnsEnvironment, CallId, Caller, Channel, DeviceToken, EventSource, IncomingCall, PersonId,
+        ports::MockPushGateway,
+    };
+
+    use super::*;
+
+    fn ring_push() -> Push {
+        Push {
+            token: DeviceToken::parse(&"ab".repeat(32)).unwrap(),
+            channel: Channel::Voip,
+            environment: None,
+            bundle_id: None,
+            content: PushContent::IncomingCall(Arc::new(IncomingCall {
+                call_id: CallId::parse("call-1").unwrap(),
+                callee: PersonId::from_uuid(uuid::Uuid::new_v4()),
+                caller: Caller::default(),
+                occurred_at: Utc::now(),
+                source: EventSource::CallMemberships,
+                sdk_payload: None,
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_decorator_counts_outcomes_by_reason_and_times_the_ring() {
+        let mut gateway = MockPushGateway::new();
+        let mut answers = vec![
+            PushOutcome::Delivered {
+                apns_id: "id".into(),
+                environment: ApnsEnvironment::Production,
+            },
+            PushOutcome::TokenInvalid {
+                reason: "Unregistered".into(),
+                since: Utc::now(),
+            },
+        ];
+        gateway
+            .expect_send()
+            .times(2)
+            .returning(move |_| answers.remove(0));
+        let metrics = Arc::new(Metrics::new());
+        let metered = MeteredGateway::new(Arc::new(gateway), Arc::clone(&metrics));
+        let push = ring_push();
+        WEBHOOK_RECEIVED
+            .scope(Instant::now(), async {
+                metered.send(&push).await;
+                metered.send(&push).await;
+            })
+            .await;
+        metrics.probe_tokens(|| 3);
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains(r#"pushes_total{channel="voip",outcome="delivered",reason=""} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"pushes_total{channel="voip",outcome="token_invalid",reason="Unregistered"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("ring_latency_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("apns_request_duration_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("apns_provider_tokens_minted_total 3"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! `GET /healthz` (the process answers), `GET /readyz` (it can do its job: store
+//! reachable, APNs key loaded) and `GET /` (name and version).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+use webex_push_domain::RegistrationPort;
+
+use super::method_not_allowed;
+use crate::error::{ApiError, Chain};
+
+/// What readiness depends on.
+pub struct Readiness {
+    pub store: Arc<dyn RegistrationPort>,
+    pub apns_loaded: bool,
+    /// A probe must answer before the orchestrator's own timeout.
+    pub ping_timeout: Duration,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    for (path, handler) in [
+        ("/", web::get().to(index)),
+        ("/healthz", web::get().to(healthz)),
+        ("/readyz", web::get().to(readyz)),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(handler)
+                .default_service(web::to(method_not_allowed("GET"))),
+        );
+    }
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "name": env!("CARGO_PKG_NAME"),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiError> {
+    let mut problems = Vec::new();
+    match tokio::time::timeout(readiness.ping_timeout, readiness.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(error = %Chain(&error), "readiness: database not reachable");
+            problems.push("database not reachable");
+        }
+        Err(_) => {
+            tracing::warn!("readiness: database ping timed out");
+            problems.push("database not reachable (ping timed out)");
+        }
+    }
+    if !readiness.apns_loaded {
+        problems.push("APNs key not loaded");
+    }
+    if problems.is_empty() {
+        Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+    } else {
+        Err(ApiError::NotReady(problems.join("; ")))
+    }
+}

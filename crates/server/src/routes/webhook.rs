@@ -1,0 +1,155 @@
+//! `POST /webhook`: authenticate the Webex event, read it, queue the push, answer at
+//! once. Apple's answer is awaited by the push workers, never by Webex.
+
+use std::sync::Arc;
+
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
+use secrecy::SecretString;
+use webex_push_adapters::webex::{SIGNATURE_HEADER, WebhookEvent, parse_event, verify_signature};
+use webex_push_domain::EventSource;
+
+use super::{method_not_allowed, read_body};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::queue::{EnqueueError, Job, PushQueue};
+use crate::request_id::RequestId;
+use crate::startup::Limits;
+
+/// What the webhook route needs beyond the body.
+pub struct WebhookState {
+    /// Empty: signatures are not checked (warned at start-up).
+    pub secrets: Arc<[SecretString]>,
+    /// `None` when no APNs key is loaded: events that would push are refused with 503
+    /// rather than accepted and silently dropped.
+    pub queue: Option<PushQueue>,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/webhook")
+            .route(web::post().to(webhook))
+            .default_service(web::to(method_not_allowed("POST"))),
+    );
+}
+
+async fn webhook(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<WebhookState>,
+    limits: web::Data<Limits>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let (resource, result) = accept(&request, payload, &state, &limits).await;
+    let outcome = match &result {
+        Ok(outcome) => *outcome,
+        Err(ApiError::BadSignature(_)) => "unauthorized",
+        Err(ApiError::MalformedWebhook(_) | ApiError::UnreadableBody(_)) => "malformed",
+        Err(ApiError::PayloadTooLarge { .. }) => "too_large",
+        Err(ApiError::RequestTimeout) => "timeout",
+        Err(ApiError::QueueFull) => "queue_full",
+        Err(ApiError::ShuttingDown) => "shutting_down",
+        Err(ApiError::ApnsNotConfigured) => "apns_not_configured",
+        Err(_) => "error",
+    };
+    metrics.count_webhook(resource, outcome);
+    result.map(|_| HttpResponse::NoContent().finish())
+}
+
+/// Authenticates, reads and queues the event: the resource it is about (`unknown`
+/// until it is read) and `accepted` or `ignored`, or why it was refused.
+async fn accept(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &WebhookState,
+    limits: &Limits,
+) -> (&'static str, Result<&'static str, ApiError>) {
+    let mut resource = "unknown";
+    let result: Result<&'static str, ApiError> = async {
+        let body = read_body(payload, limits.webhook_body, limits.request_timeout).await?;
+        if !state.secrets.is_empty() {
+            let header = request
+                .headers()
+                .get(SIGNATURE_HEADER)
+                .and_then(|value| value.to_str().ok());
+            verify_signature(&state.secrets, &body, header).map_err(|error| {
+                // Every webhook failing here usually means WEBHOOK_SECRET differs from the
+                // secret the webhook was created with: operators must see it.
+                tracing::warn!(error = %error, outcome = "unauthorized", "webhook refused");
+                ApiError::BadSignature(error)
+            })?;
+        }
+        let event = parse_event(&body).map_err(|error| {
+            tracing::warn!(error = %error, outcome = "malformed", "webhook refused");
+            ApiError::MalformedWebhook(error)
+        })?;
+        let job = match event {
+            WebhookEvent::Ring(call) => {
+                resource = call.source.as_str();
+                Job::Ring(call)
+            }
+            WebhookEvent::CallEnded(ended) => {
+                resource = ended.source.as_str();
+                Job::CallEnded(ended)
+            }
+            WebhookEvent::NewMessage(message) => {
+                resource = EventSource::Messages.as_str();
+                Job::Message(message)
+            }
+            WebhookEvent::Ignored {
+                resource: name,
+                event,
+                why,
+            } => {
+                resource = known_resource(&name);
+                tracing::info!(
+                    resource = name,
+                    event,
+                    why,
+                    outcome = "ignored",
+                    "webhook ignored"
+                );
+                return Ok("ignored");
+            }
+        };
+        let queue = state.queue.as_ref().ok_or(ApiError::ApnsNotConfigured)?;
+        let kind = job.kind();
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| Arc::clone(&id.0));
+        queue.enqueue(job, request_id).map_err(|error| {
+            tracing::warn!(kind, error = %error, "webhook refused: event not queued");
+            match error {
+                EnqueueError::Full => ApiError::QueueFull,
+                EnqueueError::Closed => ApiError::ShuttingDown,
+            }
+        })?;
+        tracing::info!(
+            kind,
+            depth = queue.depth(),
+            outcome = "queued",
+            "webhook accepted"
+        );
+        Ok("accepted")
+    }
+    .await;
+    (resource, result)
+}
+
+/// A resource name for a metric label: the ones Webex sends, else `other`, so a
+/// client cannot grow the series without bound.
+fn known_resource(name: &str) -> &'static str {
+    [
+        "callMemberships",
+        "telephony_calls",
+        "telephony_push",
+        "messages",
+        "memberships",
+        "rooms",
+        "meetings",
+        "attachmentActions",
+    ]
+    .into_iter()
+    .find(|known| *known == name)
+    .unwrap_or("other")
+}

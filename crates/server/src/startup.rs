@@ -1,0 +1,331 @@
+//! Wiring: builds the adapters and services from a `Config`, hands them to the HTTP
+//! app, and runs it until a stop signal, then drains the push queue.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context as _;
+use webex_push_adapters::apns::ApnsClient;
+use webex_push_adapters::identity::WebexIdentity;
+use webex_push_adapters::persistence::DieselRegistrationStore;
+use webex_push_domain::{
+    Clock, IdentityPort, IncomingCallPort, NotificationService, RegistrationGuard,
+    RegistrationPort, RegistrationService, SystemClock,
+};
+
+use crate::admin::{AdminService, DetailedPushGateway};
+use crate::config::Config;
+use crate::metrics::{MeteredGateway, Metrics};
+use crate::queue::{self, PushWorkers};
+use crate::registrar::Registrar;
+use crate::request_id;
+use crate::routes::admin::AdminState;
+use crate::routes::{self, health::Readiness, webhook::WebhookState};
+
+/// Request limits the body-reading handlers share.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub register_body: usize,
+    pub webhook_body: usize,
+    pub request_timeout: Duration,
+}
+
+/// The ports the HTTP app drives: the real adapters in production, mocks in tests.
+pub struct Dependencies {
+    pub store: Arc<dyn RegistrationPort>,
+    /// `None` when no APNs key is loaded.
+    pub notifier: Option<Arc<dyn IncomingCallPort>>,
+    pub clock: Arc<dyn Clock>,
+    /// `Some` with `REGISTER_AUTH=webex`: who holds a Webex access token.
+    pub identity: Option<Arc<dyn IdentityPort>>,
+    /// The APNs client for admin test pushes; `None` when no key is loaded.
+    pub test_pushes: Option<Arc<dyn DetailedPushGateway>>,
+    /// Shared with the adapters' decorators, so `/metrics` sees what they count.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Dependencies {
+    /// A store and a notifier, everything else off (what most tests need).
+    pub fn new(
+        store: Arc<dyn RegistrationPort>,
+        notifier: Option<Arc<dyn IncomingCallPort>>,
+    ) -> Self {
+        Self {
+            store,
+            notifier,
+            clock: Arc::new(SystemClock),
+            identity: None,
+            test_pushes: None,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    workers: Option<PushWorkers>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Connects the database (migrating it when configured; the adapter announces the
+    /// SQLite file when `DATABASE_URL` is unset), loads the APNs client and binds the
+    /// port. Fails with a message saying what to fix.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let diesel = Arc::new(
+            DieselRegistrationStore::connect(&config.database)
+                .await
+                .context("DATABASE_URL: cannot open the database")?,
+        );
+        {
+            let diesel = Arc::clone(&diesel);
+            metrics.probe_pool(move || diesel.pool_state());
+        }
+        let store: Arc<dyn RegistrationPort> = diesel;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let identity = match &config.register_auth {
+            Some(webex) => {
+                let identity = WebexIdentity::new(webex.clone())
+                    .context("REGISTER_AUTH=webex: cannot set up the Webex identity check")?;
+                tracing::info!(
+                    webex_api_url = webex.base_url.as_str(),
+                    "registrations must prove their identity (REGISTER_AUTH=webex)"
+                );
+                Some(Arc::new(identity) as Arc<dyn IdentityPort>)
+            }
+            None => None,
+        };
+        let mut test_pushes = None;
+        let notifier = match &config.apns {
+            Some(apns) => {
+                let client = ApnsClient::new(apns.clone()).context("cannot set up APNs")?;
+                {
+                    let client = client.clone();
+                    metrics.probe_tokens(move || client.provider_tokens_minted());
+                }
+                warm_up_in_background(client.clone());
+                test_pushes = Some(Arc::new(client.clone()) as Arc<dyn DetailedPushGateway>);
+                let gateway = MeteredGateway::new(Arc::new(client), Arc::clone(&metrics));
+                tracing::info!(
+                    key_id = apns.key_id.as_str(),
+                    topic = apns.topic.as_str(),
+                    environment = %apns.default_environment,
+                    endpoint = apns.endpoint.as_deref().unwrap_or("Apple"),
+                    "APNs key loaded"
+                );
+                let service = NotificationService::new(
+                    Arc::clone(&store),
+                    Arc::new(gateway),
+                    config.deadlines,
+                    config.retry,
+                    Arc::clone(&clock),
+                );
+                Some(Arc::new(service) as Arc<dyn IncomingCallPort>)
+            }
+            None => {
+                tracing::warn!(
+                    "no APNs key configured (APNS_KEY_FILE or APNS_KEY): registrations are \
+                     accepted, but /readyz answers 503 and webhooks that would push get 503"
+                );
+                None
+            }
+        };
+        Ok(Self::build_with(
+            &config,
+            Dependencies {
+                store,
+                notifier,
+                clock,
+                identity,
+                test_pushes,
+                metrics,
+            },
+        )?)
+    }
+
+    /// Binds the port and builds the app on given ports. Must run inside a Tokio
+    /// runtime: it starts the push workers.
+    pub fn build_with(config: &Config, dependencies: Dependencies) -> std::io::Result<Self> {
+        if config.webhook_secrets.is_empty() {
+            tracing::warn!(
+                "WEBHOOK_SECRET is not set: webhooks are accepted without checking their \
+                 signature, so anyone who finds the URL can ring phones"
+            );
+        }
+        let listener = TcpListener::bind((config.http.host.as_str(), config.http.port))?;
+        let address = listener.local_addr()?;
+
+        let (queue, workers) = match dependencies.notifier {
+            Some(notifier) => {
+                let (queue, workers) = queue::start(
+                    config.queue.capacity,
+                    config.queue.workers,
+                    config.deadlines,
+                    notifier,
+                    Arc::clone(&dependencies.metrics),
+                );
+                let probed = queue.clone();
+                dependencies.metrics.probe_queue(move || probed.depth());
+                (Some(queue), Some(workers))
+            }
+            None => (None, None),
+        };
+        let registrar = web::Data::new(Registrar::new(
+            RegistrationService::new(
+                Arc::clone(&dependencies.store),
+                Arc::clone(&dependencies.clock),
+            ),
+            RegistrationGuard::new(dependencies.identity),
+            Arc::clone(&dependencies.store),
+        ));
+        let admin = config.admin_token.clone().map(|token| {
+            web::Data::new(AdminState {
+                token,
+                service: AdminService::new(
+                    Arc::clone(&dependencies.store),
+                    dependencies.test_pushes,
+                    Arc::clone(&dependencies.clock),
+                ),
+            })
+        });
+        if admin.is_none() {
+            tracing::info!("ADMIN_TOKEN is not set: the /admin routes are off");
+        }
+        let metrics = web::Data::from(dependencies.metrics);
+        let readiness = web::Data::new(Readiness {
+            store: dependencies.store,
+            apns_loaded: queue.is_some(),
+            ping_timeout: Duration::from_secs(3),
+        });
+        let webhook = web::Data::new(WebhookState {
+            secrets: config.webhook_secrets.clone().into(),
+            queue,
+        });
+        let limits = web::Data::new(Limits {
+            register_body: config.http.register_body_limit,
+            webhook_body: config.http.webhook_body_limit,
+            request_timeout: config.http.request_timeout,
+        });
+
+        let mut server = HttpServer::new(move || {
+            let mut app = App::new()
+                .wrap(middleware::from_fn(request_id::middleware))
+                .app_data(registrar.clone())
+                .app_data(readiness.clone())
+                .app_data(webhook.clone())
+                .app_data(limits.clone())
+                .app_data(metrics.clone())
+                .configure(routes::health::configure)
+                .configure(routes::register::configure)
+                .configure(routes::webhook::configure)
+                .configure(routes::metrics::configure)
+                .configure(routes::docs::configure);
+            if let Some(admin) = &admin {
+                app = app
+                    .app_data(admin.clone())
+                    .configure(routes::admin::configure);
+            }
+            app.default_service(web::to(routes::not_found))
+        })
+        .listen(listener)?
+        // Signals are ours: stopping also drains the push queue.
+        .disable_signals()
+        .shutdown_timeout(config.http.shutdown_timeout.as_secs())
+        .client_request_timeout(config.http.request_timeout);
+        if let Some(workers) = config.http.workers {
+            server = server.workers(workers);
+        }
+        tracing::info!(address = %address, "listening");
+        Ok(Self {
+            port: address.port(),
+            server: server.run(),
+            workers,
+            shutdown_timeout: config.http.shutdown_timeout,
+        })
+    }
+
+    /// The port bound (useful when the configuration asked for 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops accepting, finishes in-flight
+    /// requests, drains the push queue within the shutdown timeout and returns.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then shuts down as [`Self::run_until_stopped`].
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = std::pin::pin!(self.server);
+        let stopping_since = tokio::select! {
+            result = &mut server => {
+                result?;
+                tokio::time::Instant::now()
+            }
+            () = stop => {
+                tracing::info!("stopping: no new connections; finishing requests in flight");
+                let since = tokio::time::Instant::now();
+                let ((), result) = tokio::join!(handle.stop(true), &mut server);
+                result?;
+                since
+            }
+        };
+        // The workers kept relaying while HTTP stopped; one deadline covers both, so
+        // the process exits within SHUTDOWN_TIMEOUT_SECS of the signal.
+        if let Some(workers) = self.workers {
+            let left = self
+                .shutdown_timeout
+                .saturating_sub(stopping_since.elapsed());
+            workers.drain(left).await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Opens the APNs connection before the first ring, so it does not pay the TLS
+/// handshake. Failing is only logged: APNs may come back, and pushes connect anyway.
+fn warm_up_in_background(client: ApnsClient) {
+    tokio::spawn(async move {
+        match client.warm_up().await {
+            Ok(()) => tracing::info!("APNs connection warmed up"),
+            Err(error) => tracing::warn!(
+                error = %error,
+                "APNs warm-up failed; pushes will connect on demand (run `webex-push check`)"
+            ),
+        }
+    });
+}
+
+/// SIGTERM (orchestrators) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,1180 @@
+//! End to end: the real `webex-push` binary against a fresh Postgres database and the
+//! local APNs stand-in, driven over HTTP as the iOS app and Webex would.
+//!
+//! The binary is started with `PORT=0` and JSON logs; the test reads the `listening`
+//! line for the address, and waits on log lines and stand-in counters, never on sleeps.
+// Test helpers outside #[test] functions: a failed set-up should panic loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apns_standin::{AcceptedPush, Failure, StandIn, StandInConfig};
+use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use webex_push_adapters::webex::sign;
+use webex_push_test_support::TestDatabase;
+
+const KEY_ID: &str = "KEY1234567";
+const TEAM_ID: &str = "TEAM123456";
+const TOPIC: &str = "com.example.app";
+const SECRET: &str = "webhook-s3cret";
+const WAIT: Duration = Duration::from_secs(20);
+
+const PERSON: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+const CALLER: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
+const OTHER: &str = "11111111-2222-4333-8444-555555555555";
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(text)
+}
+
+fn b64_padded(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// The usual Webex spelling: unpadded base64, `us` cluster.
+fn webex_id(uuid: &str) -> String {
+    b64(&format!("ciscospark://us/PEOPLE/{uuid}"))
+}
+
+fn token(fill: &str) -> String {
+    fill.repeat(64 / fill.len())
+}
+
+/// The running binary, its log lines, and a way to wait for one.
+struct Server {
+    child: Child,
+    base: String,
+    lines: Arc<Mutex<Vec<Value>>>,
+    new_line: Arc<Notify>,
+}
+
+impl Server {
+    fn spawn(envs: &[(&str, String)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_webex-push"));
+        command
+            .env_clear()
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("the webex-push binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let new_line = Arc::new(Notify::new());
+        {
+            let lines = Arc::clone(&lines);
+            let new_line = Arc::clone(&new_line);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                    lines.lock().unwrap().push(value);
+                    new_line.notify_waiters();
+                }
+            });
+        }
+        Self {
+            child,
+            base: String::new(),
+            lines,
+            new_line,
+        }
+    }
+
+    /// Waits for the first log line matching `wanted`, past or future.
+    async fn wait_for_log(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let notified = self.new_line.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| wanted(l)) {
+                return line.clone();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "no log line {what} within {WAIT:?}; the log:\n{}",
+                    self.log_text()
+                );
+            }
+        }
+    }
+
+    fn count_logs(&self, wanted: impl Fn(&Value) -> bool) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| wanted(l))
+            .count()
+    }
+
+    fn log_text(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn wait_until_listening(&mut self) {
+        let line = self
+            .wait_for_log("`listening`", |l| l["message"] == "listening")
+            .await;
+        let address = line["address"].as_str().expect("the address is logged");
+        self.base = format!("http://{address}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn message_is(line: &Value, message: &str) -> bool {
+    line["message"] == message
+}
+
+struct Harness {
+    server: Server,
+    standin: StandIn,
+    db: TestDatabase,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    /// Requests the stand-in had once the start-up warm-up was done.
+    warm_up_requests: u64,
+}
+
+impl Harness {
+    /// A fresh database, a stand-in trusting a freshly generated key, and the binary
+    /// configured for both with `push_workers` workers.
+    async fn start(push_workers: usize) -> Self {
+        Self::start_with(push_workers, &[]).await
+    }
+
+    /// As [`Harness::start`], with more environment variables.
+    async fn start_with(push_workers: usize, extra: &[(&str, String)]) -> Self {
+        let db = TestDatabase::postgres();
+        let key = p256::SecretKey::random(&mut rand::thread_rng());
+        let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, public_pem))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("AuthKey_KEY1234567.p8");
+        std::fs::write(&key_file, private_pem.as_bytes()).unwrap();
+        let ca_file = dir.path().join("standin-ca.pem");
+        std::fs::write(&ca_file, standin.ca_pem()).unwrap();
+        // As Apple does, so the start-up warm-up is not counted as an accepted push.
+        standin
+            .script()
+            .fail_token(&"0".repeat(64), Failure::BadDeviceToken);
+
+        let mut envs = vec![
+            ("PORT", "0".into()),
+            ("HOST", "127.0.0.1".into()),
+            ("HTTP_WORKERS", "2".into()),
+            ("DATABASE_URL", db.url().to_owned()),
+            ("DATABASE_POOL_SIZE", "4".into()),
+            ("DATABASE_CONNECT_TIMEOUT_SECS", "2".into()),
+            ("DATABASE_CHECKOUT_TIMEOUT_SECS", "1".into()),
+            ("DATABASE_STATEMENT_TIMEOUT_SECS", "2".into()),
+            ("APNS_KEY_FILE", key_file.display().to_string()),
+            ("APNS_KEY_ID", KEY_ID.into()),
+            ("APNS_TEAM_ID", TEAM_ID.into()),
+            ("APNS_TOPIC", TOPIC.into()),
+            ("APNS_ENDPOINT", standin.url()),
+            ("APNS_CA_FILE", ca_file.display().to_string()),
+            ("WEBHOOK_SECRET", format!("old-secret,{SECRET}")),
+            ("PUSH_WORKERS", push_workers.to_string()),
+            ("SHUTDOWN_TIMEOUT_SECS", "10".into()),
+            ("LOG_FORMAT", "json".into()),
+            ("RUST_LOG", "info".into()),
+        ];
+        envs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        envs.extend(extra.iter().cloned());
+        let mut server = Server::spawn(&envs);
+        server.wait_until_listening().await;
+        // The background warm-up sends one request; wait for it so counts are exact.
+        server
+            .wait_for_log("`APNs connection warmed up`", |l| {
+                message_is(l, "APNs connection warmed up")
+            })
+            .await;
+        let warm_up_requests = standin.stats().requests;
+        Self {
+            server,
+            standin,
+            db,
+            http: reqwest::Client::new(),
+            _dir: dir,
+            warm_up_requests,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.base)
+    }
+
+    async fn register(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/register"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn register_ok(&self, person: &str, voip: &str, msg: &str) {
+        let response = self.register(&registration(person, voip, msg)).await;
+        assert_eq!(
+            response.status().as_u16(),
+            204,
+            "{}",
+            self.server.log_text()
+        );
+    }
+
+    async fn webhook_signed_with(&self, body: &Value, signature: Option<String>) -> u16 {
+        let text = body.to_string();
+        let mut request = self
+            .http
+            .post(self.url("/webhook"))
+            .header("content-type", "application/json; charset=utf-8")
+            .body(text);
+        if let Some(signature) = signature {
+            request = request.header("X-Spark-Signature", signature);
+        }
+        request.send().await.unwrap().status().as_u16()
+    }
+
+    async fn webhook(&self, body: &Value) {
+        let signature = sign(SECRET, body.to_string().as_bytes());
+        assert_eq!(
+            self.webhook_signed_with(body, Some(signature)).await,
+            204,
+            "{}",
+            self.server.log_text()
+        );
+    }
+
+    async fn get_status(&self, path: &str) -> u16 {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Waits until `n` pushes in all were accepted and returns those after `skip`.
+    async fn pushes(&self, skip: usize, n: usize) -> Vec<AcceptedPush> {
+        let all = self.standin.wait_for_accepted(n, WAIT).await;
+        assert!(
+            all.len() >= n,
+            "expected {n} pushes, got {}; log:\n{}",
+            all.len(),
+            self.server.log_text()
+        );
+        all[skip..].to_vec()
+    }
+
+    /// Waits until the workers have relayed (or dropped) `n` events.
+    async fn relayed(&self, n: usize) {
+        let relayed = |l: &Value| message_is(l, "event relayed");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let notified = self.server.new_line.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.server.count_logs(relayed) >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "{n} events were not relayed in time:\n{}",
+                    self.server.log_text()
+                );
+            }
+        }
+    }
+}
+
+fn registration(person: &str, voip: &str, msg: &str) -> Value {
+    json!({
+        "email": "ada@example.com",
+        "voipToken": voip,
+        "msgToken": msg,
+        "personId": person,
+    })
+}
+
+fn envelope(resource: &str, event: &str, owner: &str, actor: &str, data: Value) -> Value {
+    json!({
+        "id": b64("ciscospark://us/WEBHOOK/7f3c1b2a-0000-4000-8000-000000000001"),
+        "name": "webex-push",
+        "targetUrl": "https://push.example.com/webhook",
+        "resource": resource,
+        "event": event,
+        "orgId": b64("ciscospark://us/ORGANIZATION/1eb65fdf-9643-417f-9974-ad72cae0e10f"),
+        "createdBy": webex_id(owner),
+        "appId": b64("ciscospark://us/APPLICATION/C1"),
+        "ownedBy": "creator",
+        "status": "active",
+        "created": "2025-06-01T10:00:00.000Z",
+        "actorId": webex_id(actor),
+        "data": data,
+    })
+}
+
+fn call_membership(call_id: &str, callee_spelling: &str) -> Value {
+    envelope(
+        "callMemberships",
+        "created",
+        PERSON,
+        CALLER,
+        json!({
+            "id": "membership-1",
+            "callId": call_id,
+            "personId": callee_spelling,
+            "personEmail": "callee@example.com",
+            "state": "notified",
+            "isInitiator": false,
+            "created": "2025-06-01T12:34:56.000Z",
+        }),
+    )
+}
+
+fn telephony_call(call_id: &str, state: &str, event_type: &str) -> Value {
+    envelope(
+        "telephony_calls",
+        if state == "alerting" {
+            "created"
+        } else {
+            "updated"
+        },
+        PERSON,
+        PERSON,
+        json!({
+            "eventType": event_type,
+            "eventTimestamp": "2025-06-01T12:00:01.123Z",
+            "callId": call_id,
+            "callSessionId": "session-1",
+            "personality": "terminator",
+            "state": state,
+            "remoteParty": {
+                "name": "Ada Lovelace",
+                "number": "+15551234567",
+                "privacyEnabled": false,
+                "callType": "location"
+            },
+            "created": "2025-06-01T12:00:00.000Z",
+        }),
+    )
+}
+
+fn sorted_tokens(pushes: &[AcceptedPush]) -> Vec<String> {
+    let mut tokens: Vec<String> = pushes.iter().map(|p| p.token.clone()).collect();
+    tokens.sort();
+    tokens
+}
+
+fn assert_voip(push: &AcceptedPush) {
+    assert_eq!(push.topic, format!("{TOPIC}.voip"));
+    assert_eq!(push.push_type, "voip");
+    assert_eq!(push.priority, Some(10));
+    assert!(push.expiration.is_some());
+}
+
+fn assert_alert(push: &AcceptedPush) {
+    assert_eq!(push.topic, TOPIC);
+    assert_eq!(push.push_type, "alert");
+    assert!(push.payload["aps"]["alert"].is_object(), "{}", push.payload);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_resource_pushes_to_every_phone_of_the_person_in_any_spelling() {
+    let h = Harness::start(4).await;
+    let (v1, a1, v2, a2) = (token("a1"), token("b1"), token("a2"), token("b2"));
+    // Phone 1 registers with a bare UUID, phone 2 with padded base64 on a urn:TEAM
+    // cluster; the webhooks say unpadded base64 on `us`.
+    h.register_ok(&PERSON.to_uppercase(), &v1, &a1).await;
+    h.register_ok(
+        &b64_padded(&format!(
+            "ciscospark://urn:TEAM:us-west-2_r/PEOPLE/{PERSON}"
+        )),
+        &v2,
+        &a2,
+    )
+    .await;
+    let voips = vec![v1.clone(), v2.clone()];
+    let alerts = vec![a1.clone(), a2.clone()];
+
+    h.webhook(&call_membership("call-membership-1", &webex_id(PERSON)))
+        .await;
+    let rings = h.pushes(0, 2).await;
+    assert_eq!(sorted_tokens(&rings), voips);
+    for push in &rings {
+        assert_voip(push);
+        assert_eq!(push.payload["webex"]["type"], "incoming_call");
+        assert_eq!(push.payload["webex"]["callId"], "call-membership-1");
+        assert_eq!(push.payload["webex"]["source"], "callMemberships");
+    }
+
+    h.webhook(&telephony_call("telephony-1", "alerting", "received"))
+        .await;
+    let rings = h.pushes(2, 4).await;
+    assert_eq!(sorted_tokens(&rings), voips);
+    for push in &rings {
+        assert_voip(push);
+        assert_eq!(push.payload["webex"]["callerName"], "Ada Lovelace");
+        assert_eq!(push.payload["webex"]["callerNumber"], "+15551234567");
+        assert_eq!(push.payload["webex"]["callId"], "telephony-1");
+    }
+
+    let apns_payload = json!({"data": {"callId": "sdk-call-1", "blob": "eyJ2IjoxfQ"}});
+    h.webhook(&envelope(
+        "telephony_push",
+        "updated",
+        OTHER,
+        PERSON,
+        json!({"personId": PERSON, "apnsPayload": apns_payload}),
+    ))
+    .await;
+    let rings = h.pushes(4, 6).await;
+    assert_eq!(sorted_tokens(&rings), voips);
+    for push in &rings {
+        assert_voip(push);
+        // The SDK's payload arrives at the top level, as the Calling SDK expects.
+        assert_eq!(
+            push.payload["data"], apns_payload["data"],
+            "{}",
+            push.payload
+        );
+    }
+
+    h.webhook(&envelope(
+        "messages",
+        "created",
+        PERSON,
+        CALLER,
+        json!({
+            "id": "message-1",
+            "roomId": "room-1",
+            "roomType": "direct",
+            "personId": webex_id(CALLER),
+            "personEmail": "caller@example.com",
+            "created": "2025-06-01T12:00:00.000Z",
+        }),
+    ))
+    .await;
+    let notices = h.pushes(6, 8).await;
+    assert_eq!(sorted_tokens(&notices), alerts);
+    for push in &notices {
+        assert_alert(push);
+        assert_eq!(push.payload["webex"]["type"], "message");
+        assert_eq!(push.payload["webex"]["roomId"], "room-1");
+    }
+
+    h.webhook(&telephony_call(
+        "telephony-1",
+        "disconnected",
+        "disconnected",
+    ))
+    .await;
+    let ended = h.pushes(8, 10).await;
+    assert_eq!(sorted_tokens(&ended), alerts);
+    for push in &ended {
+        assert_alert(push);
+        assert!(push.collapse_id.is_some());
+        assert_ne!(push.push_type, "voip", "a call-ended notice is never VoIP");
+    }
+    assert_eq!(h.standin.accepted().len(), 10);
+
+    let log = h.server.log_text();
+    for secret in [&v1, &a1, &v2, &a2] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a full token was logged:\n{log}"
+        );
+    }
+    for private in [
+        "ada@example.com",
+        "caller@example.com",
+        "callee@example.com",
+        SECRET,
+    ] {
+        assert!(!log.contains(private), "{private} was logged:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_with_bad_or_missing_signature_is_rejected_and_nothing_is_pushed() {
+    let h = Harness::start(1).await;
+    h.register_ok(PERSON, &token("a1"), &token("b1")).await;
+    let body = call_membership("call-forged", &webex_id(PERSON));
+    let forged = sign("guessed", body.to_string().as_bytes());
+    assert_eq!(h.webhook_signed_with(&body, None).await, 401);
+    assert_eq!(h.webhook_signed_with(&body, Some(forged)).await, 401);
+    // The rejections were synchronous; a genuine event queued after them (one worker,
+    // in order) is the only push.
+    h.webhook(&call_membership("call-genuine", &webex_id(PERSON)))
+        .await;
+    let pushes = h.pushes(0, 1).await;
+    h.relayed(1).await;
+    assert_eq!(pushes.len(), 1);
+    assert_eq!(pushes[0].payload["webex"]["callId"], "call-genuine");
+    assert_eq!(h.standin.stats().requests - h.warm_up_requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_webhook_rings_once() {
+    let h = Harness::start(1).await;
+    h.register_ok(PERSON, &token("a1"), &token("b1")).await;
+    let body = telephony_call("call-dup", "alerting", "received");
+    h.webhook(&body).await;
+    h.webhook(&body).await;
+    h.relayed(2).await;
+    let duplicates = h
+        .server
+        .count_logs(|l| message_is(l, "event relayed") && l["duplicate"] == true);
+    assert_eq!(duplicates, 1, "{}", h.server.log_text());
+    assert_eq!(h.standin.accepted().len(), 1);
+    assert_eq!(h.standin.stats().requests - h.warm_up_requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_removes_the_token_and_a_later_registration_brings_it_back() {
+    let h = Harness::start(1).await;
+    let (voip, msg) = (token("a1"), token("b1"));
+    h.register_ok(PERSON, &voip, &msg).await;
+    let now_ms = chrono::Utc::now().timestamp_millis() + 1;
+    h.standin.script().fail_token(
+        &voip,
+        Failure::Unregistered {
+            timestamp_ms: now_ms,
+        },
+    );
+
+    h.webhook(&call_membership("call-1", PERSON)).await;
+    h.server
+        .wait_for_log("`dead token removed`", |l| {
+            message_is(l, "dead token removed")
+        })
+        .await;
+    h.relayed(1).await;
+
+    // Gone: the next call finds no device and asks Apple nothing.
+    let requests_before = h.standin.stats().requests;
+    h.webhook(&call_membership("call-2", PERSON)).await;
+    h.relayed(2).await;
+    assert_eq!(h.standin.stats().requests, requests_before);
+
+    // The app registers the same token again (Apple reissued it): it rings again.
+    h.standin.script().clear_token(&voip);
+    h.register_ok(PERSON, &voip, &msg).await;
+    h.webhook(&call_membership("call-3", PERSON)).await;
+    let pushes = h.pushes(0, 1).await;
+    assert_eq!(pushes[0].token, voip);
+    assert_eq!(pushes[0].payload["webex"]["callId"], "call-3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_with_a_missing_field_or_a_bad_token_is_400() {
+    let h = Harness::start(1).await;
+    let mut missing = registration(PERSON, &token("a1"), &token("b1"));
+    missing.as_object_mut().unwrap().remove("msgToken");
+    let response = h.register(&missing).await;
+    assert_eq!(response.status().as_u16(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["field"], "msgToken");
+    assert_eq!(problem["rule"], "required");
+
+    let response = h
+        .register(&registration(PERSON, "<a1b2 c3d4>", &token("b1")))
+        .await;
+    assert_eq!(response.status().as_u16(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["field"], "voipToken");
+    assert_eq!(problem["rule"], "hex");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_gives_503_and_the_service_recovers_by_itself() {
+    let h = Harness::start(1).await;
+    assert_eq!(h.get_status("/readyz").await, 200);
+    h.register_ok(PERSON, &token("a1"), &token("b1")).await;
+
+    h.db.take_offline();
+    let response = h
+        .register(&registration(PERSON, &token("a2"), &token("b2")))
+        .await;
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(h.get_status("/readyz").await, 503);
+    assert_eq!(h.get_status("/healthz").await, 200);
+
+    h.db.bring_online();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = h
+            .register(&registration(PERSON, &token("a2"), &token("b2")))
+            .await
+            .status()
+            .as_u16();
+        if status == 204 {
+            break;
+        }
+        assert_eq!(status, 503, "only 503 while the pool reconnects");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "did not recover:\n{}",
+            h.server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(h.get_status("/readyz").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_queued_pushes_and_exits_zero() {
+    let mut h = Harness::start(1).await;
+    h.register_ok(PERSON, &token("a1"), &token("b1")).await;
+    h.standin.script().latency(Duration::from_millis(300));
+    for call in ["call-a", "call-b", "call-c"] {
+        h.webhook(&call_membership(call, PERSON)).await;
+    }
+    let pid = h.server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = h.server.child.wait();
+        (h, status)
+    });
+    let (h, status) = tokio::time::timeout(WAIT, status).await.unwrap().unwrap();
+    assert!(status.unwrap().success(), "{}", h.server.log_text());
+    assert_eq!(h.standin.accepted().len(), 3, "{}", h.server.log_text());
+}
+
+/// Runs the binary with `args` and `envs` to completion: (exit success, stdout, stderr).
+async fn run_binary(args: &[&str], envs: &[(&str, String)]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_webex-push"))
+        .args(args)
+        .env_clear()
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT, output).await.unwrap().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        // The status too: a crash (signal) reads differently from a failed check.
+        format!(
+            "{}\n[{}]",
+            String::from_utf8_lossy(&output.stderr),
+            output.status
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_push_command_sends_one_push_and_prints_apples_answer() {
+    let key = p256::SecretKey::random(&mut rand::thread_rng());
+    let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, public_pem))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, standin.ca_pem()).unwrap();
+    let envs = [
+        // The key from the environment this time, as on Heroku.
+        ("APNS_KEY", private_pem.to_string()),
+        ("APNS_KEY_ID", KEY_ID.to_owned()),
+        ("APNS_TEAM_ID", TEAM_ID.to_owned()),
+        ("APNS_TOPIC", TOPIC.to_owned()),
+        ("APNS_ENDPOINT", standin.url()),
+        ("APNS_CA_FILE", ca_file.display().to_string()),
+        ("LOG_FORMAT", "json".to_owned()),
+    ];
+    let alert = token("c3");
+    let (ok, stdout, stderr) = run_binary(
+        &[
+            "push",
+            "--token",
+            &alert,
+            "--channel",
+            "alert",
+            "--message",
+            "Hello",
+        ],
+        &envs,
+    )
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("status: 200"), "{stdout}");
+    assert!(stdout.contains("apns-id: "), "{stdout}");
+    assert!(
+        stdout.lines().all(|l| !l.starts_with('{')),
+        "logs stay off stdout:\n{stdout}"
+    );
+    let pushes = standin.wait_for_accepted(1, WAIT).await;
+    assert_eq!(pushes[0].token, alert);
+    assert_alert(&pushes[0]);
+    assert_eq!(pushes[0].payload["aps"]["alert"]["body"], "Hello");
+
+    standin
+        .script()
+        .fail_token(&token("d4"), Failure::BadDeviceToken);
+    let (ok, stdout, _) = run_binary(
+        &[
+            "push",
+            "--token",
+            &token("d4"),
+            "--channel",
+            "voip",
+            "--environment",
+            "sandbox",
+        ],
+        &envs,
+    )
+    .await;
+    assert!(!ok, "a refused push exits non-zero");
+    assert!(stdout.contains("status: 400"), "{stdout}");
+    assert!(stdout.contains("reason: BadDeviceToken"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_the_schema_and_a_second_run_has_nothing_to_do() {
+    let db = TestDatabase::postgres();
+    let envs = [
+        ("DATABASE_URL", db.url().to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+    ];
+    let (ok, stdout, stderr) = run_binary(&["migrate"], &envs).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.contains("migrations applied"), "{stderr}");
+    let (ok, _, stderr) = run_binary(&["migrate"], &envs).await;
+    assert!(ok);
+    assert!(stderr.contains("already up to date"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_configuration_stops_start_up_naming_the_variable() {
+    for (envs, variable) in [
+        (
+            vec![("APNS_KEY_ID", "KEY1234567".to_owned())],
+            "APNS_KEY_ID",
+        ),
+        (vec![("PUSH_WORKERS", "0".to_owned())], "PUSH_WORKERS"),
+        (vec![("PORT", "eighty".to_owned())], "PORT"),
+        (
+            vec![("DATABASE_URL", "mysql://localhost/x".to_owned())],
+            "DATABASE_URL",
+        ),
+    ] {
+        let mut envs = envs;
+        envs.push(("HOST", "127.0.0.1".to_owned()));
+        if !envs.iter().any(|(k, _)| *k == "PORT") {
+            envs.push(("PORT", "0".to_owned()));
+        }
+        let (ok, stdout, stderr) = run_binary(&["serve"], &envs).await;
+        assert!(!ok, "{variable}: start-up should fail\n{stdout}");
+        assert!(
+            stderr.contains(variable),
+            "{variable} is named:\n{stderr}\n{stdout}"
+        );
+    }
+}
+
+const ADMIN: &str = "e2e-admin-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_ring_end_to_end_and_its_push_logs_carry_the_webhook_request_id() {
+    let h = Harness::start(2).await;
+    h.server
+        .wait_for_log("`APNs connection warmed up`", |l| {
+            message_is(l, "APNs connection warmed up")
+        })
+        .await;
+    let (voip, alert) = (token("a7"), token("b7"));
+    h.register_ok(PERSON, &voip, &alert).await;
+
+    let body = call_membership("call-metrics-1", &webex_id(PERSON));
+    let text = body.to_string();
+    let response = h
+        .http
+        .post(h.url("/webhook"))
+        .header("content-type", "application/json")
+        .header("X-Spark-Signature", sign(SECRET, text.as_bytes()))
+        .header("X-Request-Id", "ring-e2e-42")
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    assert_eq!(response.headers()["x-request-id"], "ring-e2e-42");
+    let pushes = h.pushes(0, 1).await;
+    assert_eq!(pushes[0].token, voip);
+    h.relayed(1).await;
+
+    // The request's lines and the worker's lines for its event share the id.
+    for message in ["webhook accepted", "event relayed", "request answered"] {
+        let line = h
+            .server
+            .wait_for_log(message, |l| {
+                message_is(l, message) && l.to_string().contains("ring-e2e-42")
+            })
+            .await;
+        assert!(line["spans"].is_array(), "{line}");
+    }
+
+    // The event is counted just after its log line: wait for the count.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let metrics = loop {
+        let metrics = h
+            .http
+            .get(h.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("events_total{") || tokio::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::task::yield_now().await;
+    };
+    for expected in [
+        r#"webhooks_total{resource="callMemberships",outcome="accepted"} 1"#,
+        r#"pushes_total{channel="voip",outcome="delivered",reason=""} 1"#,
+        r#"events_total{kind="ring",outcome="relayed"} 1"#,
+        "ring_latency_seconds_count 1",
+        "apns_request_duration_seconds_count 1",
+        "apns_provider_tokens_minted_total 1",
+        r#"db_pool_connections{state="idle"}"#,
+        r#"db_pool_connections{state="in_use"}"#,
+        "push_queue_depth 0",
+        r#"http_requests_total{route="/register",method="POST",status="204"} 1"#,
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_test_push_rings_a_registered_phone_through_apns_and_shows_the_outcome() {
+    let h = Harness::start_with(2, &[("ADMIN_TOKEN", ADMIN.to_owned())]).await;
+    let (voip, alert) = (token("a8"), token("b8"));
+    h.register_ok(PERSON, &voip, &alert).await;
+    let answer: Value = h
+        .http
+        .post(h.url("/admin/test-push"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"personId": webex_id(PERSON), "channel": "voip"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{answer}");
+    assert_eq!(results[0]["status"], 200);
+    assert_eq!(results[0]["token"], format!("{}…", &voip[..8]));
+    assert!(results[0]["apnsId"].as_str().unwrap().len() >= 32);
+    let pushes = h.pushes(0, 1).await;
+    assert_voip(&pushes[0]);
+
+    let devices: Value = h
+        .http
+        .get(h.url(&format!("/admin/persons/{PERSON}/devices")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let voip_device = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["channel"] == "voip")
+        .unwrap();
+    assert_eq!(voip_device["lastOutcome"], "delivered");
+    assert!(!devices.to_string().contains(&voip));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_environment_variables_count_as_unset() {
+    let db = TestDatabase::postgres();
+    let mut server = Server::spawn(&[
+        ("PORT", "0".into()),
+        ("HOST", "127.0.0.1".into()),
+        ("DATABASE_URL", db.url().to_owned()),
+        ("LOG_FORMAT", "json".into()),
+        // What a Heroku or Kubernetes config says for "no value".
+        ("HTTP_WORKERS", String::new()),
+        ("DATABASE_POOL_SIZE", String::new()),
+        ("APNS_KEY_ID", String::new()),
+        ("APNS_ENDPOINT", " ".into()),
+        ("ADMIN_TOKEN", String::new()),
+        ("REGISTER_AUTH", String::new()),
+        ("PUSH_WORKERS", String::new()),
+    ]);
+    server.wait_until_listening().await;
+    let status = reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    // ADMIN_TOKEN= is unset: the admin API is off.
+    let status = reqwest::get(format!("{}/admin/persons/{PERSON}/devices", server.base))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 404);
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A stand-in, a key it trusts, and `check`'s environment for both and `db_url`.
+struct CheckSetup {
+    standin: StandIn,
+    dir: tempfile::TempDir,
+    envs: Vec<(&'static str, String)>,
+}
+
+impl CheckSetup {
+    async fn new(db_url: &str) -> Self {
+        let key = p256::SecretKey::random(&mut rand::thread_rng());
+        let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, public_pem))
+            .await
+            .unwrap();
+        standin
+            .script()
+            .fail_token(&"0".repeat(64), Failure::BadDeviceToken);
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("AuthKey_KEY1234567.p8");
+        std::fs::write(&key_file, private_pem.as_bytes()).unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, standin.ca_pem()).unwrap();
+        let envs = vec![
+            ("DATABASE_URL", db_url.to_owned()),
+            ("DATABASE_CONNECT_TIMEOUT_SECS", "2".to_owned()),
+            ("APNS_KEY_FILE", key_file.display().to_string()),
+            ("APNS_KEY_ID", KEY_ID.to_owned()),
+            ("APNS_TEAM_ID", TEAM_ID.to_owned()),
+            ("APNS_TOPIC", TOPIC.to_owned()),
+            ("APNS_ENDPOINT", standin.url()),
+            ("APNS_CA_FILE", ca_file.display().to_string()),
+            ("APNS_REQUEST_TIMEOUT_SECS", "3".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+        ];
+        Self { standin, dir, envs }
+    }
+
+    fn with(&self, variable: &'static str, value: String) -> Vec<(&'static str, String)> {
+        let mut envs = self.envs.clone();
+        envs.retain(|(k, _)| *k != variable);
+        envs.push((variable, value));
+        envs
+    }
+}
+
+/// The line `check` printed for `step`.
+fn step_line<'a>(stdout: &'a str, step: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(step))
+        .unwrap_or_else(|| panic!("no `{step}` line in:\n{stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_every_step_against_the_standin_and_postgres() {
+    let db = TestDatabase::postgres();
+    let setup = CheckSetup::new(db.url()).await;
+    let (ok, stdout, stderr) = run_binary(&["check"], &setup.envs).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    for step in [
+        "configuration",
+        "APNs key",
+        "APNs provider token",
+        "APNs connection",
+        "database",
+    ] {
+        assert!(step_line(&stdout, step).ends_with(" ok"), "{stdout}");
+    }
+    assert!(stdout.contains("check passed"), "{stdout}");
+    assert!(
+        setup.standin.accepted().is_empty(),
+        "the warm-up push is refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_clearly_for_a_wrong_key_an_unreachable_apns_and_an_unreachable_database() {
+    let db = TestDatabase::postgres();
+    let setup = CheckSetup::new(db.url()).await;
+
+    let bad_key = setup.dir.path().join("AuthKey_BAD.p8");
+    std::fs::write(
+        &bad_key,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let (ok, stdout, _) = run_binary(
+        &["check"],
+        &setup.with("APNS_KEY_FILE", bad_key.display().to_string()),
+    )
+    .await;
+    assert!(!ok, "{stdout}");
+    let line = step_line(&stdout, "APNs key");
+    assert!(
+        line.contains("FAILED: ") && line.contains("APNS_KEY"),
+        "{stdout}"
+    );
+    assert!(step_line(&stdout, "database").ends_with(" ok"), "{stdout}");
+    assert!(stdout.contains("check FAILED"), "{stdout}");
+
+    let (ok, stdout, _) = run_binary(
+        &["check"],
+        &setup.with(
+            "APNS_ENDPOINT",
+            format!("https://127.0.0.1:{}", closed_port()),
+        ),
+    )
+    .await;
+    assert!(!ok, "{stdout}");
+    assert!(
+        step_line(&stdout, "APNs provider token").ends_with(" ok"),
+        "{stdout}"
+    );
+    let line = step_line(&stdout, "APNs connection");
+    assert!(line.contains("FAILED: cannot reach APNs"), "{stdout}");
+
+    let (ok, stdout, _) = run_binary(
+        &["check"],
+        &setup.with(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port()),
+        ),
+    )
+    .await;
+    assert!(!ok, "{stdout}");
+    assert!(
+        step_line(&stdout, "APNs connection").ends_with(" ok"),
+        "{stdout}"
+    );
+    let line = step_line(&stdout, "database");
+    assert!(line.contains("FAILED: "), "{stdout}");
+    assert!(
+        line.contains("DATABASE_URL") || line.contains("connect"),
+        "{stdout}"
+    );
+}
+
+const ADA_ACCESS: &str = "ada-access-token_PF84_org";
+
+/// A stand-in of Webex's `GET /v1/people/me` on port 0: Ada's token is `PERSON`,
+/// spelled as Webex does; any other token gets Webex's 401.
+fn webex_standin() -> String {
+    use actix_web::{HttpRequest, HttpResponse, web};
+    async fn me(request: HttpRequest) -> HttpResponse {
+        let auth = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if auth == format!("Bearer {ADA_ACCESS}") {
+            HttpResponse::Ok().json(json!({"id": webex_id(PERSON), "displayName": "Ada"}))
+        } else {
+            HttpResponse::Unauthorized()
+                .json(json!({"message": "The request requires a valid access token."}))
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = actix_web::HttpServer::new(|| {
+        actix_web::App::new().route("/v1/people/me", web::get().to(me))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_proof_refuses_a_mismatched_person_and_binds_only_the_holder() {
+    let h = Harness::start_with(
+        1,
+        &[
+            ("REGISTER_AUTH", "webex".to_owned()),
+            ("WEBEX_API_URL", webex_standin()),
+        ],
+    )
+    .await;
+    let (voip, alert) = (token("a9"), token("b9"));
+    let register = |person: &str, access: Option<&str>| {
+        let mut request = h
+            .http
+            .post(h.url("/register"))
+            .json(&registration(person, &voip, &alert));
+        if let Some(access) = access {
+            request = request.bearer_auth(access);
+        }
+        request.send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    // Ada's token, Bob's person id: someone trying to receive Bob's calls.
+    assert_eq!(
+        status(register(OTHER, Some(ADA_ACCESS)).await.unwrap()),
+        403
+    );
+    assert_eq!(status(register(PERSON, None).await.unwrap()), 401);
+    assert_eq!(
+        status(register(PERSON, Some("expired-token")).await.unwrap()),
+        401
+    );
+    // Ada herself, in another spelling of her id than Webex's.
+    assert_eq!(
+        status(register(PERSON, Some(ADA_ACCESS)).await.unwrap()),
+        204
+    );
+
+    // Only Ada may remove Ada's phone.
+    let delete = |access: Option<&str>| {
+        let mut request = h.http.delete(h.url(&format!("/register/{voip}")));
+        if let Some(access) = access {
+            request = request.bearer_auth(access);
+        }
+        request.send()
+    };
+    assert_eq!(status(delete(Some("expired-token")).await.unwrap()), 401);
+    assert_eq!(status(delete(Some(ADA_ACCESS)).await.unwrap()), 204);
+    // The mismatch was logged by person, never with the access token.
+    assert!(!h.server.log_text().contains(ADA_ACCESS));
+}
