@@ -470,8 +470,10 @@ where
 {
     Pool::builder()
         .max_size(size)
-        // Keep a couple of connections warm without opening the whole pool at start-up.
-        .min_idle(Some(size.min(2)))
+        // Connections open on demand and stay idle for reuse (r2d2's idle timeout):
+        // no background refill, because a refill still connecting when the process
+        // exits races libpq's OpenSSL clean-up at exit and can crash the process.
+        .min_idle(Some(0))
         .connection_timeout(config.checkout_timeout)
         // A connection the server dropped (restart, failover) is replaced, not handed out.
         .test_on_check_out(true)
