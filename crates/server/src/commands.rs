@@ -10,7 +10,7 @@ use webex_push_domain::{ApnsEnvironment, Channel, DeviceToken, Push};
 use crate::admin::test_content;
 use crate::cli::{Command, MigrateArgs, PushArgs, ServeArgs};
 use crate::config::{self, Config};
-use crate::startup::Application;
+use crate::startup::{Application, ShutdownSignal};
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -158,8 +158,10 @@ async fn check(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_args(args)?;
+    // Before binding: from the first "listening" line on, SIGTERM means a clean stop.
+    let signal = ShutdownSignal::install()?;
     let application = Application::build(config).await?;
-    application.run_until_stopped().await?;
+    application.run_until(signal.received()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
