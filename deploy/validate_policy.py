@@ -168,8 +168,8 @@ def heroku() -> None:
     check(env.get("WEBHOOK_SECRET", {}).get("generator") == "secret", "WEBHOOK_SECRET is generated (generator: secret)")
     check(all(isinstance(v, dict) and v.get("description") for v in env.values()), "every app.json config var is described")
     check(not set(env) & set(HEROKU_OMITTED), f"app.json leaves out {sorted(HEROKU_OMITTED)}")
-    # The server rejects an empty value ("cannot parse integer from empty string"), so an
-    # optional var must either carry a value or a generator, never render as "".
+    # The server treats an empty value as unset, but Heroku's deploy form shows a blank
+    # field as a question: an optional var carries its default or a generator instead.
     blank = sorted(k for k, v in env.items() if isinstance(v, dict) and not v.get("required")
                    and "value" not in v and "generator" not in v)
     check(not blank, f"every optional app.json var has a value or generator (blank: {blank})")
