@@ -1,0 +1,478 @@
+//! `webex-push-demo`: the whole flow on one machine with nothing to set up. Starts the
+//! local APNs stand-in and the real `webex-push` binary on embedded SQLite in a
+//! temporary directory, registers a phone as the original iOS app does, sends signed
+//! Webex webhooks, and prints every push as it reaches the stand-in. Cleans up after
+//! itself; exits non-zero when an expected push does not arrive.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use apns_standin::{AcceptedPush, StandIn, StandInConfig};
+use clap::Parser;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use webex_push_tools::keys::{GeneratedKey, KEY_ID, TEAM_ID, TOPIC};
+use webex_push_tools::server::{ServerProcess, locate_binary};
+use webex_push_tools::webex::{self, SIGNATURE_HEADER, sign};
+
+/// The person whose phone rings, and who calls them.
+const PERSON: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+const CALLER: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
+/// The secret the Webex webhooks were created with.
+const WEBHOOK_SECRET: &str = "demo-webhook-secret";
+
+#[derive(Parser)]
+#[command(
+    name = "webex-push-demo",
+    version,
+    about = "Runs webex-push against a local APNs stand-in and shows the pushes it sends."
+)]
+struct Args {
+    /// The webex-push binary; default: WEBEX_PUSH_BIN, else `webex-push` next to this tool.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Seconds to wait for the server to start and for each push to arrive.
+    #[arg(long, default_value_t = 20)]
+    timeout: u64,
+    /// Also print the server's own log lines.
+    #[arg(long)]
+    server_log: bool,
+    /// Skip the `messages` webhook (an alert push to the message token).
+    #[arg(long)]
+    no_message: bool,
+}
+
+/// ANSI styling only when stdout is a terminal.
+struct Style {
+    on: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+    fn bold(&self, text: &str) -> String {
+        self.paint("1", text)
+    }
+    fn dim(&self, text: &str) -> String {
+        self.paint("2", text)
+    }
+    fn green(&self, text: &str) -> String {
+        self.paint("32", text)
+    }
+    fn red(&self, text: &str) -> String {
+        self.paint("31", text)
+    }
+    fn cyan(&self, text: &str) -> String {
+        self.paint("36", text)
+    }
+}
+
+/// What the demo owns, so that it is cleaned up however the run ends.
+struct Demo {
+    args: Args,
+    style: Style,
+    dir: Option<tempfile::TempDir>,
+    standin: Option<StandIn>,
+    server: Option<ServerProcess>,
+    http: reqwest::Client,
+    /// Pushes that arrived, and how many each step expected.
+    received: usize,
+    expected: usize,
+    /// The registered tokens: pushes to any other (the server's start-up warm-up
+    /// push to an all-zero token) are not the phone's.
+    tokens: Vec<String>,
+    /// Pushes to other tokens, seen and skipped.
+    skipped: usize,
+}
+
+/// One webhook to send and the pushes it must produce.
+struct Step {
+    title: &'static str,
+    body: Value,
+    expect: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let style = Style {
+            on: std::io::stdout().is_terminal(),
+        };
+        let mut demo = Demo {
+            args,
+            style,
+            dir: None,
+            standin: None,
+            server: None,
+            http: reqwest::Client::new(),
+            received: 0,
+            expected: 0,
+            tokens: Vec::new(),
+            skipped: 0,
+        };
+        let outcome = tokio::select! {
+            outcome = demo.run() => outcome,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        let cleaned = demo.clean_up().await;
+        match (outcome, cleaned) {
+            (Ok(()), Ok(())) => ExitCode::SUCCESS,
+            (Err(error), cleaned) => {
+                eprintln!("{} {error:#}", demo.style.red("error:"));
+                if let Err(error) = cleaned {
+                    eprintln!("{} {error:#}", demo.style.red("error:"));
+                }
+                ExitCode::FAILURE
+            }
+            (Ok(()), Err(error)) => {
+                eprintln!("{} {error:#}", demo.style.red("error:"));
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+impl Demo {
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let timeout = Duration::from_secs(self.args.timeout);
+        let binary = locate_binary(self.args.server_bin.as_deref())?;
+        let s = &self.style;
+        println!(
+            "{}",
+            s.bold("webex-push demo: Webex webhooks in, APNs pushes out, all on this machine")
+        );
+        println!();
+
+        let dir = tempfile::Builder::new()
+            .prefix("webex-push-demo-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let dir_path = dir.path().to_path_buf();
+        self.dir = Some(dir);
+
+        let key = GeneratedKey::generate()?;
+        let key_file = key.write_p8(&dir_path)?;
+        let mut standin_config = StandInConfig::new(KEY_ID, TEAM_ID, key.public_pem.clone());
+        standin_config.topics = vec![TOPIC.to_owned()];
+        let standin = StandIn::start(standin_config)
+            .await
+            .context("cannot start the APNs stand-in")?;
+        let ca_file = dir_path.join("standin-ca.pem");
+        std::fs::write(&ca_file, standin.ca_pem()).context("cannot write the stand-in's CA")?;
+        let pushes = standin.subscribe();
+        let standin_url = standin.url();
+        self.standin = Some(standin);
+
+        let (echo, mut echoed) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let echo = if self.args.server_log {
+            let dim = self.style.on;
+            tokio::spawn(async move {
+                while let Some(line) = echoed.recv().await {
+                    if dim {
+                        println!("\x1b[2m  server │ {line}\x1b[0m");
+                    } else {
+                        println!("  server │ {line}");
+                    }
+                }
+            });
+            Some(echo)
+        } else {
+            None
+        };
+        let envs = [
+            ("PORT", "0".to_owned()),
+            ("HOST", "127.0.0.1".to_owned()),
+            ("HTTP_WORKERS", "1".to_owned()),
+            ("APNS_KEY_FILE", key_file.display().to_string()),
+            ("APNS_KEY_ID", KEY_ID.to_owned()),
+            ("APNS_TEAM_ID", TEAM_ID.to_owned()),
+            ("APNS_TOPIC", TOPIC.to_owned()),
+            ("APNS_ENDPOINT", standin_url.clone()),
+            ("APNS_CA_FILE", ca_file.display().to_string()),
+            ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+            ("SHUTDOWN_TIMEOUT_SECS", "10".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ];
+        // DATABASE_URL stays unset: the server's default, `webex-push.db` in its
+        // working directory, which is the temporary directory.
+        let server = ServerProcess::start(&binary, &dir_path, &envs, echo, timeout).await?;
+        self.server = Some(server);
+        let server = self.server.as_mut().context("the server just started")?;
+        server.wait_ready(&self.http, timeout).await?;
+        let base = server.base_url();
+        let pid = server.pid();
+        let s = &self.style;
+        println!("  {} {}", s.dim("temporary directory"), dir_path.display());
+        println!(
+            "  {} {standin_url}  (trusts a P-256 key generated just now, id {KEY_ID}, team {TEAM_ID})",
+            s.dim("APNs stand-in      ")
+        );
+        println!(
+            "  {} {} (pid {pid}) on {base}, SQLite webex-push.db, ready",
+            s.dim("webex-push         "),
+            binary.display()
+        );
+        println!();
+
+        let voip_token = random_token();
+        let msg_token = random_token();
+        self.tokens = vec![voip_token.clone(), msg_token.clone()];
+        let register = json!({
+            "email": "ada@example.com",
+            "voipToken": voip_token,
+            "msgToken": msg_token,
+            "personId": webex::person_id(PERSON),
+        });
+        println!(
+            "{}",
+            s.bold("1. The iOS app registers its two tokens (the original app's body)")
+        );
+        let shown = json!({
+            "email": "ada@example.com",
+            "voipToken": short(&voip_token),
+            "msgToken": short(&msg_token),
+            "personId": webex::person_id(PERSON),
+        });
+        println!("   {} {base}/register", s.cyan("POST"));
+        print_indented(&pretty(&shown), "   ");
+        let response = self
+            .http
+            .post(format!("{base}/register"))
+            .json(&register)
+            .send()
+            .await
+            .context("POST /register failed")?;
+        let status = response.status().as_u16();
+        if status != 204 {
+            let body = response.text().await.unwrap_or_default();
+            bail!("POST /register answered {status}: {body}");
+        }
+        println!("   → {}", self.style.green("204 No Content"));
+        println!();
+
+        let mut steps = vec![
+            Step {
+                title: "Webex rings Ada: callMemberships/created, state notified",
+                body: webex::call_membership("demo-call-1", PERSON, CALLER),
+                expect: 1,
+            },
+            Step {
+                title: "A Webex Calling call alerts Ada: telephony_calls/created, state alerting",
+                body: webex::telephony_ring("demo-call-2", PERSON, "Grace Hopper", "+15551234567"),
+                expect: 1,
+            },
+        ];
+        if !self.args.no_message {
+            steps.push(Step {
+                title: "Grace writes to Ada: messages/created in a direct room",
+                body: webex::direct_message("demo-message-1", PERSON, CALLER),
+                expect: 1,
+            });
+        }
+        let mut pushes = pushes;
+        for (n, step) in steps.into_iter().enumerate() {
+            self.send_step(n + 2, step, &base, &mut pushes, timeout)
+                .await?;
+        }
+
+        let s = &self.style;
+        println!("{}", s.bold("Summary"));
+        let standin = self.standin.as_ref().context("the stand-in runs")?;
+        let stats = standin.stats();
+        println!(
+            "   {} of {} expected pushes arrived at the phone's tokens ({} other: the server's start-up check); the stand-in answered {:?} over {} HTTP/2 connection(s) with {} provider token(s)",
+            self.received,
+            self.expected,
+            self.skipped,
+            stats.responses,
+            stats.connections_opened,
+            stats.distinct_jwts.len()
+        );
+        if self.received < self.expected {
+            bail!(
+                "{} expected push(es) did not arrive",
+                self.expected - self.received
+            );
+        }
+        println!("   {}", s.green("every expected push arrived"));
+        Ok(())
+    }
+
+    async fn send_step(
+        &mut self,
+        number: usize,
+        step: Step,
+        base: &str,
+        pushes: &mut broadcast::Receiver<AcceptedPush>,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let s = &self.style;
+        println!("{}", s.bold(&format!("{number}. {}", step.title)));
+        let text = step.body.to_string();
+        let signature = sign(WEBHOOK_SECRET, text.as_bytes());
+        println!(
+            "   {} {base}/webhook  {}: {}…",
+            s.cyan("POST"),
+            SIGNATURE_HEADER,
+            &signature[..16]
+        );
+        let sent = Instant::now();
+        let response = self
+            .http
+            .post(format!("{base}/webhook"))
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, &signature)
+            .body(text)
+            .send()
+            .await
+            .context("POST /webhook failed")?;
+        let status = response.status().as_u16();
+        if status != 204 {
+            let body = response.text().await.unwrap_or_default();
+            bail!("POST /webhook answered {status}: {body}");
+        }
+        println!(
+            "   → {}",
+            s.green("204 No Content (queued; the push is sent in the background)")
+        );
+        self.expected += step.expect;
+        let deadline = tokio::time::Instant::now() + timeout;
+        for _ in 0..step.expect {
+            let push = match tokio::time::timeout_at(deadline, self.next_push(pushes)).await {
+                Ok(Some(push)) => push,
+                Ok(None) | Err(_) => {
+                    println!("   {}", self.style.red("✗ no push arrived in time"));
+                    println!();
+                    return Ok(());
+                }
+            };
+            self.received += 1;
+            self.print_push(&push, sent.elapsed());
+        }
+        println!();
+        Ok(())
+    }
+
+    /// The next push to the registered phone. Others are skipped with a note: the
+    /// server checks its APNs credentials at start-up with one push to an all-zero
+    /// token, which the stand-in accepts. A lag report is skipped too (the demo never
+    /// sends enough to lag).
+    async fn next_push(
+        &mut self,
+        pushes: &mut broadcast::Receiver<AcceptedPush>,
+    ) -> Option<AcceptedPush> {
+        loop {
+            match pushes.recv().await {
+                Ok(push) if self.tokens.contains(&push.token) => return Some(push),
+                Ok(push) => {
+                    self.skipped += 1;
+                    println!(
+                        "   {}",
+                        self.style.dim(&format!(
+                            "(skipped a {} push to {}: the server's start-up check of its APNs connection)",
+                            push.push_type,
+                            short(&push.token)
+                        ))
+                    );
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    fn print_push(&self, push: &AcceptedPush, after: Duration) {
+        let s = &self.style;
+        println!(
+            "   {} {} push at the stand-in after {:.1} ms",
+            s.green("◀"),
+            s.bold(&push.push_type),
+            after.as_secs_f64() * 1000.0
+        );
+        println!("     {} /3/device/{}", s.cyan("POST"), short(&push.token));
+        for (name, value) in &push.headers {
+            let value = if name == "authorization" {
+                // `bearer <JWT>`: enough to recognise, not enough to reuse.
+                let jwt = value.strip_prefix("bearer ").unwrap_or(value);
+                format!("bearer {}…", jwt.chars().take(16).collect::<String>())
+            } else {
+                value.clone()
+            };
+            println!("     {}: {value}", s.dim(name));
+        }
+        print_indented(&pretty(&push.payload), "     ");
+    }
+
+    /// Stops the server with SIGTERM (it drains its queue and exits), stops the
+    /// stand-in and removes the temporary directory.
+    async fn clean_up(&mut self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if let Some(server) = self.server.take() {
+            match server.stop(Duration::from_secs(30)).await {
+                Ok(status) if status.success() => {
+                    println!(
+                        "{}",
+                        self.style.dim("server stopped cleanly (SIGTERM, exit 0)")
+                    );
+                }
+                Ok(status) => problems.push(format!("the server exited with {status}")),
+                Err(error) => problems.push(error.to_string()),
+            }
+        }
+        if let Some(standin) = self.standin.take() {
+            standin.shutdown().await;
+        }
+        if let Some(dir) = self.dir.take() {
+            let path = dir.path().display().to_string();
+            match dir.close() {
+                Ok(()) => println!("{}", self.style.dim(&format!("removed {path}"))),
+                Err(error) => problems.push(format!("cannot remove {path}: {error}")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", problems.join("; "))
+        }
+    }
+}
+
+/// A device token as APNs issues them: 32 random bytes in hex.
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first 8 hex digits, as the server's own logs show tokens.
+fn short(token: &str) -> String {
+    format!("{}…", &token[..token.len().min(8)])
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+fn print_indented(text: &str, indent: &str) {
+    for line in text.lines() {
+        println!("{indent}{line}");
+    }
+}

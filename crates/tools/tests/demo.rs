@@ -1,0 +1,78 @@
+//! Runs `webex-push-demo` as a user would (against the real server binary) and checks
+//! that every push arrived, the server stopped cleanly and the temporary directory is gone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn the_demo_shows_every_push_and_cleans_up() {
+    let demo = env!("CARGO_BIN_EXE_webex-push-demo");
+    let server = common::server_binary(demo);
+    let output = Command::new(demo)
+        .arg("--server-bin")
+        .arg(&server)
+        .args(["--timeout", "30"])
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the demo failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+
+    // Two rings (callMemberships, telephony_calls) and one message notice, in order.
+    let arrivals: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("push at the stand-in"))
+        .collect();
+    assert_eq!(arrivals.len(), 3, "{stdout}");
+    assert!(arrivals[0].contains("voip"), "{stdout}");
+    assert!(arrivals[1].contains("voip"), "{stdout}");
+    assert!(arrivals[2].contains("alert"), "{stdout}");
+    assert!(
+        stdout.contains("\"source\": \"callMemberships\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"source\": \"telephony_calls\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"callerName\": \"Grace Hopper\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("apns-topic: com.example.app.voip"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3 of 3 expected pushes arrived"),
+        "{stdout}"
+    );
+    // The provider token is shown cut short, never whole.
+    let authorization: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("authorization:"))
+        .collect();
+    assert_eq!(authorization.len(), 3, "{stdout}");
+    for line in authorization {
+        let shown = line.split("bearer ").nth(1).expect("a bearer token");
+        assert_eq!(
+            shown.chars().count(),
+            17,
+            "16 characters and an ellipsis: {line}"
+        );
+    }
+
+    assert!(stdout.contains("server stopped cleanly"), "{stdout}");
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("temporary directory "))
+        .expect("the demo names its temporary directory")
+        .trim();
+    assert!(!std::path::Path::new(dir).exists(), "{dir} was left behind");
+}
