@@ -7,7 +7,9 @@
 //! `APNS_BENCH_ENDPOINT`, `APNS_BENCH_CA` (CA PEM file) and `APNS_BENCH_KEY` (the `.p8`
 //! the stand-in verifies against). `APNS_BENCH_SECONDS` sets each level's duration,
 //! `APNS_BENCH_LEVELS` the levels (`1,100,1000`), `APNS_BENCH_CLIENT_THREADS` the
-//! client runtime's workers (1: current-thread; default 2).
+//! client runtime's workers (1: current-thread; default 2), `APNS_BENCH_WARMUP_SECONDS`
+//! the warm-up before each level (default 0.5; 0 makes instruction counts under
+//! `valgrind --tool=callgrind` proportional to the pushes printed).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +49,13 @@ fn main() -> anyhow::Result<()> {
         .context("APNS_BENCH_SECONDS")?
         .unwrap_or(5.0);
     let duration = Duration::from_secs_f64(seconds);
+    let warm_up: f64 = std::env::var("APNS_BENCH_WARMUP_SECONDS")
+        .ok()
+        .map(|s| s.parse())
+        .transpose()
+        .context("APNS_BENCH_WARMUP_SECONDS")?
+        .unwrap_or(0.5);
+    let warm_up = Duration::from_secs_f64(warm_up);
 
     // The stand-in, when in-process, gets its own runtime so its work is not queued
     // behind the client's on the same workers.
@@ -117,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         // A fresh client per level, so its connections and tokens are its own.
         let client = ApnsClient::new(config.clone())?;
         let before = standin.as_ref().map(StandIn::stats);
-        let run = runtime.block_on(measure(&client, in_flight, duration))?;
+        let run = runtime.block_on(measure(&client, in_flight, warm_up, duration))?;
         let after = standin.as_ref().map(StandIn::stats);
         let (connections, jwts) = match (before, after) {
             (Some(before), Some(after)) => (
@@ -166,10 +175,17 @@ fn push(i: usize) -> Push {
 }
 
 /// `in_flight` workers send back to back for `duration` (after a short warm-up).
-async fn measure(client: &ApnsClient, in_flight: usize, duration: Duration) -> anyhow::Result<Run> {
+async fn measure(
+    client: &ApnsClient,
+    in_flight: usize,
+    warm_up: Duration,
+    duration: Duration,
+) -> anyhow::Result<Run> {
     client.warm_up().await?;
     // Warm-up traffic: connection window, allocator, JIT-free but cache-cold paths.
-    drive(client, in_flight, Duration::from_millis(500)).await?;
+    if !warm_up.is_zero() {
+        drive(client, in_flight, warm_up).await?;
+    }
     let started = Instant::now();
     let (latencies, failed) = drive(client, in_flight, duration).await?;
     let elapsed = started.elapsed();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::sync::{Mutex, Semaphore};
 use webex_push_domain::{ApnsEnvironment, Channel, Push, PushGateway, PushOutcome};
 
@@ -25,6 +25,9 @@ pub const SANDBOX_ENDPOINT: &str = "https://api.sandbox.push.apple.com";
 /// one is noticed before a push needs it.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Room for our eight headers and the two reqwest adds (`user-agent`, `accept`).
+const HEADER_CAPACITY: usize = 12;
 
 static APNS_PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
 static APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
@@ -85,7 +88,9 @@ struct Inner {
 
 /// One base URL and the HTTP/2 connection to it.
 struct Gateway {
-    base: String,
+    /// `<endpoint>/3/device/`, parsed once: each request clones it and appends the
+    /// device token instead of parsing a whole URL string.
+    base: reqwest::Url,
     http: reqwest::Client,
     /// Whether a request on this gateway got an answer yet. Until then Apple allows
     /// one stream per token-auth connection, so requests go one at a time (`gate`) and
@@ -124,6 +129,10 @@ impl ApnsClient {
             .transpose()?
             .unwrap_or_default();
         let build = |base: String| -> Result<Arc<Gateway>, ApnsConfigError> {
+            let bad = || ApnsConfigError::BadEndpoint(base.clone());
+            let base = reqwest::Url::parse(&base)
+                .and_then(|url| url.join("/3/device/"))
+                .map_err(|_| bad())?;
             Ok(Arc::new(Gateway {
                 base,
                 http: http_client(&config, &extra_ca)?,
@@ -393,59 +402,62 @@ impl Inner {
         apns_id: &str,
         token: &ProviderToken,
     ) -> Exchange {
-        let mut url = String::with_capacity(gateway.base.len() + 10 + device_token.len());
-        url.push_str(&gateway.base);
-        url.push_str("/3/device/");
-        url.push_str(device_token);
-        let mut request = gateway
-            .http
-            .post(url)
-            .header(http::header::AUTHORIZATION, token.header.clone())
-            .header(
-                APNS_PUSH_TYPE.clone(),
-                HeaderValue::from_static(prepared.push_type),
-            )
-            .header(APNS_TOPIC.clone(), topic)
-            .header(
-                APNS_PRIORITY.clone(),
-                HeaderValue::from_static(prepared.priority),
-            )
-            .header(
-                APNS_EXPIRATION.clone(),
-                HeaderValue::from(prepared.expiration),
-            )
-            .header(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+        // The base URL is already parsed: only the device token (hex, so nothing to
+        // escape) is parsed and appended.
+        let mut url = gateway.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push(device_token);
+        }
+        // Built straight into a map sized for every header reqwest adds too
+        // (`user-agent`, `accept`), so it never grows; the constant values are static.
+        let mut headers = HeaderMap::with_capacity(HEADER_CAPACITY);
+        headers.insert(http::header::AUTHORIZATION, token.header.clone());
+        headers.insert(
+            APNS_PUSH_TYPE.clone(),
+            HeaderValue::from_static(prepared.push_type),
+        );
+        headers.insert(APNS_TOPIC.clone(), topic);
+        headers.insert(
+            APNS_PRIORITY.clone(),
+            HeaderValue::from_static(prepared.priority),
+        );
+        headers.insert(
+            APNS_EXPIRATION.clone(),
+            HeaderValue::from(prepared.expiration),
+        );
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Ok(mut id) = HeaderValue::try_from(apns_id) {
             // Unique per request: "sensitive" keeps HPACK from inserting it into the
-            // dynamic table, where each new id would evict the provider token and the
-            // topic, which then travel in full again.
+            // dynamic table, where each new id would evict the topic and the other
+            // constant headers, which would then travel in full again.
             id.set_sensitive(true);
-            request = request.header(APNS_ID.clone(), id);
+            headers.insert(APNS_ID.clone(), id);
         }
         if let Some(collapse) = prepared
             .collapse_id
             .as_deref()
             .and_then(|c| HeaderValue::try_from(c).ok())
         {
-            request = request.header(APNS_COLLAPSE_ID.clone(), collapse);
+            headers.insert(APNS_COLLAPSE_ID.clone(), collapse);
         }
-        let response = match request.body(prepared.body.clone()).send().await {
+        let mut request = reqwest::Request::new(reqwest::Method::POST, url);
+        *request.headers_mut() = headers;
+        *request.body_mut() = Some(prepared.body.clone().into());
+        let response = match gateway.http.execute(request).await {
             Ok(response) => response,
             Err(error) => return transport_failure(&error),
         };
         let status = response.status();
         let headers = response.headers();
+        // APNs echoes the id we sent: only a different one is copied.
         let echoed = headers
             .get(&APNS_ID)
+            .filter(|v| v.as_bytes() != apns_id.as_bytes())
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let retry_after = headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, Utc::now()));
         if status == StatusCode::OK {
             return Exchange {
                 status: Some(200),
@@ -455,6 +467,10 @@ impl Inner {
                 apns_id: echoed,
             };
         }
+        let retry_after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
         let body = match response.bytes().await {
             Ok(bytes) => serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_default(),
             Err(error) => {
@@ -512,12 +528,15 @@ fn answer_without_response(
 }
 
 /// A new lowercase UUID v4 for `apns-id`, from the thread-local RNG (no system call
-/// per push, unlike `Uuid::new_v4`).
+/// per push, unlike `Uuid::new_v4`), encoded on the stack rather than through
+/// `Display`.
 fn new_apns_id() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
     uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
         .hyphenated()
-        .to_string()
+        .encode_lower(&mut buffer)
+        .to_owned()
 }
 
 /// Checks an `APNS_ENDPOINT` value and drops a trailing slash.

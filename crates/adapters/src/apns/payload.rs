@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chrono::SecondsFormat;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeMap as _, Serializer};
+use serde_json::{Map, Value};
 use sha1::{Digest as _, Sha1};
 use webex_push_domain::{CallEnded, EventSource, IncomingCall, NewMessage, PushContent};
 
@@ -104,9 +106,19 @@ pub(crate) fn prepare(content: &PushContent, now: SystemTime) -> Prepared {
                 ALERT_PAYLOAD_LIMIT,
                 |trim| new_message(message, trim),
                 || {
-                    json!({
-                        "aps": {"alert": {"title": "New message", "body": "Someone"}, "sound": "default"},
-                        "webex": {"type": "message"},
+                    serde_json::to_vec(&Body {
+                        aps: Aps {
+                            alert: Some(Alert {
+                                title: "New message",
+                                body: Some(Cow::Borrowed("Someone")),
+                            }),
+                            sound: Some("default"),
+                            ..Aps::default()
+                        },
+                        webex: MessageWebex {
+                            kind: "message",
+                            ..MessageWebex::default()
+                        },
                     })
                 },
             ),
@@ -130,13 +142,28 @@ pub(crate) fn prepare(content: &PushContent, now: SystemTime) -> Prepared {
     }
 }
 
+/// Room for a typical payload, so serialising rarely grows the buffer.
+const BODY_CAPACITY: usize = 512;
+
 /// Serialises the first trim of `build` that fits in `limit` bytes, else `fallback`
 /// (which always fits: a type and a call id of at most 256 bytes).
-fn fit(limit: usize, build: impl Fn(Trim) -> Value, fallback: impl Fn() -> Value) -> Bytes {
+///
+/// The payloads are `#[derive(Serialize)]` structs borrowing from the push, written
+/// straight to bytes: no `serde_json::Value` tree is built and freed per push.
+fn fit<F>(
+    limit: usize,
+    build: impl Fn(Trim) -> F,
+    fallback: impl Fn() -> serde_json::Result<Vec<u8>>,
+) -> Bytes
+where
+    F: Serialize,
+{
+    let mut body = Vec::with_capacity(BODY_CAPACITY);
     for trim in TRIMS {
-        // Serialising a `Value` cannot fail (string keys only).
-        let body = serde_json::to_vec(&build(trim)).unwrap_or_default();
-        if !body.is_empty() && body.len() <= limit {
+        body.clear();
+        // Serialising these structs cannot fail (string keys only).
+        let written = serde_json::to_writer(&mut body, &build(trim)).is_ok();
+        if written && !body.is_empty() && body.len() <= limit {
             if trim.text.is_some() || !trim.event {
                 tracing::debug!(?trim, bytes = body.len(), limit, "payload shortened to fit");
             }
@@ -144,11 +171,14 @@ fn fit(limit: usize, build: impl Fn(Trim) -> Value, fallback: impl Fn() -> Value
         }
     }
     tracing::warn!(limit, "payload cut to its minimum to fit");
-    Bytes::from(serde_json::to_vec(&fallback()).unwrap_or_else(|_| b"{\"aps\":{}}".to_vec()))
+    Bytes::from(fallback().unwrap_or_else(|_| b"{\"aps\":{}}".to_vec()))
 }
 
-fn minimal(kind: &str, call_id: &str) -> Value {
-    json!({"aps": {}, "webex": {"type": kind, "callId": call_id}})
+fn minimal(kind: &'static str, call_id: &str) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&Body {
+        aps: Aps::default(),
+        webex: MinimalWebex { kind, call_id },
+    })
 }
 
 /// `text` cut to at most `max` characters, the last one an ellipsis when cut.
@@ -162,9 +192,88 @@ fn shorten(text: &str, max: Option<usize>) -> Cow<'_, str> {
     }
 }
 
-fn insert_opt(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
-    if let Some(value) = value {
-        map.insert(key.to_owned(), Value::from(value));
+/// A payload: Apple's `aps` dictionary and our `webex` one.
+#[derive(Serialize)]
+struct Body<'a, W> {
+    aps: Aps<'a>,
+    webex: W,
+}
+
+/// The `aps` keys we use; absent ones are left out (`{}` when none).
+#[derive(Serialize, Default)]
+struct Aps<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alert: Option<Alert<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sound: Option<&'static str>,
+    #[serde(rename = "thread-id", skip_serializing_if = "Option::is_none")]
+    thread_id: Option<&'a str>,
+    #[serde(rename = "mutable-content", skip_serializing_if = "Option::is_none")]
+    mutable_content: Option<u8>,
+    #[serde(rename = "content-available", skip_serializing_if = "Option::is_none")]
+    content_available: Option<u8>,
+}
+
+#[derive(Serialize)]
+struct Alert<'a> {
+    title: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MinimalWebex<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    call_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CallWebex<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    call_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller_name: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller_number: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller_email: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller_person_id: Option<&'a str>,
+    callee_person_id: &'a str,
+    source: &'static str,
+    occurred_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a Value>,
+}
+
+/// The incoming-call payload. With `top`, the SDK's `apnsPayload` keys come first at
+/// the top level (its own `aps` kept, else `{}`; its `webex`, if any, replaced by ours).
+struct CallBody<'a> {
+    top: Option<&'a Map<String, Value>>,
+    webex: CallWebex<'a>,
+}
+
+impl Serialize for CallBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        let mut has_aps = false;
+        for (key, value) in self.top.into_iter().flatten() {
+            match key.as_str() {
+                "webex" => continue,
+                "aps" => has_aps = true,
+                _ => {}
+            }
+            map.serialize_entry(key, value)?;
+        }
+        if !has_aps {
+            map.serialize_entry("aps", &Aps::default())?;
+        }
+        map.serialize_entry("webex", &self.webex)?;
+        map.end()
     }
 }
 
@@ -173,99 +282,119 @@ fn insert_opt(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
 /// For `telephony_push` the event's `apnsPayload` keys sit at the top level, exactly as
 /// the Webex Calling SDK expects the PushKit payload; our `webex` object is added next
 /// to them. For other sources the event's data travels as `webex.event`.
-fn incoming_call(call: &IncomingCall, trim: Trim) -> Value {
+fn incoming_call<'a>(call: &'a IncomingCall, trim: Trim) -> CallBody<'a> {
     let caller = &call.caller;
-    let mut webex = Map::new();
-    webex.insert("type".into(), "incoming_call".into());
-    webex.insert("callId".into(), call.call_id.as_str().into());
-    let short = |text: &Option<String>| text.as_deref().map(|t| shorten(t, trim.text).into_owned());
-    insert_opt(&mut webex, "callerName", short(&caller.name).as_deref());
-    insert_opt(&mut webex, "callerNumber", short(&caller.number).as_deref());
-    insert_opt(&mut webex, "callerEmail", short(&caller.email).as_deref());
-    insert_opt(
-        &mut webex,
-        "callerPersonId",
-        caller.person.as_ref().map(|p| p.original()),
-    );
-    webex.insert("calleePersonId".into(), call.callee.original().into());
-    webex.insert("source".into(), call.source.as_str().into());
-    webex.insert(
-        "occurredAt".into(),
-        call.occurred_at
-            .to_rfc3339_opts(SecondsFormat::Millis, true)
-            .into(),
-    );
+    let text = trim.text;
+    let short = |value: &'a Option<String>| value.as_deref().map(|t| shorten(t, text));
     let sdk_at_top = match (&call.sdk_payload, call.source) {
         (Some(Value::Object(apns_payload)), EventSource::TelephonyPush) => Some(apns_payload),
         _ => None,
     };
-    if trim.event && sdk_at_top.is_none() {
-        if let Some(event) = &call.sdk_payload {
-            webex.insert("event".into(), event.clone());
-        }
-    }
-    let mut root = match sdk_at_top {
-        Some(apns_payload) if trim.event => apns_payload.clone(),
-        _ => Map::new(),
+    let event = match (&call.sdk_payload, sdk_at_top) {
+        (Some(event), None) if trim.event => Some(event),
+        _ => None,
     };
-    root.entry("aps").or_insert_with(|| json!({}));
-    root.insert("webex".into(), Value::Object(webex));
-    Value::Object(root)
+    CallBody {
+        top: sdk_at_top.filter(|_| trim.event),
+        webex: CallWebex {
+            kind: "incoming_call",
+            call_id: call.call_id.as_str(),
+            caller_name: short(&caller.name),
+            caller_number: short(&caller.number),
+            caller_email: short(&caller.email),
+            caller_person_id: caller.person.as_ref().map(|p| p.original()),
+            callee_person_id: call.callee.original(),
+            source: call.source.as_str(),
+            occurred_at: call
+                .occurred_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+            event,
+        },
+    }
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MessageWebex<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender_person_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender_email: Option<&'a str>,
 }
 
 /// The alert for a new message: Webex never sends the text, so the body names the
 /// sender; `thread-id` groups a room's notices.
-fn new_message(message: &NewMessage, trim: Trim) -> Value {
+fn new_message(message: &NewMessage, trim: Trim) -> Body<'_, MessageWebex<'_>> {
     let body = shorten(
         message.sender_email.as_deref().unwrap_or("Someone"),
         trim.text,
     );
-    let mut webex = Map::new();
-    webex.insert("type".into(), "message".into());
-    webex.insert("messageId".into(), message.message_id.as_str().into());
-    webex.insert("roomId".into(), message.room_id.as_str().into());
-    insert_opt(&mut webex, "roomType", message.room_type.as_deref());
-    insert_opt(
-        &mut webex,
-        "senderPersonId",
-        message.sender.as_ref().map(|p| p.original()),
-    );
-    if trim.event {
-        insert_opt(&mut webex, "senderEmail", message.sender_email.as_deref());
-    }
-    json!({
-        "aps": {
-            "alert": {"title": "New message", "body": body},
-            "sound": "default",
-            "thread-id": message.room_id,
-            "mutable-content": 1,
+    Body {
+        aps: Aps {
+            alert: Some(Alert {
+                title: "New message",
+                body: Some(body),
+            }),
+            sound: Some("default"),
+            thread_id: Some(&message.room_id),
+            mutable_content: Some(1),
+            content_available: None,
         },
-        "webex": webex,
-    })
+        webex: MessageWebex {
+            kind: "message",
+            message_id: Some(&message.message_id),
+            room_id: Some(&message.room_id),
+            room_type: message.room_type.as_deref(),
+            sender_person_id: message.sender.as_ref().map(|p| p.original()),
+            sender_email: message.sender_email.as_deref().filter(|_| trim.event),
+        },
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EndedWebex<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    call_id: &'a str,
+    answered_elsewhere: bool,
+    source: &'static str,
+    occurred_at: String,
 }
 
 /// The notice that a call ended: a visible alert (priority 10, so it is not delayed
 /// like a background push) that also wakes a running app (`content-available`) to end
 /// its CallKit call. Never VoIP: iOS would demand a new CallKit call for it.
-fn call_ended(ended: &CallEnded, _trim: Trim) -> Value {
+fn call_ended(ended: &CallEnded, _trim: Trim) -> Body<'_, EndedWebex<'_>> {
     let title = if ended.answered_elsewhere {
         "Answered on another device"
     } else {
         "Call ended"
     };
-    json!({
-        "aps": {
-            "alert": {"title": title},
-            "content-available": 1,
+    Body {
+        aps: Aps {
+            alert: Some(Alert { title, body: None }),
+            content_available: Some(1),
+            ..Aps::default()
         },
-        "webex": {
-            "type": "call_ended",
-            "callId": ended.call_id.as_str(),
-            "answeredElsewhere": ended.answered_elsewhere,
-            "source": ended.source.as_str(),
-            "occurredAt": ended.occurred_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        webex: EndedWebex {
+            kind: "call_ended",
+            call_id: ended.call_id.as_str(),
+            answered_elsewhere: ended.answered_elsewhere,
+            source: ended.source.as_str(),
+            occurred_at: ended
+                .occurred_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
         },
-    })
+    }
 }
 
 /// `id` if it fits Apple's 64 bytes, else its SHA-1 in hex (40 bytes, stable per id).
@@ -282,6 +411,7 @@ mod tests {
     use std::sync::Arc;
 
     use chrono::{TimeZone as _, Utc};
+    use serde_json::json;
     use webex_push_domain::{CallId, Caller, PersonId};
 
     use super::*;
