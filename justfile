@@ -24,6 +24,22 @@ bench *ARGS:
 test:
     cargo test --workspace
 
+# Fault, hostile-input and security suites (real binary, Postgres, APNs stand-in).
+faults:
+    cargo test -p webex-push --test faults --test hostile --test security
+
+# Schema-driven run of the HTTP API against /openapi.json (schemathesis).
+schemathesis:
+    bash tests/schemathesis/run.sh
+
+# Fuzz the parsers for SECONDS per target (default 30).
+fuzz SECONDS="30":
+    bash fuzz/run.sh {{SECONDS}}
+
+# Validate the deployment files (Kubernetes, Heroku, Dockerfile, systemd).
+deploy-check:
+    bash deploy/validate.sh
+
 # Formatting and lints, as CI runs them.
 lint:
     cargo fmt --all --check

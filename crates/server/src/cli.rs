@@ -196,6 +196,9 @@ pub struct WebhookArgs {
     /// Tasks relaying queued events to APNs concurrently.
     #[arg(long, env = "PUSH_WORKERS", default_value_t = 16)]
     pub push_workers: usize,
+    /// Hours a webhook event stays remembered for de-duplication; older keys are pruned.
+    #[arg(long, env = "SEEN_EVENTS_RETENTION_HOURS", default_value_t = 24)]
+    pub seen_events_retention_hours: u64,
 }
 
 #[derive(Args, Clone)]

@@ -81,6 +81,12 @@ pub struct QueueSettings {
     pub capacity: usize,
     /// Worker tasks relaying events concurrently.
     pub workers: usize,
+    /// How long a seen webhook event is remembered: a re-delivery within it rings no one.
+    pub seen_events_retention: Duration,
+}
+
+impl QueueSettings {
+    pub const DEFAULT_SEEN_EVENTS_RETENTION: Duration = Duration::from_secs(24 * 3600);
 }
 
 impl Config {
@@ -103,6 +109,7 @@ impl Config {
             queue: QueueSettings {
                 capacity: 1024,
                 workers: 16,
+                seen_events_retention: QueueSettings::DEFAULT_SEEN_EVENTS_RETENTION,
             },
             deadlines: Deadlines::default(),
             retry: RetryPolicy::default(),
@@ -130,6 +137,10 @@ impl Config {
         if webhook.push_workers == 0 {
             return Err(invalid("PUSH_WORKERS", "must be at least 1"));
         }
+        if webhook.seen_events_retention_hours == 0 {
+            // Zero would forget an event before Webex's re-delivery could be recognised.
+            return Err(invalid("SEEN_EVENTS_RETENTION_HOURS", "must be at least 1"));
+        }
         Ok(Self {
             http: HttpSettings {
                 host: http.host.trim().to_owned(),
@@ -146,6 +157,9 @@ impl Config {
             queue: QueueSettings {
                 capacity: webhook.push_queue_capacity,
                 workers: webhook.push_workers,
+                seen_events_retention: Duration::from_secs(
+                    webhook.seen_events_retention_hours.saturating_mul(3600),
+                ),
             },
             deadlines: Deadlines::default(),
             retry: RetryPolicy::default(),

@@ -275,6 +275,11 @@ impl ResponseError for ApiError {
         if let Some(after) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, after.as_secs().to_string()));
         }
+        if matches!(self, ApiError::ShuttingDown) {
+            // A keep-alive client would otherwise go on using this connection and
+            // hold the graceful stop open until its timeout.
+            response.force_close();
+        }
         // Serialising these plain fields cannot fail; an empty body would still carry
         // the status.
         response.body(serde_json::to_vec(&problem).unwrap_or_default())

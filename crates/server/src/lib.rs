@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod housekeeping;
 pub mod metrics;
 pub mod queue;
 pub mod registrar;

@@ -6,6 +6,7 @@
 //! within a deadline.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -68,12 +69,18 @@ pub enum EnqueueError {
 #[derive(Clone)]
 pub struct PushQueue {
     sender: mpsc::Sender<Queued>,
+    /// Set once the server is stopping: an event accepted then might not be pushed
+    /// before the process exits, so it is refused and Webex delivers it elsewhere.
+    closed: Arc<AtomicBool>,
 }
 
 impl PushQueue {
     /// Queues `job` without waiting: a full queue is the caller's answer, not a delay.
     /// `request_id` is the webhook request's, logged again by the worker.
     pub fn enqueue(&self, job: Job, request_id: Option<Arc<str>>) -> Result<(), EnqueueError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(EnqueueError::Closed);
+        }
         let queued = Queued {
             job,
             received: Instant::now(),
@@ -96,6 +103,7 @@ pub struct PushWorkers {
     workers: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     receiver: Arc<Mutex<mpsc::Receiver<Queued>>>,
+    closed: Arc<AtomicBool>,
 }
 
 /// Starts `workers` tasks relaying events through `notifier`, behind a queue of
@@ -112,6 +120,7 @@ pub fn start(
     let (sender, receiver) = mpsc::channel(capacity.max(1));
     let receiver = Arc::new(Mutex::new(receiver));
     let (stop, stopping) = watch::channel(false);
+    let closed = Arc::new(AtomicBool::new(false));
     let handles = (0..workers.max(1))
         .map(|id| {
             let span = tracing::info_span!("push_worker", worker = id);
@@ -128,22 +137,35 @@ pub fn start(
         })
         .collect();
     (
-        PushQueue { sender },
+        PushQueue {
+            sender,
+            closed: Arc::clone(&closed),
+        },
         PushWorkers {
             workers: handles,
             stop,
             receiver,
+            closed,
         },
     )
 }
 
 impl PushWorkers {
+    /// Refuses new events from now on (`EnqueueError::Closed`) while the workers keep
+    /// relaying what is queued. Called when stopping starts: HTTP keep-alive
+    /// connections may still bring webhooks until they close, and acknowledging those
+    /// would grow the queue the drain must finish before the deadline.
+    pub fn close_queue(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
     /// Lets the workers finish what is queued, then stops them. Events still queued
     /// after `deadline` are dropped with a warning. Call once no more events can come
     /// (the HTTP server has stopped).
     pub async fn drain(self, deadline: Duration) {
         // Stop first: an idle worker holds the receiver's lock while it waits, and only
         // lets go once told to stop (or once every sender is gone).
+        self.close_queue();
         let _ = self.stop.send(true);
         let waiting = self.receiver.try_lock().map(|r| r.len()).ok();
         tracing::info!(?waiting, ?deadline, "draining the push queue");

@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context as _;
+use tokio::task::JoinHandle;
 use webex_push_adapters::apns::ApnsClient;
 use webex_push_adapters::identity::WebexIdentity;
 use webex_push_adapters::persistence::DieselRegistrationStore;
@@ -19,6 +20,7 @@ use webex_push_domain::{
 
 use crate::admin::{AdminService, DetailedPushGateway};
 use crate::config::Config;
+use crate::housekeeping;
 use crate::metrics::{MeteredGateway, Metrics};
 use crate::queue::{self, PushWorkers};
 use crate::registrar::Registrar;
@@ -71,6 +73,8 @@ pub struct Application {
     server: Server,
     workers: Option<PushWorkers>,
     shutdown_timeout: Duration,
+    /// Background upkeep (pruning de-duplication keys); stopped with the server.
+    housekeeping: Option<JoinHandle<()>>,
 }
 
 impl Application {
@@ -89,6 +93,11 @@ impl Application {
             metrics.probe_pool(move || diesel.pool_state());
         }
         let store: Arc<dyn RegistrationPort> = diesel;
+        let pruner = housekeeping::spawn_seen_events_pruner(
+            Arc::clone(&store),
+            config.queue.seen_events_retention,
+            housekeeping::PRUNE_INTERVAL,
+        );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let identity = match &config.register_auth {
             Some(webex) => {
@@ -137,7 +146,7 @@ impl Application {
                 None
             }
         };
-        Ok(Self::build_with(
+        let mut application = Self::build_with(
             &config,
             Dependencies {
                 store,
@@ -147,7 +156,9 @@ impl Application {
                 test_pushes,
                 metrics,
             },
-        )?)
+        )?;
+        application.housekeeping = Some(pruner);
+        Ok(application)
     }
 
     /// Binds the port and builds the app on given ports. Must run inside a Tokio
@@ -248,6 +259,7 @@ impl Application {
             server: server.run(),
             workers,
             shutdown_timeout: config.http.shutdown_timeout,
+            housekeeping: None,
         })
     }
 
@@ -274,6 +286,9 @@ impl Application {
             }
             () = stop => {
                 tracing::info!("stopping: no new connections; finishing requests in flight");
+                if let Some(workers) = &self.workers {
+                    workers.close_queue();
+                }
                 let since = tokio::time::Instant::now();
                 let ((), result) = tokio::join!(handle.stop(true), &mut server);
                 result?;
@@ -287,6 +302,9 @@ impl Application {
                 .shutdown_timeout
                 .saturating_sub(stopping_since.elapsed());
             workers.drain(left).await;
+        }
+        if let Some(housekeeping) = self.housekeeping {
+            housekeeping.abort();
         }
         tracing::info!("stopped");
         Ok(())

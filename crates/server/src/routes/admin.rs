@@ -9,10 +9,11 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 use webex_push_domain::{Channel, Device, DeviceToken, PersonId};
 
-use super::method_not_allowed;
 use super::register::token_error;
+use super::{method_not_allowed, read_body, require_json};
 use crate::admin::{AdminService, Target, TestPushError, TestPushResult};
 use crate::error::{ApiError, FieldError};
+use crate::startup::Limits;
 
 /// The admin API's state; the routes exist only when it does.
 pub struct AdminState {
@@ -96,10 +97,15 @@ struct TestPushRequest {
 
 async fn test_push(
     request: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AdminState>,
+    limits: web::Data<Limits>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&request, &state)?;
+    // Read as `/register` reads: a wrong type or an oversized body is a problem, not
+    // the framework's plain-text error. The body is as small as a registration.
+    require_json(&request)?;
+    let body = read_body(payload, limits.register_body, limits.request_timeout).await?;
     let (target, channel, message) = parse_test_push(&body)?;
     let results = state
         .service

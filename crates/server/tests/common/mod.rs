@@ -1,0 +1,432 @@
+//! Helpers shared by the integration tests that drive the real `webex-push` binary:
+//! the binary with its captured log lines, a harness with a fresh Postgres database and
+//! the APNs stand-in, and Webex-shaped bodies.
+// Test helpers outside #[test] functions: a failed set-up should panic loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Each test binary uses its own share of the helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apns_standin::{AcceptedPush, Failure, StandIn, StandInConfig};
+use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use webex_push_adapters::webex::sign;
+use webex_push_test_support::TestDatabase;
+
+pub const KEY_ID: &str = "KEY1234567";
+pub const TEAM_ID: &str = "TEAM123456";
+pub const TOPIC: &str = "com.example.app";
+pub const SECRET: &str = "webhook-s3cret";
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub const PERSON: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+pub const CALLER: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
+pub const OTHER: &str = "11111111-2222-4333-8444-555555555555";
+
+pub fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(text)
+}
+
+pub fn b64_padded(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// The usual Webex spelling: unpadded base64, `us` cluster.
+pub fn webex_id(uuid: &str) -> String {
+    b64(&format!("ciscospark://us/PEOPLE/{uuid}"))
+}
+
+pub fn token(fill: &str) -> String {
+    fill.repeat(64 / fill.len())
+}
+
+/// The running binary, its log lines, and a way to wait for one.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub lines: Arc<Mutex<Vec<Value>>>,
+    pub new_line: Arc<Notify>,
+}
+
+impl Server {
+    /// Starts the binary with exactly `envs`; stdout and stderr are both captured as
+    /// log lines (JSON lines parsed, anything else kept as a string), so a test can scan
+    /// everything the process wrote.
+    pub fn spawn(envs: &[(&str, String)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_webex-push"));
+        command
+            .env_clear()
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the webex-push binary starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let new_line = Arc::new(Notify::new());
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        collect_lines(stdout, &lines, &new_line);
+        collect_lines(stderr, &lines, &new_line);
+        Self {
+            child,
+            base: String::new(),
+            lines,
+            new_line,
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the first log line matching `wanted`, past or future.
+    pub async fn wait_for_log(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let notified = self.new_line.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| wanted(l)) {
+                return line.clone();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "no log line {what} within {WAIT:?}; the log:\n{}",
+                    self.log_text()
+                );
+            }
+        }
+    }
+
+    pub fn count_logs(&self, wanted: impl Fn(&Value) -> bool) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| wanted(l))
+            .count()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub async fn wait_until_listening(&mut self) {
+        let line = self
+            .wait_for_log("`listening`", |l| l["message"] == "listening")
+            .await;
+        let address = line["address"].as_str().expect("the address is logged");
+        self.base = format!("http://{address}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `stream` line by line on a thread of its own into `lines`.
+fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+    lines: &Arc<Mutex<Vec<Value>>>,
+    new_line: &Arc<Notify>,
+) {
+    let lines = Arc::clone(lines);
+    let new_line = Arc::clone(new_line);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            lines.lock().unwrap().push(value);
+            new_line.notify_waiters();
+        }
+    });
+}
+
+pub fn message_is(line: &Value, message: &str) -> bool {
+    line["message"] == message
+}
+
+pub struct Harness {
+    pub server: Server,
+    pub standin: StandIn,
+    pub db: TestDatabase,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    /// Requests the stand-in had once the start-up warm-up was done.
+    pub warm_up_requests: u64,
+}
+
+impl Harness {
+    /// A fresh database, a stand-in trusting a freshly generated key, and the binary
+    /// configured for both with `push_workers` workers.
+    pub async fn start(push_workers: usize) -> Self {
+        Self::start_with(push_workers, &[]).await
+    }
+
+    /// As [`Harness::start`], with more environment variables.
+    pub async fn start_with(push_workers: usize, extra: &[(&str, String)]) -> Self {
+        let db = TestDatabase::postgres();
+        let key = p256::SecretKey::random(&mut rand::thread_rng());
+        let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, public_pem))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("AuthKey_KEY1234567.p8");
+        std::fs::write(&key_file, private_pem.as_bytes()).unwrap();
+        let ca_file = dir.path().join("standin-ca.pem");
+        std::fs::write(&ca_file, standin.ca_pem()).unwrap();
+        // As Apple does, so the start-up warm-up is not counted as an accepted push.
+        standin
+            .script()
+            .fail_token(&"0".repeat(64), Failure::BadDeviceToken);
+
+        let mut envs = vec![
+            ("PORT", "0".into()),
+            ("HOST", "127.0.0.1".into()),
+            ("HTTP_WORKERS", "2".into()),
+            ("DATABASE_URL", db.url().to_owned()),
+            ("DATABASE_POOL_SIZE", "4".into()),
+            ("DATABASE_CONNECT_TIMEOUT_SECS", "2".into()),
+            ("DATABASE_CHECKOUT_TIMEOUT_SECS", "1".into()),
+            ("DATABASE_STATEMENT_TIMEOUT_SECS", "2".into()),
+            ("APNS_KEY_FILE", key_file.display().to_string()),
+            ("APNS_KEY_ID", KEY_ID.into()),
+            ("APNS_TEAM_ID", TEAM_ID.into()),
+            ("APNS_TOPIC", TOPIC.into()),
+            ("APNS_ENDPOINT", standin.url()),
+            ("APNS_CA_FILE", ca_file.display().to_string()),
+            ("WEBHOOK_SECRET", format!("old-secret,{SECRET}")),
+            ("PUSH_WORKERS", push_workers.to_string()),
+            ("SHUTDOWN_TIMEOUT_SECS", "10".into()),
+            ("LOG_FORMAT", "json".into()),
+            ("RUST_LOG", "info".into()),
+        ];
+        envs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        envs.extend(extra.iter().cloned());
+        let mut server = Server::spawn(&envs);
+        server.wait_until_listening().await;
+        // The background warm-up sends one request; wait for it so counts are exact.
+        server
+            .wait_for_log("`APNs connection warmed up`", |l| {
+                message_is(l, "APNs connection warmed up")
+            })
+            .await;
+        let warm_up_requests = standin.stats().requests;
+        Self {
+            server,
+            standin,
+            db,
+            http: reqwest::Client::new(),
+            _dir: dir,
+            warm_up_requests,
+        }
+    }
+
+    /// The directory holding the APNs key file and the stand-in's CA.
+    pub fn key_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.base)
+    }
+
+    pub async fn register(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/register"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register_ok(&self, person: &str, voip: &str, msg: &str) {
+        let response = self.register(&registration(person, voip, msg)).await;
+        assert_eq!(
+            response.status().as_u16(),
+            204,
+            "{}",
+            self.server.log_text()
+        );
+    }
+
+    pub async fn webhook_signed_with(&self, body: &Value, signature: Option<String>) -> u16 {
+        let text = body.to_string();
+        let mut request = self
+            .http
+            .post(self.url("/webhook"))
+            .header("content-type", "application/json; charset=utf-8")
+            .body(text);
+        if let Some(signature) = signature {
+            request = request.header("X-Spark-Signature", signature);
+        }
+        request.send().await.unwrap().status().as_u16()
+    }
+
+    pub async fn webhook(&self, body: &Value) {
+        let signature = sign(SECRET, body.to_string().as_bytes());
+        assert_eq!(
+            self.webhook_signed_with(body, Some(signature)).await,
+            204,
+            "{}",
+            self.server.log_text()
+        );
+    }
+
+    pub async fn get_status(&self, path: &str) -> u16 {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Waits until `n` pushes in all were accepted and returns those after `skip`.
+    pub async fn pushes(&self, skip: usize, n: usize) -> Vec<AcceptedPush> {
+        let all = self.standin.wait_for_accepted(n, WAIT).await;
+        assert!(
+            all.len() >= n,
+            "expected {n} pushes, got {}; log:\n{}",
+            all.len(),
+            self.server.log_text()
+        );
+        all[skip..].to_vec()
+    }
+
+    /// Waits until the workers have relayed (or dropped) `n` events.
+    pub async fn relayed(&self, n: usize) {
+        let relayed = |l: &Value| message_is(l, "event relayed");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let notified = self.server.new_line.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.server.count_logs(relayed) >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "{n} events were not relayed in time:\n{}",
+                    self.server.log_text()
+                );
+            }
+        }
+    }
+}
+
+pub fn registration(person: &str, voip: &str, msg: &str) -> Value {
+    json!({
+        "email": "ada@example.com",
+        "voipToken": voip,
+        "msgToken": msg,
+        "personId": person,
+    })
+}
+
+pub fn envelope(resource: &str, event: &str, owner: &str, actor: &str, data: Value) -> Value {
+    json!({
+        "id": b64("ciscospark://us/WEBHOOK/7f3c1b2a-0000-4000-8000-000000000001"),
+        "name": "webex-push",
+        "targetUrl": "https://push.example.com/webhook",
+        "resource": resource,
+        "event": event,
+        "orgId": b64("ciscospark://us/ORGANIZATION/1eb65fdf-9643-417f-9974-ad72cae0e10f"),
+        "createdBy": webex_id(owner),
+        "appId": b64("ciscospark://us/APPLICATION/C1"),
+        "ownedBy": "creator",
+        "status": "active",
+        "created": "2025-06-01T10:00:00.000Z",
+        "actorId": webex_id(actor),
+        "data": data,
+    })
+}
+
+pub fn call_membership(call_id: &str, callee_spelling: &str) -> Value {
+    envelope(
+        "callMemberships",
+        "created",
+        PERSON,
+        CALLER,
+        json!({
+            "id": "membership-1",
+            "callId": call_id,
+            "personId": callee_spelling,
+            "personEmail": "callee@example.com",
+            "state": "notified",
+            "isInitiator": false,
+            "created": "2025-06-01T12:34:56.000Z",
+        }),
+    )
+}
+
+pub fn telephony_call(call_id: &str, state: &str, event_type: &str) -> Value {
+    envelope(
+        "telephony_calls",
+        if state == "alerting" {
+            "created"
+        } else {
+            "updated"
+        },
+        PERSON,
+        PERSON,
+        json!({
+            "eventType": event_type,
+            "eventTimestamp": "2025-06-01T12:00:01.123Z",
+            "callId": call_id,
+            "callSessionId": "session-1",
+            "personality": "terminator",
+            "state": state,
+            "remoteParty": {
+                "name": "Ada Lovelace",
+                "number": "+15551234567",
+                "privacyEnabled": false,
+                "callType": "location"
+            },
+            "created": "2025-06-01T12:00:00.000Z",
+        }),
+    )
+}
+
+pub fn sorted_tokens(pushes: &[AcceptedPush]) -> Vec<String> {
+    let mut tokens: Vec<String> = pushes.iter().map(|p| p.token.clone()).collect();
+    tokens.sort();
+    tokens
+}
+
+pub fn assert_voip(push: &AcceptedPush) {
+    assert_eq!(push.topic, format!("{TOPIC}.voip"));
+    assert_eq!(push.push_type, "voip");
+    assert_eq!(push.priority, Some(10));
+    assert!(push.expiration.is_some());
+}
+
+pub fn assert_alert(push: &AcceptedPush) {
+    assert_eq!(push.topic, TOPIC);
+    assert_eq!(push.push_type, "alert");
+    assert!(push.payload["aps"]["alert"].is_object(), "{}", push.payload);
+}

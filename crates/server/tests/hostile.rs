@@ -1,0 +1,405 @@
+//! Hostile input against the real `webex-push` binary: oversized bodies, wrong content
+//! types, deeply nested JSON, invalid UTF-8, empty bodies, arrays and huge numbers.
+//! Each is refused with a problem body (`application/problem+json` with `type`,
+//! `title`, `status`), nothing crashes, and nothing is pushed.
+// Test helpers outside #[test] functions: a failed set-up should panic loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use webex_push_adapters::webex::sign;
+
+mod common;
+
+use common::*;
+
+const ADMIN: &str = "hostile-admin-token-0123456789";
+const PROBLEM_BASE: &str = "https://github.com/webex-push/webex-push/blob/main/docs/api.md#";
+
+/// Checks that `response` is a problem of `status` (and of `slug`, when given) and
+/// returns its body.
+async fn assert_problem(response: reqwest::Response, status: u16, slug: Option<&str>) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = response.text().await.unwrap();
+    assert_eq!(content_type, "application/problem+json", "{text}");
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    let kind = problem["type"].as_str().unwrap();
+    assert!(kind.starts_with(PROBLEM_BASE), "{problem}");
+    if let Some(slug) = slug {
+        assert_eq!(&kind[PROBLEM_BASE.len()..], slug, "{problem}");
+    }
+    assert!(!problem["title"].as_str().unwrap().is_empty(), "{problem}");
+    assert_eq!(problem["status"], status, "{problem}");
+    problem
+}
+
+struct Hostile {
+    h: Harness,
+}
+
+impl Hostile {
+    async fn start() -> Self {
+        let h = Harness::start_with(1, &[("ADMIN_TOKEN", ADMIN.to_owned())]).await;
+        h.register_ok(PERSON, &token("a1"), &token("b1")).await;
+        Self { h }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self.h.http.post(self.h.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// A webhook signed with the right secret, so it gets past the signature check.
+    async fn signed_webhook(&self, body: Vec<u8>) -> reqwest::Response {
+        self.h
+            .http
+            .post(self.h.url("/webhook"))
+            .header("content-type", "application/json")
+            .header("X-Spark-Signature", sign(SECRET, &body))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn admin_test_push(&self, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+        self.h
+            .http
+            .post(self.h.url("/admin/test-push"))
+            .bearer_auth(ADMIN)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The server is still up, and Apple saw nothing but the start-up warm-up.
+    async fn assert_alive_and_nothing_pushed(&self) {
+        assert_eq!(self.h.get_status("/healthz").await, 200);
+        assert!(
+            self.h.server.child.id() > 0 && self.h.standin.accepted().is_empty(),
+            "{}",
+            self.h.server.log_text()
+        );
+        assert_eq!(self.h.standin.stats().requests, self.h.warm_up_requests);
+    }
+}
+
+fn valid_registration() -> Value {
+    registration(PERSON, &token("c1"), &token("d1"))
+}
+
+/// A real ring with `padding` bytes of an unknown field, so only its size is wrong.
+fn padded_webhook(padding: usize) -> Vec<u8> {
+    let mut body = call_membership("call-big", &webex_id(PERSON));
+    body["padding"] = json!("x".repeat(padding));
+    body.to_string().into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused_with_413_problems() {
+    let t = Hostile::start().await;
+    // Just over 256 KiB: refused before the signature is even looked at.
+    let body = padded_webhook(256 * 1024);
+    assert_problem(t.signed_webhook(body).await, 413, Some("payload-too-large")).await;
+    // Megabytes, unsigned: the server answers 413 as soon as the limit is passed and
+    // may close the connection while the client is still writing; either way it is
+    // refused without reading the rest, and the server carries on.
+    let huge = vec![b' '; 4 * 1024 * 1024];
+    // A client of its own, so a connection the server dropped is never reused.
+    let sent = reqwest::Client::new()
+        .post(t.h.url("/webhook"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await;
+    if let Ok(response) = sent {
+        assert_problem(response, 413, Some("payload-too-large")).await;
+    }
+    assert_eq!(t.h.get_status("/healthz").await, 200);
+
+    let mut register = valid_registration();
+    register["padding"] = json!("x".repeat(16 * 1024));
+    assert_problem(
+        t.post(
+            "/register",
+            Some("application/json"),
+            register.to_string().into_bytes(),
+        )
+        .await,
+        413,
+        Some("payload-too-large"),
+    )
+    .await;
+
+    let admin =
+        json!({"token": token("e1"), "channel": "alert", "message": "x".repeat(300 * 1024)});
+    assert_problem(
+        t.admin_test_push("application/json", admin.to_string().into_bytes())
+            .await,
+        413,
+        Some("payload-too-large"),
+    )
+    .await;
+
+    // Just under the limits is fine.
+    let fits = padded_webhook(200 * 1024);
+    assert_eq!(t.signed_webhook(fits).await.status().as_u16(), 204);
+    t.h.pushes(0, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_say_they_are_not_json_are_refused_with_415_problems() {
+    let t = Hostile::start().await;
+    let body = valid_registration().to_string().into_bytes();
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "application/jsonp",
+        "json",
+    ] {
+        let response = t.post("/register", Some(content_type), body.clone()).await;
+        assert_problem(response, 415, Some("unsupported-media-type")).await;
+    }
+    // `+json` types, parameters and any case are JSON.
+    for content_type in [
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/vnd.api+json",
+    ] {
+        let response = t.post("/register", Some(content_type), body.clone()).await;
+        assert_eq!(response.status().as_u16(), 204, "{content_type}");
+    }
+    assert_problem(
+        t.admin_test_push("text/plain", b"channel=voip".to_vec())
+            .await,
+        415,
+        Some("unsupported-media-type"),
+    )
+    .await;
+    t.assert_alive_and_nothing_pushed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_json_is_a_400_problem_not_a_stack_overflow() {
+    let t = Hostile::start().await;
+    // As deep as each route's body limit allows: 100,000 levels for a webhook, 10,000
+    // for the 16 KiB registration and the admin API.
+    let nested = |depth: usize| {
+        [
+            "[".repeat(depth).into_bytes(),
+            r#"{"a":"#.repeat(depth / 5).into_bytes(),
+            // Inside an otherwise plausible body, where a reader would recurse into it.
+            [
+                br#"{"resource":"callMemberships","event":"created","data":"#.as_slice(),
+                "[".repeat(depth).as_bytes(),
+            ]
+            .concat(),
+        ]
+    };
+    for body in nested(100_000) {
+        assert_problem(t.signed_webhook(body).await, 400, Some("malformed-webhook")).await;
+    }
+    for body in nested(10_000) {
+        assert_problem(
+            t.post("/register", Some("application/json"), body.clone())
+                .await,
+            400,
+            Some("malformed-json"),
+        )
+        .await;
+        assert_problem(
+            t.admin_test_push("application/json", body).await,
+            400,
+            Some("malformed-json"),
+        )
+        .await;
+    }
+    t.assert_alive_and_nothing_pushed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_empty_bodies_and_non_objects_are_400_problems() {
+    let t = Hostile::start().await;
+    let mut invalid_utf8 = valid_registration().to_string().into_bytes();
+    // Inside the e-mail string: an overlong encoding and a lone continuation byte.
+    let at = invalid_utf8.iter().position(|b| *b == b'@').unwrap();
+    invalid_utf8.splice(at..at, [0xc0, 0xaf, 0x80]);
+    let mut webhook_utf8 = call_membership("call-utf8", &webex_id(PERSON))
+        .to_string()
+        .into_bytes();
+    let at = webhook_utf8
+        .windows(8)
+        .position(|w| w == b"call-utf")
+        .unwrap();
+    webhook_utf8.splice(at..at, [0xff, 0xfe]);
+
+    let cases: [(&str, Vec<u8>, Vec<u8>); 5] = [
+        ("invalid UTF-8", invalid_utf8, webhook_utf8),
+        ("empty", Vec::new(), Vec::new()),
+        ("whitespace", b" \n\t ".to_vec(), b" \n\t ".to_vec()),
+        (
+            "an array",
+            json!([valid_registration()]).to_string().into_bytes(),
+            json!([call_membership("call-array", &webex_id(PERSON))])
+                .to_string()
+                .into_bytes(),
+        ),
+        ("a string", b"\"hello\"".to_vec(), b"null".to_vec()),
+    ];
+    for (what, register, webhook) in cases {
+        let problem = assert_problem(
+            t.post("/register", Some("application/json"), register)
+                .await,
+            400,
+            None,
+        )
+        .await;
+        assert!(
+            ["malformed-json", "unreadable-body"]
+                .iter()
+                .any(|slug| problem["type"].as_str().unwrap().ends_with(slug)),
+            "{what}: {problem}"
+        );
+        assert_problem(
+            t.signed_webhook(webhook).await,
+            400,
+            Some("malformed-webhook"),
+        )
+        .await;
+    }
+    // A body with no Content-Type at all is read as JSON (apps in the field omit it).
+    assert_problem(
+        t.post("/register", None, Vec::new()).await,
+        400,
+        Some("malformed-json"),
+    )
+    .await;
+    t.assert_alive_and_nothing_pushed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_numbers_and_wrong_types_are_refused_field_by_field() {
+    let t = Hostile::start().await;
+    let mut register = valid_registration();
+    register["email"] = json!(1e300);
+    register["voipToken"] = json!(u64::MAX);
+    register["personId"] = json!(-1);
+    let problem = assert_problem(
+        t.post(
+            "/register",
+            Some("application/json"),
+            register.to_string().into_bytes(),
+        )
+        .await,
+        400,
+        Some("validation"),
+    )
+    .await;
+    let mut fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["email", "personId", "voipToken"], "{problem}");
+
+    // Numbers beyond f64 and beyond any integer type, where strings belong.
+    let out_of_range = format!(
+        r#"{{"email":"a@example.com","voipToken":1e999999,"msgToken":{},"personId":"{PERSON}"}}"#,
+        "9".repeat(5_000)
+    );
+    let response = t
+        .post(
+            "/register",
+            Some("application/json"),
+            out_of_range.into_bytes(),
+        )
+        .await;
+    assert_problem(response, 400, None).await;
+
+    // In a webhook: a huge number in a field nobody reads is no reason to fail, one
+    // where the call id belongs is a malformed webhook; neither is a 5xx.
+    let mut ignored = call_membership("call-huge", &webex_id(PERSON));
+    ignored["data"]["unusual"] = json!(1.7e308);
+    assert_eq!(
+        t.signed_webhook(ignored.to_string().into_bytes())
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
+    let mut bad_call = call_membership("call-bad", &webex_id(PERSON));
+    bad_call["data"]["callId"] = json!(1e300);
+    let problem = assert_problem(
+        t.signed_webhook(bad_call.to_string().into_bytes()).await,
+        400,
+        Some("malformed-webhook"),
+    )
+    .await;
+    assert!(
+        problem["field"].as_str().unwrap().contains("callId"),
+        "{problem}"
+    );
+    let huge_literal =
+        br#"{"resource":"callMemberships","event":"created","data":{"callId":1e999999}}"#;
+    assert_problem(
+        t.signed_webhook(huge_literal.to_vec()).await,
+        400,
+        Some("malformed-webhook"),
+    )
+    .await;
+    // Only the first ring got through.
+    let pushes = t.h.pushes(0, 1).await;
+    assert_eq!(pushes[0].payload["webex"]["callId"], "call-huge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_error_of_every_route_is_a_problem() {
+    let t = Hostile::start().await;
+    let h = &t.h;
+    let long_token = "ab".repeat(5_000);
+    let requests = [
+        h.http.get(h.url("/nowhere")),
+        h.http.get(h.url("/register")),
+        h.http.put(h.url("/webhook")),
+        h.http.delete(h.url("/register/not-hex")),
+        h.http.delete(h.url(&format!("/register/{long_token}"))),
+        h.http.post(h.url("/webhook")).body("{}"),
+        h.http.get(h.url("/admin/persons/nobody/devices")),
+        h.http
+            .get(h.url("/admin/persons/nobody/devices"))
+            .bearer_auth(ADMIN),
+        h.http
+            .post(h.url("/admin/test-push"))
+            .bearer_auth(ADMIN)
+            .json(&json!({})),
+        h.http
+            .post(h.url("/admin/test-push"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"token": token("e1"), "personId": PERSON, "channel": "voip"})),
+    ];
+    for request in requests {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        assert!((400..500).contains(&status), "{status}");
+        assert_problem(response, status, None).await;
+    }
+    t.assert_alive_and_nothing_pushed().await;
+}

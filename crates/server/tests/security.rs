@@ -1,0 +1,464 @@
+//! Security checks against the real `webex-push` binary: webhook signatures (forged,
+//! missing, stale, rotated), the admin API's lock, secrets kept out of the logs, and
+//! SQL injection strings stored verbatim and never executed.
+// Test helpers outside #[test] functions: a failed set-up should panic loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use apns_standin::Failure;
+use diesel::sql_types::{Nullable, Text};
+use diesel::{Connection as _, PgConnection, QueryableByName, RunQueryDsl as _};
+use serde_json::{Value, json};
+use webex_push_adapters::webex::sign;
+
+mod common;
+
+use common::*;
+
+const ADMIN: &str = "security-admin-token-5f0c1e9a77d2";
+const NEW_SECRET: &str = "rotated-in-secret-4b1d";
+const OLD_SECRET: &str = "rotated-out-secret-93ac";
+
+/// Sends `body` to `/webhook` with `signature` (none when `None`).
+async fn webhook(h: &Harness, body: &Value, signature: Option<String>) -> reqwest::Response {
+    let mut request = h
+        .http
+        .post(h.url("/webhook"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(signature) = signature {
+        request = request.header("X-Spark-Signature", signature);
+    }
+    request.send().await.unwrap()
+}
+
+async fn assert_refused_signature(response: reqwest::Response) {
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("#invalid-signature"),
+        "{problem}"
+    );
+}
+
+/// The call ids the stand-in accepted pushes for, sorted.
+fn rung_calls(h: &Harness) -> Vec<String> {
+    let mut calls: Vec<String> = h
+        .standin
+        .accepted()
+        .iter()
+        .map(|p| p.payload["webex"]["callId"].as_str().unwrap().to_owned())
+        .collect();
+    calls.sort();
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_missing_and_stale_signatures_are_refused_and_both_rotated_secrets_work() {
+    let secrets = format!("{NEW_SECRET},{OLD_SECRET}");
+    let h = Harness::start_with(1, &[("WEBHOOK_SECRET", secrets)]).await;
+    h.register_ok(PERSON, &token("a1"), &token("b1")).await;
+
+    let body = call_membership("call-forged", &webex_id(PERSON));
+    let text = body.to_string();
+    let genuine_for_other_body = sign(
+        NEW_SECRET,
+        call_membership("call-other", PERSON).to_string().as_bytes(),
+    );
+    let refused = [
+        None,
+        Some(String::new()),
+        Some(sign("guessed-secret", text.as_bytes())),
+        // A secret this deployment used before the last rotation.
+        Some(sign("retired-secret-of-2024", text.as_bytes())),
+        // A genuine signature, replayed on another body.
+        Some(genuine_for_other_body),
+        // The right HMAC, cut short or padded.
+        Some(sign(NEW_SECRET, text.as_bytes())[..39].to_owned()),
+        Some(format!("{}00", sign(NEW_SECRET, text.as_bytes()))),
+        Some("sha1=".to_owned() + &sign(NEW_SECRET, text.as_bytes())),
+        Some("not-a-signature".to_owned()),
+    ];
+    for signature in refused {
+        assert_refused_signature(webhook(&h, &body, signature).await).await;
+    }
+
+    let by_new = call_membership("call-new-secret", &webex_id(PERSON));
+    let signature = sign(NEW_SECRET, by_new.to_string().as_bytes());
+    assert_eq!(webhook(&h, &by_new, Some(signature)).await.status(), 204);
+    let by_old = call_membership("call-old-secret", &webex_id(PERSON));
+    let signature = sign(OLD_SECRET, by_old.to_string().as_bytes());
+    assert_eq!(webhook(&h, &by_old, Some(signature)).await.status(), 204);
+    h.pushes(0, 2).await;
+    h.relayed(2).await;
+    assert_eq!(rung_calls(&h), ["call-new-secret", "call-old-secret"]);
+    assert_eq!(
+        h.standin.stats().requests - h.warm_up_requests,
+        2,
+        "nothing refused reached Apple"
+    );
+
+    // The rotation is over: the old secret is removed, its signatures stop working.
+    let h = Harness::start_with(1, &[("WEBHOOK_SECRET", NEW_SECRET.to_owned())]).await;
+    h.register_ok(PERSON, &token("a1"), &token("b1")).await;
+    let late_old = call_membership("call-late-old", &webex_id(PERSON));
+    let signature = sign(OLD_SECRET, late_old.to_string().as_bytes());
+    assert_refused_signature(webhook(&h, &late_old, Some(signature)).await).await;
+    let by_new = call_membership("call-after-rotation", &webex_id(PERSON));
+    let signature = sign(NEW_SECRET, by_new.to_string().as_bytes());
+    assert_eq!(webhook(&h, &by_new, Some(signature)).await.status(), 204);
+    h.pushes(0, 1).await;
+    h.relayed(1).await;
+    assert_eq!(rung_calls(&h), ["call-after-rotation"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_are_absent_without_a_token_and_locked_with_one() {
+    let routes = |h: &Harness| {
+        [
+            h.http
+                .get(h.url(&format!("/admin/persons/{PERSON}/devices"))),
+            h.http
+                .post(h.url("/admin/test-push"))
+                .json(&json!({"token": token("a1"), "channel": "alert"})),
+        ]
+    };
+
+    // No ADMIN_TOKEN: the admin API does not exist, whatever is presented.
+    let off = Harness::start(1).await;
+    for request in routes(&off) {
+        for request in [request.try_clone().unwrap(), request.bearer_auth(ADMIN)] {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 404);
+        }
+    }
+
+    let on = Harness::start_with(1, &[("ADMIN_TOKEN", ADMIN.to_owned())]).await;
+    on.register_ok(PERSON, &token("a1"), &token("b1")).await;
+    let wrong = [
+        None,
+        Some(format!("Bearer {}", &ADMIN[..ADMIN.len() - 1])),
+        Some(format!("Bearer {ADMIN}x")),
+        Some(format!("Bearer {}", ADMIN.to_uppercase())),
+        Some(format!("Basic {ADMIN}")),
+        Some(ADMIN.to_owned()),
+        Some("Bearer ".to_owned()),
+    ];
+    for request in routes(&on) {
+        for authorization in &wrong {
+            let mut request = request.try_clone().unwrap();
+            if let Some(authorization) = authorization {
+                request = request.header("authorization", authorization);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 401, "{authorization:?}");
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let problem: Value = response.json().await.unwrap();
+            assert!(
+                problem["type"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("#admin-unauthorized")
+            );
+        }
+        let response = request.bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    // Only the one authorised test push reached Apple.
+    assert_eq!(on.standin.accepted().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_a_whole_scenario_hold_no_token_secret_email_jwt_or_key() {
+    let secrets = format!("{NEW_SECRET},{OLD_SECRET}");
+    let h = Harness::start_with(
+        2,
+        &[
+            ("WEBHOOK_SECRET", secrets),
+            ("ADMIN_TOKEN", ADMIN.to_owned()),
+            // Everything our crates say, even at debug level.
+            (
+                "RUST_LOG",
+                "info,webex_push=debug,webex_push_adapters=debug,webex_push_domain=debug"
+                    .to_owned(),
+            ),
+        ],
+    )
+    .await;
+    let emails = ["ada.lovelace@example.com", "charles.babbage@example.org"];
+    let (v1, a1, v2, a2) = (token("c1"), token("d1"), token("c2"), token("d2"));
+    let dead = token("e7");
+    let mut registration1 = registration(PERSON, &v1, &a1);
+    registration1["email"] = json!(emails[0]);
+    assert_eq!(h.register(&registration1).await.status(), 204);
+    let mut registration2 = registration(&webex_id(OTHER), &v2, &a2);
+    registration2["email"] = json!(emails[1]);
+    registration2["environment"] = json!("sandbox");
+    assert_eq!(h.register(&registration2).await.status(), 204);
+
+    // Webhooks: a ring, a message, a call end, a forged one and a malformed one.
+    let signed = |body: &Value| Some(sign(NEW_SECRET, body.to_string().as_bytes()));
+    let ring = call_membership("call-logs-1", &webex_id(PERSON));
+    assert_eq!(webhook(&h, &ring, signed(&ring)).await.status(), 204);
+    let message = envelope(
+        "messages",
+        "created",
+        PERSON,
+        OTHER,
+        json!({"id": "message-1", "roomId": "room-1", "roomType": "direct",
+               "personId": webex_id(OTHER), "personEmail": emails[1]}),
+    );
+    assert_eq!(webhook(&h, &message, signed(&message)).await.status(), 204);
+    let ended = telephony_call("call-logs-2", "disconnected", "disconnected");
+    assert_eq!(webhook(&h, &ended, signed(&ended)).await.status(), 204);
+    let forged = call_membership("call-logs-forged", &webex_id(PERSON));
+    let forged_signature = Some(sign("attacker", forged.to_string().as_bytes()));
+    assert_eq!(webhook(&h, &forged, forged_signature).await.status(), 401);
+    let malformed = b"{\"resource\": \"callMemberships\", \"data\": ";
+    let response = h
+        .http
+        .post(h.url("/webhook"))
+        .header("X-Spark-Signature", sign(NEW_SECRET, malformed))
+        .body(malformed.as_slice())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    h.pushes(0, 3).await;
+
+    // Admin: listing, a test push to a token Apple refuses, and a failed login.
+    let mut registration3 = registration(&webex_id(OTHER), &dead, &token("f7"));
+    registration3["email"] = json!(emails[1]);
+    assert_eq!(h.register(&registration3).await.status(), 204);
+    h.standin.script().fail_token(
+        &dead,
+        Failure::Unregistered {
+            timestamp_ms: chrono::Utc::now().timestamp_millis() + 1,
+        },
+    );
+    let admin = |path: &str| h.http.get(h.url(path)).bearer_auth(ADMIN);
+    let listing = admin(&format!("/admin/persons/{PERSON}/devices"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 200);
+    for (target, channel) in [
+        (json!({"token": dead}), "voip"),
+        (json!({"personId": OTHER}), "alert"),
+    ] {
+        let mut body = target;
+        body["channel"] = json!(channel);
+        let response = h
+            .http
+            .post(h.url("/admin/test-push"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let bad_login = h
+        .http
+        .get(h.url("/admin/persons/x/devices"))
+        .bearer_auth("not-the-admin-token-at-all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_login.status(), 401);
+
+    // A dead token found by a real ring, and the database going away and back.
+    let ring_other = call_membership("call-logs-3", &webex_id(OTHER));
+    assert_eq!(
+        webhook(&h, &ring_other, signed(&ring_other)).await.status(),
+        204
+    );
+    h.server
+        .wait_for_log("`dead token removed`", |l| {
+            message_is(l, "dead token removed")
+        })
+        .await;
+    h.db.take_offline();
+    assert_eq!(h.register(&registration1).await.status(), 503);
+    h.db.bring_online();
+    h.relayed(4).await;
+
+    let log = h.server.log_text();
+    assert!(
+        log.contains("\"level\":\"DEBUG\""),
+        "debug lines were captured"
+    );
+    let key = std::fs::read_dir(h.key_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "p8"))
+        .unwrap();
+    let key = std::fs::read_to_string(key).unwrap();
+    let key_lines = key
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 16);
+    let mut forbidden: Vec<String> = [&v1, &a1, &v2, &a2, &dead, &token("f7")]
+        .into_iter()
+        .cloned()
+        .collect();
+    forbidden.extend(emails.iter().map(|e| (*e).to_owned()));
+    forbidden
+        .extend([NEW_SECRET, OLD_SECRET, ADMIN, "not-the-admin-token-at-all"].map(String::from));
+    forbidden.extend(key_lines.map(String::from));
+    // Base64url of `{"alg"`, `{"kid"` and `{"typ"`: how every JWT starts.
+    forbidden.extend(["eyJhbGci", "eyJraWQi", "eyJ0eXAi"].map(String::from));
+    for secret in &forbidden {
+        assert!(
+            !log.contains(secret.as_str()),
+            "{secret} appears in the logs:\n{log}"
+        );
+    }
+    // Tokens are still identifiable in the logs by their redacted prefix.
+    assert!(log.contains(&format!("{}…", &v1[..8])), "{log}");
+}
+
+/// One row of `devices` as stored.
+#[derive(QueryableByName, Debug)]
+struct StoredDevice {
+    #[diesel(sql_type = Text)]
+    email: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    bundle_id: Option<String>,
+    #[diesel(sql_type = Text)]
+    person_id: String,
+}
+
+fn stored(h: &Harness, token: &str) -> Option<StoredDevice> {
+    let mut connection = PgConnection::establish(h.db.url()).unwrap();
+    diesel::sql_query("SELECT email, bundle_id, person_id FROM devices WHERE token = $1")
+        .bind::<Text, _>(token)
+        .load::<StoredDevice>(&mut connection)
+        .unwrap()
+        .pop()
+}
+
+fn count(h: &Harness, table: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut connection = PgConnection::establish(h.db.url()).unwrap();
+    diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+        .get_result::<Count>(&mut connection)
+        .unwrap()
+        .n
+}
+
+const INJECTIONS: [&str; 4] = [
+    "'; DROP TABLE devices; --",
+    "\" OR 1=1 --",
+    "x'); DELETE FROM devices WHERE ('1'='1",
+    "1; TRUNCATE seen_events",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_injection_strings_are_refused_or_stored_verbatim_and_never_executed() {
+    let h = Harness::start_with(1, &[("ADMIN_TOKEN", ADMIN.to_owned())]).await;
+    h.register_ok(PERSON, &token("a1"), &token("b1")).await;
+    h.webhook(&call_membership("call-before", &webex_id(PERSON)))
+        .await;
+    h.pushes(0, 1).await;
+    h.relayed(1).await;
+    let seen_before = count(&h, "seen_events");
+
+    let mut stored_verbatim = std::collections::HashSet::new();
+    for (n, injection) in INJECTIONS.iter().enumerate() {
+        let (voip, alert) = (format!("{:064x}", 0xc0 + n), format!("{:064x}", 0xd0 + n));
+        // Each field on its own, the others valid.
+        for field in ["email", "bundleId", "personId"] {
+            let mut body = registration(OTHER, &voip, &alert);
+            body[field] = json!(match field {
+                "email" => format!("{injection}@example.com"),
+                "bundleId" => format!("com.example.{injection}"),
+                _ => (*injection).to_owned(),
+            });
+            let response = h.register(&body).await;
+            match response.status().as_u16() {
+                400 => {
+                    let problem: Value = response.json().await.unwrap();
+                    assert_eq!(problem["field"], field, "{problem}");
+                }
+                204 => {
+                    stored_verbatim.insert(n);
+                    let row = stored(&h, &voip).unwrap();
+                    match field {
+                        "email" => assert_eq!(row.email, body["email"]),
+                        "bundleId" => assert_eq!(row.bundle_id.unwrap(), body["bundleId"]),
+                        _ => assert_eq!(row.person_id, body["personId"]),
+                    }
+                    if field == "bundleId" {
+                        let listing: Value = h
+                            .http
+                            .get(h.url(&format!("/admin/persons/{OTHER}/devices")))
+                            .bearer_auth(ADMIN)
+                            .send()
+                            .await
+                            .unwrap()
+                            .json()
+                            .await
+                            .unwrap();
+                        assert!(
+                            listing["devices"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|d| d["bundleId"] == body["bundleId"]),
+                            "{listing}"
+                        );
+                    }
+                }
+                other => panic!("{field} = {injection:?} answered {other}"),
+            }
+        }
+        // In paths and in webhooks too.
+        let path = format!(
+            "/admin/persons/{}/devices",
+            injection.replace(' ', "%20").replace('"', "%22")
+        );
+        let response = h
+            .http
+            .get(h.url(&path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{path}");
+        let response = h
+            .http
+            .delete(h.url(&format!(
+                "/register/{}",
+                injection.replace(' ', "%20").replace('"', "%22")
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+        let mut ring = call_membership(injection, injection);
+        ring["data"]["callId"] = json!(injection);
+        let signature = sign(SECRET, ring.to_string().as_bytes());
+        let status = webhook(&h, &ring, Some(signature)).await.status().as_u16();
+        assert!(status == 400 || status == 204, "{status}");
+    }
+
+    // The tables are there and hold what they held, plus what was accepted.
+    let accepted_pairs = i64::try_from(stored_verbatim.len()).unwrap();
+    assert_eq!(count(&h, "devices"), 2 + 2 * accepted_pairs);
+    assert!(count(&h, "seen_events") >= seen_before);
+    assert_eq!(stored(&h, &token("a1")).unwrap().person_id, PERSON);
+    h.webhook(&call_membership("call-after", &webex_id(PERSON)))
+        .await;
+    let pushes = h.pushes(1, 2).await;
+    assert_eq!(pushes[0].payload["webex"]["callId"], "call-after");
+}
