@@ -16,7 +16,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 use webex_push_adapters::persistence::{DatabaseConfig, DieselRegistrationStore, StoreSetupError};
 use webex_push_domain::{
-    ApnsEnvironment, BundleId, Channel, DeviceToken, EmailAddress, PersonId, Registration,
+    ApnsEnvironment, BundleId, Channel, Claim, DeviceToken, EmailAddress, PersonId, Registration,
     RegistrationError, RegistrationPort,
 };
 use webex_push_test_support::{TestCluster, TestDatabase, TestSqlite};
@@ -159,6 +159,9 @@ for_both_backends!(
     recording_an_outcome_keeps_it_and_pins_the_environment_when_given,
     recording_an_outcome_for_an_unknown_token_creates_nothing,
     an_event_is_new_exactly_once_across_replicas,
+    a_claim_returns_the_devices_and_records_the_event_once_across_replicas,
+    a_claim_for_a_person_without_devices_records_nothing,
+    claims_and_marks_share_one_record_of_seen_events,
     pruning_forgets_only_events_seen_before_the_cutoff,
     sql_injection_strings_are_stored_and_returned_verbatim,
     registrations_sharing_tokens_in_opposite_order_do_not_deadlock,
@@ -498,6 +501,119 @@ async fn an_event_is_new_exactly_once_across_replicas(h: Harness) {
     );
 }
 
+fn tokens_of(claim: &Claim) -> Vec<DeviceToken> {
+    let (Claim::Devices(devices) | Claim::Duplicate(devices)) = claim;
+    devices.iter().map(|device| device.token.clone()).collect()
+}
+
+async fn a_claim_returns_the_devices_and_records_the_event_once_across_replicas(h: Harness) {
+    let other = h.replica().await;
+    let ada = person();
+    let reg = registration(&ada);
+    h.store.register(&reg, t0()).await.unwrap();
+    let key = format!("ring:{}:call-1", ada.uuid());
+
+    let first = h
+        .store
+        .claim_event_devices(Some(&key), t0(), &ada, Channel::Voip)
+        .await
+        .unwrap();
+    assert!(matches!(first, Claim::Devices(_)), "{first:?}");
+    assert_eq!(tokens_of(&first), vec![reg.voip_token.clone()]);
+    let Claim::Devices(devices) = &first else {
+        unreachable!()
+    };
+    assert_eq!(devices[0].person, ada);
+    assert_eq!(devices[0].channel, Channel::Voip);
+    assert_eq!(devices[0].registered_at, t0());
+
+    let again = other
+        .claim_event_devices(Some(&key), t0() + secs(1), &ada, Channel::Voip)
+        .await
+        .unwrap();
+    assert!(matches!(again, Claim::Duplicate(_)), "{again:?}");
+    assert_eq!(tokens_of(&again), vec![reg.voip_token.clone()]);
+
+    // No key: nothing to de-duplicate, the devices every time.
+    for _ in 0..2 {
+        let unkeyed = h
+            .store
+            .claim_event_devices(None, t0(), &ada, Channel::Alert)
+            .await
+            .unwrap();
+        assert!(matches!(unkeyed, Claim::Devices(_)), "{unkeyed:?}");
+        assert_eq!(tokens_of(&unkeyed), vec![reg.alert_token.clone()]);
+    }
+
+    // Racing replicas: exactly one claims the event.
+    let raced = format!("message:{}:msg-1", ada.uuid());
+    let (a, b) = tokio::join!(
+        h.store
+            .claim_event_devices(Some(&raced), t0(), &ada, Channel::Alert),
+        other.claim_event_devices(Some(&raced), t0(), &ada, Channel::Alert)
+    );
+    let fresh = [a.unwrap(), b.unwrap()]
+        .iter()
+        .filter(|claim| matches!(claim, Claim::Devices(_)))
+        .count();
+    assert_eq!(fresh, 1, "exactly one replica claims the event");
+}
+
+async fn a_claim_for_a_person_without_devices_records_nothing(h: Harness) {
+    let nobody = person();
+    let ada = person();
+    h.store.register(&registration(&ada), t0()).await.unwrap();
+    let key = format!("ring:{}:call-1", nobody.uuid());
+
+    for _ in 0..2 {
+        let claim = h
+            .store
+            .claim_event_devices(Some(&key), t0(), &nobody, Channel::Voip)
+            .await
+            .unwrap();
+        assert_eq!(claim, Claim::Devices(Vec::new()));
+    }
+    assert!(
+        h.store.mark_event_seen(&key, t0()).await.unwrap(),
+        "the key was not recorded"
+    );
+    assert_eq!(h.store.prune_seen_events(t0() + secs(1)).await.unwrap(), 1);
+}
+
+async fn claims_and_marks_share_one_record_of_seen_events(h: Harness) {
+    let ada = person();
+    let reg = registration(&ada);
+    h.store.register(&reg, t0()).await.unwrap();
+    let marked = format!("ring:{}:call-1", ada.uuid());
+    let claimed = format!("ring:{}:call-2", ada.uuid());
+
+    assert!(h.store.mark_event_seen(&marked, t0()).await.unwrap());
+    let claim = h
+        .store
+        .claim_event_devices(Some(&marked), t0(), &ada, Channel::Voip)
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Duplicate(_)), "{claim:?}");
+
+    let claim = h
+        .store
+        .claim_event_devices(Some(&claimed), t0() + secs(10), &ada, Channel::Voip)
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Devices(_)), "{claim:?}");
+    assert!(!h.store.mark_event_seen(&claimed, t0()).await.unwrap());
+
+    // The claim stored its time: pruning before it keeps it, after it forgets it.
+    assert_eq!(h.store.prune_seen_events(t0() + secs(1)).await.unwrap(), 1);
+    assert_eq!(h.store.prune_seen_events(t0() + secs(11)).await.unwrap(), 1);
+    let claim = h
+        .store
+        .claim_event_devices(Some(&claimed), t0() + secs(20), &ada, Channel::Voip)
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Devices(_)), "{claim:?}");
+}
+
 async fn pruning_forgets_only_events_seen_before_the_cutoff(h: Harness) {
     let old = "callMemberships:old";
     let recent = "callMemberships:recent";
@@ -752,7 +868,8 @@ mod postgres_only {
         let h = Harness::new(Backend::Postgres).await;
         h.store.ping().await.unwrap();
         h.postgres().terminate_connections();
-        // test_on_check_out discards the dead connection and opens a new one.
+        // The dead connection fails its statement, is dropped, and the operation is
+        // tried once more on a new one: no error reaches the caller.
         h.store.ping().await.unwrap();
         assert!(
             h.store

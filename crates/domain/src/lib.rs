@@ -8,7 +8,7 @@ pub mod services;
 pub mod types;
 
 pub use ports::{
-    BoxError, Deadlines, DeliveryReport, IncomingCallPort, NotifyError, PushGateway,
+    BoxError, Claim, Deadlines, DeliveryReport, IncomingCallPort, NotifyError, PushGateway,
     RegistrationError, RegistrationPort,
 };
 pub use ports::{IdentityError, IdentityPort};

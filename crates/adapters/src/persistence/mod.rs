@@ -15,14 +15,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, HandleError, Pool};
+use diesel::r2d2::{
+    ConnectionManager, CustomizeConnection, HandleError, ManageConnection, Pool, PooledConnection,
+};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types;
 use diesel::upsert::excluded;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret as _;
 use tracing::{Instrument as _, Span};
 use webex_push_domain::{
-    ApnsEnvironment, BoxError, Channel, Device, DeviceToken, PersonId, Registration,
+    ApnsEnvironment, BoxError, Channel, Claim, Device, DeviceToken, PersonId, Registration,
     RegistrationError, RegistrationPort,
 };
 
@@ -31,11 +34,12 @@ pub use config::{
     DEFAULT_POSTGRES_POOL_SIZE, DEFAULT_SQLITE_PATH, DEFAULT_SQLITE_POOL_SIZE, DatabaseConfig,
     DatabaseUrlError, default_database_url,
 };
+use schema::IntoDevice;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
-type PgPool = Pool<ConnectionManager<PgConnection>>;
+type PgPool = Pool<PgManager>;
 type SqlitePool = Pool<ConnectionManager<SqliteConnection>>;
 
 /// Why the store could not be built (start-up) or migrated. Carries the database's own
@@ -96,6 +100,30 @@ impl StoreError {
             RegistrationError::Unavailable(Box::new(self))
         } else {
             RegistrationError::Unknown(Box::new(self))
+        }
+    }
+
+    /// Whether the connection itself is gone (server restarted, connection killed):
+    /// nothing more can be done on it, and a fresh one may well work at once.
+    fn is_connection_lost(&self) -> bool {
+        const LOST: [&str; 5] = [
+            "terminating connection",
+            "server closed the connection",
+            "no connection to the server",
+            "could not receive data",
+            "could not send data",
+        ];
+        match self {
+            StoreError::Query(DieselError::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
+                ) || {
+                    let message = info.message().to_ascii_lowercase();
+                    LOST.iter().any(|needle| message.contains(needle))
+                }
+            }
+            StoreError::Pool(_) | StoreError::Query(_) | StoreError::Corrupt(_) => false,
         }
     }
 
@@ -166,8 +194,9 @@ macro_rules! on_backend {
             Pools::Postgres(pool) => {
                 #[allow(unused_imports)]
                 use schema::pg::{DeviceRow, devices, person_key, seen_events};
-                let $conn: &mut PgConnection = &mut *pool.get()?;
-                $body
+                on_postgres(pool, |$conn: &mut PgConnection| -> Result<_, StoreError> {
+                    $body
+                })
             }
             Pools::Sqlite(pool) => {
                 #[allow(unused_imports)]
@@ -207,21 +236,67 @@ impl WriteTransaction for SqliteConnection {
     }
 }
 
+/// A pooled Postgres connection and whether it was found dead.
+struct PgConn {
+    conn: PgConnection,
+    /// A statement failed because the connection is gone: r2d2 must drop it rather
+    /// than hand it out again.
+    lost: bool,
+}
+
+/// The Postgres connection manager. Connections are not pinged at checkout (that was
+/// one more round trip before every statement, on the path of every webhook);
+/// instead a connection a statement finds dead is dropped ([`PgConn::lost`]) and the
+/// operation is tried once more on a fresh one (see [`DieselRegistrationStore::run`]).
+struct PgManager(ConnectionManager<PgConnection>);
+
+impl ManageConnection for PgManager {
+    type Connection = PgConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PgConn, diesel::r2d2::Error> {
+        self.0.connect().map(|conn| PgConn { conn, lost: false })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), diesel::r2d2::Error> {
+        self.0.is_valid(&mut conn.conn)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.lost || self.0.has_broken(&mut conn.conn)
+    }
+}
+
+/// Runs `f` on a connection from `pool`, marking the connection lost when `f` fails
+/// because it is.
+fn on_postgres<T>(
+    pool: &PgPool,
+    f: impl FnOnce(&mut PgConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut pooled: PooledConnection<PgManager> = pool.get()?;
+    let result = f(&mut pooled.conn);
+    if let Err(error) = &result {
+        pooled.lost |= error.is_connection_lost();
+    }
+    result
+}
+
 /// Per-connection settings applied whenever r2d2 opens a connection.
 #[derive(Debug, Clone, Copy)]
 struct Tuning {
     statement_timeout: Duration,
 }
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Tuning {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+impl CustomizeConnection<PgConn, diesel::r2d2::Error> for Tuning {
+    fn on_acquire(&self, conn: &mut PgConn) -> Result<(), diesel::r2d2::Error> {
         // A stuck statement must not hold a pooled connection (and its caller) forever.
-        conn.batch_execute(&format!(
-            "SET statement_timeout = {}; SET lock_timeout = {};",
-            self.statement_timeout.as_millis(),
-            self.statement_timeout.as_millis()
-        ))
-        .map_err(diesel::r2d2::Error::QueryError)
+        conn.conn
+            .batch_execute(&format!(
+                "SET statement_timeout = {}; SET lock_timeout = {};",
+                self.statement_timeout.as_millis(),
+                self.statement_timeout.as_millis()
+            ))
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -297,13 +372,12 @@ impl DieselRegistrationStore {
                     .unwrap_or(DEFAULT_POSTGRES_POOL_SIZE)
                     .max(1);
                 tracing::info!(backend, pool_size = size, "using the Postgres database");
-                Pools::Postgres(build_pool(
-                    ConnectionManager::new(url),
-                    size,
-                    config,
-                    tuning,
-                    backend,
-                )?)
+                Pools::Postgres(
+                    pool_builder(size, config, tuning)
+                        .test_on_check_out(false)
+                        .build(PgManager(ConnectionManager::new(url)))
+                        .map_err(|source| StoreSetupError::Pool { backend, source })?,
+                )
             }
             Target::Sqlite(path) => {
                 let path_text = sqlite_path_text(path);
@@ -374,7 +448,7 @@ impl DieselRegistrationStore {
                 let mut conn = pool
                     .get()
                     .map_err(|source| StoreSetupError::Pool { backend, source })?;
-                apply_postgres_migrations(&mut conn)
+                apply_postgres_migrations(&mut conn.conn)
             }
             Pools::Sqlite(pool) => {
                 let mut conn = pool
@@ -398,7 +472,8 @@ impl DieselRegistrationStore {
                     let mut conn = pool
                         .get()
                         .map_err(|source| StoreSetupError::Pool { backend, source })?;
-                    conn.revert_all_migrations(POSTGRES_MIGRATIONS)
+                    conn.conn
+                        .revert_all_migrations(POSTGRES_MIGRATIONS)
                         .map_err(migration_error)?
                         .iter()
                         .map(ToString::to_string)
@@ -435,11 +510,25 @@ impl DieselRegistrationStore {
     /// timeout, and sorts its error into the port's variants.
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Pools) -> Result<T, StoreError> + Send + 'static,
+        f: impl Fn(&Pools) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, RegistrationError> {
         let pools = self.pools.clone();
         let span = Span::current();
-        let task = tokio::task::spawn_blocking(move || span.in_scope(|| f(&pools)));
+        let task = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| match f(&pools) {
+                // The pooled connection was dead (Postgres restarted, or it was killed
+                // while idle); it is dropped, and one fresh try is what a ping at
+                // checkout would have bought. A statement failing this way was not
+                // committed (but for a commit whose answer was lost in the same
+                // instant, which a ping at checkout cannot prevent either), so trying
+                // it again does not do it twice.
+                Err(error) if error.is_connection_lost() => {
+                    tracing::debug!(error = %error, "database connection lost; trying again");
+                    f(&pools)
+                }
+                result => result,
+            })
+        });
         match tokio::time::timeout(self.operation_timeout, task).await {
             Ok(Ok(result)) => result.map_err(|error| {
                 let error = error.into_port_error();
@@ -468,6 +557,16 @@ where
     C: diesel::r2d2::R2D2Connection + 'static,
     Tuning: CustomizeConnection<C, diesel::r2d2::Error>,
 {
+    pool_builder(size, config, tuning)
+        .build(manager)
+        .map_err(|source| StoreSetupError::Pool { backend, source })
+}
+
+fn pool_builder<M>(size: u32, config: &DatabaseConfig, tuning: Tuning) -> diesel::r2d2::Builder<M>
+where
+    M: ManageConnection<Error = diesel::r2d2::Error>,
+    Tuning: CustomizeConnection<M::Connection, diesel::r2d2::Error>,
+{
     Pool::builder()
         .max_size(size)
         // Connections open on demand and stay idle for reuse (r2d2's idle timeout):
@@ -475,12 +574,11 @@ where
         // exits races libpq's OpenSSL clean-up at exit and can crash the process.
         .min_idle(Some(0))
         .connection_timeout(config.checkout_timeout)
-        // A connection the server dropped (restart, failover) is replaced, not handed out.
+        // A connection the server dropped (restart, failover) is replaced, not handed
+        // out (Postgres turns this off: see `PgManager`).
         .test_on_check_out(true)
         .connection_customizer(Box::new(tuning))
         .error_handler(Box::new(TracingErrorHandler))
-        .build(manager)
-        .map_err(|source| StoreSetupError::Pool { backend, source })
 }
 
 fn apply_migrations<C>(
@@ -525,6 +623,70 @@ fn sqlite_path_text(path: &Path) -> String {
 /// equals what was written on both backends.
 fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
+}
+
+/// Session setting for the Postgres writes that are bookkeeping, not registrations:
+/// commit without waiting for the WAL flush. `set_config(..., true)` lasts until the end
+/// of the statement's own transaction, so registrations keep full durability.
+///
+/// The trade-off: after a Postgres crash (not a webex-push crash) the last fraction of
+/// a second of such writes may be gone (at most three `wal_writer_delay`s, 600 ms by
+/// default). For a seen-event key that means one re-delivered event could ring a
+/// second time; for a recorded outcome, an older outcome is shown and an environment
+/// pin is learnt again on the next push. Nothing is ever half-written, and no
+/// registration is lost. What it saves is an fsync per webhook and per push.
+macro_rules! async_commit {
+    () => {
+        "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+    };
+}
+
+/// [`RegistrationPort::mark_event_seen`] on Postgres, committed asynchronously.
+const PG_MARK_EVENT_SEEN: &str = concat!(
+    "INSERT INTO seen_events (key, seen_at) SELECT $1, $2 FROM ",
+    async_commit!(),
+    " ON CONFLICT (key) DO NOTHING"
+);
+
+/// [`RegistrationPort::claim_event_devices`] on Postgres in one statement: the key is
+/// inserted only when the person has devices on the channel, and every device row says
+/// whether this statement inserted it (`fresh`). Both parts see one snapshot, and the
+/// unique key decides between replicas racing on one event.
+const PG_CLAIM_EVENT_DEVICES: &str = concat!(
+    "WITH claimed AS (",
+    "INSERT INTO seen_events (key, seen_at) SELECT $1, $2 FROM ",
+    async_commit!(),
+    " WHERE EXISTS (SELECT 1 FROM devices WHERE person_uuid = $3 AND channel = $4)",
+    " ON CONFLICT (key) DO NOTHING RETURNING 1) ",
+    "SELECT token, channel, person_uuid, person_id, environment, bundle_id, registered_at,",
+    " last_outcome, last_outcome_at, EXISTS (SELECT 1 FROM claimed) AS fresh",
+    " FROM devices WHERE person_uuid = $3 AND channel = $4"
+);
+
+/// [`RegistrationPort::record_outcome`] on Postgres, committed asynchronously; a `NULL`
+/// environment keeps the stored one.
+const PG_RECORD_OUTCOME: &str = concat!(
+    "UPDATE devices SET last_outcome = $2, last_outcome_at = $3, updated_at = $3,",
+    " environment = COALESCE($4, environment) FROM ",
+    async_commit!(),
+    " WHERE token = $1"
+);
+
+/// The claim for the device rows read: `Duplicate` when the person has devices and the
+/// key had been recorded before.
+fn claim_from_rows<R>(rows: Vec<R>, fresh: bool) -> Result<Claim, StoreError>
+where
+    R: IntoDevice,
+{
+    let devices = rows
+        .into_iter()
+        .map(IntoDevice::into_device)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(if fresh || devices.is_empty() {
+        Claim::Devices(devices)
+    } else {
+        Claim::Duplicate(devices)
+    })
 }
 
 #[async_trait]
@@ -697,6 +859,17 @@ impl RegistrationPort for DieselRegistrationStore {
         let environment = environment.map(ApnsEnvironment::as_str);
         let at = stored_time(at);
         self.run(move |pools| {
+            if let Pools::Postgres(pool) = pools {
+                return on_postgres(pool, |conn| {
+                    diesel::sql_query(PG_RECORD_OUTCOME)
+                        .bind::<sql_types::Text, _>(&token)
+                        .bind::<sql_types::Text, _>(&outcome)
+                        .bind::<sql_types::Timestamptz, _>(at)
+                        .bind::<sql_types::Nullable<sql_types::Text>, _>(environment)
+                        .execute(conn)?;
+                    Ok(())
+                });
+            }
             on_backend!(pools, |conn| {
                 let target = devices::table.filter(devices::token.eq(&token));
                 // A token removed meanwhile updates nothing, which is what the port asks.
@@ -731,15 +904,86 @@ impl RegistrationPort for DieselRegistrationStore {
     ) -> Result<bool, RegistrationError> {
         let key = key.to_owned();
         let at = stored_time(at);
-        self.run(move |pools| {
-            on_backend!(pools, |conn| {
-                // The unique key decides, so two replicas racing on one event agree.
+        self.run(move |pools| match pools {
+            // The unique key decides, so two replicas racing on one event agree.
+            Pools::Postgres(pool) => on_postgres(pool, |conn| {
+                let inserted = diesel::sql_query(PG_MARK_EVENT_SEEN)
+                    .bind::<sql_types::Text, _>(&key)
+                    .bind::<sql_types::Timestamptz, _>(at)
+                    .execute(conn)?;
+                Ok(inserted > 0)
+            }),
+            Pools::Sqlite(pool) => {
+                use schema::sqlite::seen_events;
                 let inserted = diesel::insert_into(seen_events::table)
                     .values((seen_events::key.eq(&key), seen_events::seen_at.eq(at)))
                     .on_conflict_do_nothing()
-                    .execute(conn)?;
+                    .execute(&mut *pool.get()?)?;
                 Ok(inserted > 0)
-            })
+            }
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %person, channel = %channel))]
+    async fn claim_event_devices(
+        &self,
+        key: Option<&str>,
+        at: DateTime<Utc>,
+        person: &PersonId,
+        channel: Channel,
+    ) -> Result<Claim, RegistrationError> {
+        let key = key.map(str::to_owned);
+        let at = stored_time(at);
+        let person_uuid = person.uuid();
+        let channel = channel.as_str();
+        // One blocking hop, one connection checkout, and on Postgres one statement: this
+        // runs for every webhook.
+        self.run(move |pools| match pools {
+            Pools::Postgres(pool) => on_postgres(pool, |conn| {
+                use schema::pg::{DeviceRow, devices, person_key};
+                let Some(key) = key.as_deref() else {
+                    let rows = devices::table
+                        .filter(devices::person_uuid.eq(person_key(person_uuid)))
+                        .filter(devices::channel.eq(channel))
+                        .select(DeviceRow::as_select())
+                        .load(conn)?;
+                    return claim_from_rows(rows, true);
+                };
+                let rows: Vec<schema::pg::ClaimRow> = diesel::sql_query(PG_CLAIM_EVENT_DEVICES)
+                    .bind::<sql_types::Text, _>(key)
+                    .bind::<sql_types::Timestamptz, _>(at)
+                    .bind::<sql_types::Uuid, _>(person_uuid)
+                    .bind::<sql_types::Text, _>(channel)
+                    .load(conn)?;
+                // Every row carries the same `fresh` (one statement, one snapshot).
+                let fresh = rows.first().is_none_or(|row| row.fresh);
+                claim_from_rows(rows.into_iter().map(|row| row.device).collect(), fresh)
+            }),
+            Pools::Sqlite(pool) => {
+                use schema::sqlite::{DeviceRow, devices, person_key, seen_events};
+                let conn: &mut SqliteConnection = &mut *pool.get()?;
+                // Two statements on one connection, not one transaction: SQLite has one
+                // writer, and an immediate transaction would take the write lock even
+                // for the many people without devices. A registration landing between
+                // the two is harmless: the event is claimed for the devices read.
+                let rows = devices::table
+                    .filter(devices::person_uuid.eq(person_key(person_uuid)))
+                    .filter(devices::channel.eq(channel))
+                    .select(DeviceRow::as_select())
+                    .load(conn)?;
+                let fresh = match &key {
+                    Some(key) if !rows.is_empty() => {
+                        diesel::insert_into(seen_events::table)
+                            .values((seen_events::key.eq(&key), seen_events::seen_at.eq(at)))
+                            .on_conflict_do_nothing()
+                            .execute(conn)?
+                            > 0
+                    }
+                    _ => true,
+                };
+                claim_from_rows(rows, fresh)
+            }
         })
         .await
     }

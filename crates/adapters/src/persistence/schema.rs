@@ -44,7 +44,7 @@ pub(crate) mod pg {
         uuid
     }
 
-    #[derive(Queryable, Selectable)]
+    #[derive(Queryable, QueryableByName, Selectable)]
     #[diesel(table_name = devices, check_for_backend(diesel::pg::Pg))]
     pub(crate) struct DeviceRow {
         token: String,
@@ -56,6 +56,21 @@ pub(crate) mod pg {
         registered_at: DateTime<Utc>,
         last_outcome: Option<String>,
         last_outcome_at: Option<DateTime<Utc>>,
+    }
+
+    /// A device row and whether the claim that read it recorded the event.
+    #[derive(QueryableByName)]
+    pub(crate) struct ClaimRow {
+        #[diesel(embed)]
+        pub(crate) device: DeviceRow,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        pub(crate) fresh: bool,
+    }
+
+    impl super::IntoDevice for DeviceRow {
+        fn into_device(self) -> Result<Device, StoreError> {
+            DeviceRow::into_device(self)
+        }
     }
 
     impl DeviceRow {
@@ -126,6 +141,12 @@ pub(crate) mod sqlite {
         last_outcome_at: Option<DateTime<Utc>>,
     }
 
+    impl super::IntoDevice for DeviceRow {
+        fn into_device(self) -> Result<Device, StoreError> {
+            DeviceRow::into_device(self)
+        }
+    }
+
     impl DeviceRow {
         pub(crate) fn into_device(self) -> Result<Device, StoreError> {
             let person_uuid = Uuid::try_parse(&self.person_uuid)
@@ -143,6 +164,11 @@ pub(crate) mod sqlite {
             })
         }
     }
+}
+
+/// A device row of either backend, parsed into the domain's device.
+pub(crate) trait IntoDevice {
+    fn into_device(self) -> Result<Device, StoreError>;
 }
 
 /// A device row in backend-neutral types, before it is parsed into domain values.

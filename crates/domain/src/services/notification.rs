@@ -13,7 +13,7 @@ use tracing::instrument;
 
 use super::Clock;
 use crate::ports::{
-    Deadlines, DeliveryReport, IncomingCallPort, NotifyError, PushGateway, RegistrationPort,
+    Claim, Deadlines, DeliveryReport, IncomingCallPort, NotifyError, PushGateway, RegistrationPort,
 };
 use crate::types::{
     ApnsEnvironment, CallEnded, Device, DeviceToken, IncomingCall, NewMessage, PersonId, Push,
@@ -128,11 +128,19 @@ impl NotificationService {
     ) -> Result<DeliveryReport, NotifyError> {
         let deadline = Instant::now() + within;
         let channel = content.channel();
-        let devices = self
+        // One step for the lookup and the de-duplication: a store that can answers both
+        // in one round trip, on the path of every webhook.
+        let claim = self
             .store
-            .devices_of(person, channel)
+            .claim_event_devices(event_key.as_deref(), self.clock.now(), person, channel)
             .await
-            .inspect_err(|error| tracing::warn!(error = %error, "devices not looked up"))?;
+            .inspect_err(|error| {
+                tracing::warn!(error = %error, "devices not looked up or event not de-duplicated");
+            })?;
+        let (devices, duplicate) = match claim {
+            Claim::Devices(devices) => (devices, false),
+            Claim::Duplicate(devices) => (devices, true),
+        };
         let devices: Vec<Device> = devices
             .into_iter()
             .filter(|device| {
@@ -154,23 +162,17 @@ impl NotificationService {
             devices: devices.len(),
             ..DeliveryReport::default()
         };
-        if devices.is_empty() {
-            // Not marked as seen: an org-wide webhook reports many people who have no
-            // device here, and a write per such event would buy nothing.
-            tracing::debug!("no device to notify");
+        if duplicate {
+            // The worker logs the outcome at info level; one line per event is enough.
+            tracing::debug!("event seen before; nothing sent");
+            report.duplicate = true;
             return Ok(report);
         }
-        if let Some(key) = event_key {
-            let first = self
-                .store
-                .mark_event_seen(&key, self.clock.now())
-                .await
-                .inspect_err(|error| tracing::warn!(error = %error, "event not de-duplicated"))?;
-            if !first {
-                tracing::info!("event seen before; nothing sent");
-                report.duplicate = true;
-                return Ok(report);
-            }
+        if devices.is_empty() {
+            // Not marked as seen (the port's rule): an org-wide webhook reports many
+            // people who have no device here, and a write per such event would buy nothing.
+            tracing::debug!("no device to notify");
+            return Ok(report);
         }
 
         let results = join_all(
@@ -188,7 +190,9 @@ impl NotificationService {
                 DeviceResult::Kept => {}
             }
         }
-        tracing::info!(
+        // Debug: the push worker logs the same report at info level with the event's
+        // kind and timing, and a line per event is what a busy server can afford.
+        tracing::debug!(
             devices = report.devices,
             delivered = report.delivered,
             removed = report.removed,
@@ -1178,5 +1182,225 @@ mod tests {
             max: Duration::ZERO,
         };
         assert!(zero.ceiling(0) > Duration::ZERO);
+    }
+
+    /// The answer a [`ClaimingStore`] gives to a claim.
+    type ClaimAnswer = Box<
+        dyn Fn(Option<&str>, DateTime<Utc>, &PersonId, Channel) -> Result<Claim, RegistrationError>
+            + Send
+            + Sync,
+    >;
+
+    /// A store that overrides the one-step claim, as the Diesel store does; every other
+    /// method goes to a mock. (mockall cannot mock the claim itself: it takes an
+    /// `Option<&str>`.)
+    struct ClaimingStore {
+        mock: MockRegistrationPort,
+        claim: ClaimAnswer,
+    }
+
+    #[async_trait]
+    impl RegistrationPort for ClaimingStore {
+        async fn register(
+            &self,
+            registration: &crate::types::Registration,
+            at: DateTime<Utc>,
+        ) -> Result<(), RegistrationError> {
+            self.mock.register(registration, at).await
+        }
+        async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError> {
+            self.mock.unregister(token).await
+        }
+        async fn devices_of(
+            &self,
+            person: &PersonId,
+            channel: Channel,
+        ) -> Result<Vec<Device>, RegistrationError> {
+            self.mock.devices_of(person, channel).await
+        }
+        async fn all_devices_of(
+            &self,
+            person: &PersonId,
+        ) -> Result<Vec<Device>, RegistrationError> {
+            self.mock.all_devices_of(person).await
+        }
+        async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, RegistrationError> {
+            self.mock.device(token).await
+        }
+        async fn remove_unless_registered_since(
+            &self,
+            token: &DeviceToken,
+            since: DateTime<Utc>,
+        ) -> Result<bool, RegistrationError> {
+            self.mock.remove_unless_registered_since(token, since).await
+        }
+        async fn record_outcome(
+            &self,
+            token: &DeviceToken,
+            outcome: &str,
+            environment: Option<ApnsEnvironment>,
+            at: DateTime<Utc>,
+        ) -> Result<(), RegistrationError> {
+            self.mock
+                .record_outcome(token, outcome, environment, at)
+                .await
+        }
+        async fn mark_event_seen(
+            &self,
+            key: &str,
+            at: DateTime<Utc>,
+        ) -> Result<bool, RegistrationError> {
+            self.mock.mark_event_seen(key, at).await
+        }
+        async fn claim_event_devices(
+            &self,
+            key: Option<&str>,
+            at: DateTime<Utc>,
+            person: &PersonId,
+            channel: Channel,
+        ) -> Result<Claim, RegistrationError> {
+            (self.claim)(key, at, person, channel)
+        }
+        async fn prune_seen_events(&self, before: DateTime<Utc>) -> Result<u64, RegistrationError> {
+            self.mock.prune_seen_events(before).await
+        }
+        async fn ping(&self) -> Result<(), RegistrationError> {
+            self.mock.ping().await
+        }
+    }
+
+    fn claiming_service(store: ClaimingStore, gateway: MockPushGateway) -> NotificationService {
+        NotificationService::new(
+            Arc::new(store),
+            Arc::new(gateway),
+            Deadlines::default(),
+            RetryPolicy::default(),
+            Arc::new(ManualClock::new(start())),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_store_that_claims_in_one_step_is_asked_once_per_event() {
+        let callee = person();
+        let uuid = callee.uuid();
+        let devices = vec![
+            device(&callee, "a1", Channel::Voip, None),
+            device(&callee, "b2", Channel::Voip, None),
+        ];
+        let mut mock = MockRegistrationPort::new();
+        mock.expect_devices_of().never();
+        mock.expect_mark_event_seen().never();
+        mock.expect_record_outcome().returning(|_, _, _, _| Ok(()));
+        let expected_key = format!("ring:{uuid}:call-1");
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let claims = seen.clone();
+        let store = ClaimingStore {
+            mock,
+            claim: Box::new(move |key, at, person, channel| {
+                assert_eq!(key, Some(expected_key.as_str()));
+                assert_eq!(at, start());
+                assert_eq!(person.uuid(), uuid);
+                assert_eq!(channel, Channel::Voip);
+                let mut claims = claims.lock().unwrap();
+                claims.push(key.unwrap_or_default().to_owned());
+                Ok(if claims.len() == 1 {
+                    Claim::Devices(devices.clone())
+                } else {
+                    Claim::Duplicate(devices.clone())
+                })
+            }),
+        };
+        let sent = Sent::default();
+        let service = claiming_service(
+            store,
+            gateway(&sent, |_, _| delivered(ApnsEnvironment::Production)),
+        );
+
+        let first = service.ring(call(&callee, "call-1")).await.unwrap();
+        let again = service.ring(call(&callee, "call-1")).await.unwrap();
+
+        assert_eq!(
+            first,
+            DeliveryReport {
+                devices: 2,
+                delivered: 2,
+                ..DeliveryReport::default()
+            }
+        );
+        assert_eq!(
+            again,
+            DeliveryReport {
+                duplicate: true,
+                devices: 2,
+                ..DeliveryReport::default()
+            }
+        );
+        assert_eq!(sent.lock().unwrap().len(), 2);
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_claim_means_unavailable_and_nothing_is_pushed() {
+        let callee = person();
+        let store = ClaimingStore {
+            mock: MockRegistrationPort::new(),
+            claim: Box::new(|_, _, _, _| {
+                Err(RegistrationError::Unavailable("pool timed out".into()))
+            }),
+        };
+        let mut gateway = MockPushGateway::new();
+        gateway.expect_send().never();
+        let service = claiming_service(store, gateway);
+
+        let error = service.ring(call(&callee, "call-1")).await.unwrap_err();
+
+        assert!(matches!(error, NotifyError::Unavailable(_)));
+    }
+
+    #[tokio::test]
+    async fn by_default_a_claim_looks_up_then_marks_and_spares_people_without_devices() {
+        let callee = person();
+        let mut store = MockRegistrationPort::new();
+        let devices = vec![device(&callee, "a1", Channel::Alert, None)];
+        let answer = devices.clone();
+        store
+            .expect_devices_of()
+            .with(eq(callee.clone()), eq(Channel::Alert))
+            .times(3)
+            .returning(move |_, _| Ok(answer.clone()));
+        let nobody = person();
+        store
+            .expect_devices_of()
+            .with(eq(nobody.clone()), eq(Channel::Alert))
+            .times(1)
+            .returning(|_, _| Ok(Vec::new()));
+        let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+        store
+            .expect_mark_event_seen()
+            .with(eq("k1".to_owned()), eq(start()))
+            .times(2)
+            .returning(move |key, _| Ok(seen.lock().unwrap().insert(key.to_owned())));
+
+        let fresh = store
+            .claim_event_devices(Some("k1"), start(), &callee, Channel::Alert)
+            .await
+            .unwrap();
+        let again = store
+            .claim_event_devices(Some("k1"), start(), &callee, Channel::Alert)
+            .await
+            .unwrap();
+        let unkeyed = store
+            .claim_event_devices(None, start(), &callee, Channel::Alert)
+            .await
+            .unwrap();
+        let none = store
+            .claim_event_devices(Some("k2"), start(), &nobody, Channel::Alert)
+            .await
+            .unwrap();
+
+        assert_eq!(fresh, Claim::Devices(devices.clone()));
+        assert_eq!(again, Claim::Duplicate(devices.clone()));
+        assert_eq!(unkeyed, Claim::Devices(devices));
+        assert_eq!(none, Claim::Devices(Vec::new()));
     }
 }
