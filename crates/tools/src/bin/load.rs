@@ -51,8 +51,13 @@ struct Args {
     /// Unset: a fresh database is created on --admin-url and dropped at the end.
     #[arg(long, env = "LOAD_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// The Postgres server (its admin database) to create the fresh database on.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    /// The Postgres server (its admin database) to create the fresh database on. The
+    /// query string is passed on to the server: same-host Postgres without TLS, as
+    /// docs/configuration.md recommends for that case.
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
     admin_url: String,
     /// People to seed, each with one VoIP and one Alert device.
     #[arg(long, default_value_t = 100_000)]
