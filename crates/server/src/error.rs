@@ -282,8 +282,31 @@ impl ResponseError for ApiError {
         }
         // Serialising these plain fields cannot fail; an empty body would still carry
         // the status.
-        response.body(serde_json::to_vec(&problem).unwrap_or_default())
+        response.body(ascii_json(
+            &serde_json::to_string(&problem).unwrap_or_default(),
+        ))
     }
+}
+
+/// Escapes every non-ASCII character of a JSON text as `\uXXXX` (outside strings JSON
+/// has only ASCII, so this only touches string contents). Details may echo what the
+/// client sent (a field name, a string of the wrong type); a client or proxy that
+/// guesses the charset of `application/problem+json` then still reads the same JSON.
+fn ascii_json(json: &str) -> String {
+    use fmt::Write as _;
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        }
+    }
+    out
 }
 
 impl From<RegisterError> for ApiError {
@@ -333,5 +356,33 @@ impl fmt::Display for Chain<'_> {
             source = cause.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_bodies_are_ascii_and_read_back_as_the_same_json() {
+        let detail = "unknown field `é\"\u{a25b9}\u{8b}\u{1f}`";
+        let json = serde_json::to_string(&serde_json::json!({ "detail": detail })).unwrap();
+        let escaped = ascii_json(&json);
+        assert!(escaped.is_ascii(), "{escaped}");
+        let back: serde_json::Value = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(back["detail"], detail);
+    }
+
+    #[test]
+    fn an_echoed_non_ascii_input_leaves_the_body_ascii() {
+        let response =
+            ApiError::MalformedJson("unknown field `ü#\"\u{488c1}`".into()).error_response();
+        let body = actix_web::rt::System::new()
+            .block_on(actix_web::body::to_bytes(response.into_body()))
+            .unwrap();
+        assert!(body.is_ascii());
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["status"], 400);
+        assert!(problem["detail"].as_str().unwrap().contains('\u{488c1}'));
     }
 }
