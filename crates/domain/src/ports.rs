@@ -21,8 +21,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
     /// The store cannot be reached right now (database down, pool exhausted, timeout).
-    /// Callers answer "try again later" (HTTP 503 with `Retry-After`); it recovers by
-    /// itself.
+    /// Callers answer "try again later"; it recovers by itself.
     #[error("registration store unavailable")]
     Unavailable(#[source] BoxError),
     /// Anything else: a bug or a state nobody planned for.
@@ -301,15 +300,15 @@ impl Default for Deadlines {
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// Webex says the token is not valid (unknown, expired, revoked, or not allowed to
-    /// read the person): the caller has not proven anything (HTTP 401). Retrying with
-    /// the same token will not help.
+    /// read the person): the caller has not proven anything. Retrying with the same
+    /// token will not help.
     #[error("the access token was rejected by Webex")]
     Rejected,
-    /// Webex cannot answer right now (unreachable, timeout, 429, 5xx): nothing is known
-    /// about the token (HTTP 503 with `Retry-After`); it recovers by itself.
+    /// Webex cannot answer right now (unreachable, timed out, throttling, failing):
+    /// nothing is known about the token; it recovers by itself.
     #[error("the identity provider is unavailable")]
     Unavailable(#[source] BoxError),
-    /// Anything else, e.g. an answer that does not name a person (HTTP 500).
+    /// Anything else, e.g. an answer that does not name a person.
     #[error("the identity lookup failed")]
     Unknown(#[source] BoxError),
 }
@@ -323,9 +322,10 @@ pub trait IdentityPort: Send + Sync + 'static {
     /// Adapters may cache answers for a few minutes, keyed by something other than the
     /// token itself.
     ///
-    /// MUST return `Rejected` when Webex refuses the token (401 or 403), `Unavailable`
-    /// when Webex cannot be reached, times out, throttles (429) or fails (5xx), and
-    /// `Unknown` for an answer it cannot make sense of. MUST NOT log the token.
+    /// MUST return `Rejected` when Webex refuses the token (invalid, expired or
+    /// revoked), `Unavailable` when Webex cannot be reached, times out, throttles or
+    /// fails, and `Unknown` for an answer it cannot make sense of. MUST NOT log the
+    /// token.
     async fn person_for_token(&self, access_token: &AccessToken)
     -> Result<PersonId, IdentityError>;
 }

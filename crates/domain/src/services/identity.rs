@@ -11,20 +11,20 @@ use crate::types::{AccessToken, PersonId};
 /// Why a registration change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
-    /// The mode is on and no access token came with the request (HTTP 401).
+    /// The mode is on and no access token came with the request: unauthenticated.
     #[error("an access token is required")]
     Missing,
-    /// Webex refused the access token (HTTP 401).
+    /// Webex refused the access token: unauthenticated.
     #[error("the access token was rejected")]
     Rejected,
     /// The token is valid but belongs to someone else than the person named in the
-    /// request, or than the device token's owner (HTTP 403).
+    /// request, or than the device token's owner: authenticated, but not allowed.
     #[error("the access token belongs to another person")]
     Mismatch,
-    /// Webex could not be asked; nothing was decided (HTTP 503 with `Retry-After`).
+    /// Webex could not be asked; nothing was decided; the caller may try again later.
     #[error("the identity provider is unavailable")]
     Unavailable(#[source] BoxError),
-    /// Anything else (HTTP 500).
+    /// Anything else: a bug or a state nobody planned for.
     #[error("the identity check failed")]
     Unknown(#[source] BoxError),
 }

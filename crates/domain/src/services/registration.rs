@@ -13,13 +13,13 @@ use crate::types::{DeviceToken, Registration};
 pub enum RegisterError {
     /// The app sent the same token as its VoIP and its alert token. One row per token
     /// means one of the two channels would silently vanish, and a VoIP token that also
-    /// gets alerts makes iOS kill the app: refused (HTTP 400 / 422).
+    /// gets alerts makes iOS kill the app: refused as invalid input.
     #[error("the VoIP token and the alert token must be different tokens")]
     SameTokenForBothChannels,
-    /// The store cannot be reached; nothing was stored (HTTP 503, `Retry-After`).
+    /// The store cannot be reached; nothing was stored; the caller may try again later.
     #[error("registration store unavailable")]
     Unavailable(#[source] BoxError),
-    /// Anything else (HTTP 500).
+    /// Anything else: a bug or a state nobody planned for.
     #[error("registration failed")]
     Unknown(#[source] BoxError),
 }
