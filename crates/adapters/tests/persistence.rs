@@ -161,6 +161,8 @@ for_both_backends!(
     an_event_is_new_exactly_once_across_replicas,
     a_claim_returns_the_devices_and_records_the_event_once_across_replicas,
     a_claim_for_a_person_without_devices_records_nothing,
+    hundreds_of_concurrent_claims_each_get_their_own_devices_and_each_event_is_claimed_once,
+    hundreds_of_concurrent_outcomes_are_each_recorded_on_their_own_token,
     claims_and_marks_share_one_record_of_seen_events,
     pruning_forgets_only_events_seen_before_the_cutoff,
     sql_injection_strings_are_stored_and_returned_verbatim,
@@ -559,6 +561,124 @@ async fn a_claim_returns_the_devices_and_records_the_event_once_across_replicas(
     assert_eq!(fresh, 1, "exactly one replica claims the event");
 }
 
+/// Many webhooks at once (on Postgres they share batched statements): every claim gets
+/// its own person's devices, and of the four claims of each event exactly one is fresh,
+/// whether the repeats landed in the same batch or in another replica's.
+async fn hundreds_of_concurrent_claims_each_get_their_own_devices_and_each_event_is_claimed_once(
+    h: Harness,
+) {
+    let other = h.replica().await;
+    let people: Vec<(PersonId, Registration)> = (0..50)
+        .map(|_| {
+            let ada = person();
+            let reg = registration(&ada);
+            (ada, reg)
+        })
+        .collect();
+    for (_, reg) in &people {
+        h.store.register(reg, t0()).await.unwrap();
+    }
+    let nobody = person();
+    let stores = [h.store.clone(), other];
+    let mut claims = tokio::task::JoinSet::new();
+    for round in 0..4 {
+        for (index, (ada, _)) in people.iter().enumerate() {
+            let store = stores[(round + index) % 2].clone();
+            let (ada, nobody) = (ada.clone(), nobody.clone());
+            claims.spawn(async move {
+                let key = format!("ring:{}:call-1", ada.uuid());
+                let claim = store
+                    .claim_event_devices(Some(&key), t0(), &ada, Channel::Voip)
+                    .await
+                    .unwrap();
+                // A person without devices, in the same batches: nothing, every time.
+                let none = store
+                    .claim_event_devices(
+                        Some(&format!("ring:{}:{index}", nobody.uuid())),
+                        t0(),
+                        &nobody,
+                        Channel::Voip,
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(none, Claim::Devices(Vec::new()));
+                (index, claim)
+            });
+        }
+    }
+    let mut fresh = vec![0; people.len()];
+    while let Some(joined) = claims.join_next().await {
+        let (index, claim) = joined.unwrap();
+        assert_eq!(tokens_of(&claim), vec![people[index].1.voip_token.clone()]);
+        if matches!(claim, Claim::Devices(_)) {
+            fresh[index] += 1;
+        }
+    }
+    assert_eq!(
+        fresh,
+        vec![1; people.len()],
+        "each event claimed exactly once"
+    );
+    assert!(
+        h.store
+            .mark_event_seen(&format!("ring:{}:0", nobody.uuid()), t0())
+            .await
+            .unwrap(),
+        "no key recorded for the person without devices"
+    );
+}
+
+/// Many pushes finishing at once (on Postgres their outcomes share batched statements):
+/// each token keeps its own outcome and only a given environment is pinned.
+async fn hundreds_of_concurrent_outcomes_are_each_recorded_on_their_own_token(h: Harness) {
+    let regs: Vec<Registration> = (0..100).map(|_| registration(&person())).collect();
+    for reg in &regs {
+        h.store.register(reg, t0()).await.unwrap();
+    }
+    let mut outcomes = tokio::task::JoinSet::new();
+    for (index, reg) in regs.iter().enumerate() {
+        for (token, outcome) in [
+            (reg.voip_token.clone(), format!("voip-{index}")),
+            (reg.alert_token.clone(), format!("alert-{index}")),
+        ] {
+            let store = h.store.clone();
+            let pin = (index % 2 == 0).then_some(ApnsEnvironment::Sandbox);
+            let at = t0() + secs(i64::try_from(index).unwrap());
+            outcomes.spawn(async move {
+                store
+                    .record_outcome(&token, &outcome, pin, at)
+                    .await
+                    .unwrap();
+            });
+        }
+    }
+    outcomes.spawn({
+        let store = h.store.clone();
+        async move {
+            store
+                .record_outcome(&token(), "delivered", None, t0())
+                .await
+                .unwrap();
+        }
+    });
+    while let Some(joined) = outcomes.join_next().await {
+        joined.unwrap();
+    }
+    for (index, reg) in regs.iter().enumerate() {
+        let at = t0() + secs(i64::try_from(index).unwrap());
+        let pin = (index % 2 == 0).then_some(ApnsEnvironment::Sandbox);
+        for (token, outcome) in [
+            (&reg.voip_token, format!("voip-{index}")),
+            (&reg.alert_token, format!("alert-{index}")),
+        ] {
+            let device = h.store.device(token).await.unwrap().unwrap();
+            assert_eq!(device.last_outcome.as_deref(), Some(outcome.as_str()));
+            assert_eq!(device.last_outcome_at, Some(at));
+            assert_eq!(device.environment, pin);
+        }
+    }
+}
+
 async fn a_claim_for_a_person_without_devices_records_nothing(h: Harness) {
     let nobody = person();
     let ada = person();
@@ -796,6 +916,52 @@ async fn wait_until_available(store: &DieselRegistrationStore, limit: Duration) 
 
 mod postgres_only {
     use super::*;
+
+    /// Postgres refuses a NUL byte in text. A claim carrying one fails on its own; the
+    /// claims that came in the same batch get their devices.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_the_database_refuses_does_not_fail_the_claims_batched_with_it() {
+        let h = Harness::new(Backend::Postgres).await;
+        let ada = person();
+        let reg = registration(&ada);
+        h.store.register(&reg, t0()).await.unwrap();
+        let mut claims = tokio::task::JoinSet::new();
+        for n in 0..40 {
+            let (store, ada) = (h.store.clone(), ada.clone());
+            claims.spawn(async move {
+                let key = if n % 10 == 3 {
+                    format!("message:{}:bad\u{0}{n}", ada.uuid())
+                } else {
+                    format!("message:{}:good-{n}", ada.uuid())
+                };
+                (
+                    key.contains('\0'),
+                    store
+                        .claim_event_devices(Some(&key), t0(), &ada, Channel::Alert)
+                        .await,
+                )
+            });
+        }
+        let (mut good, mut bad) = (0, 0);
+        while let Some(joined) = claims.join_next().await {
+            match joined.unwrap() {
+                (false, claim) => {
+                    let claim = claim.unwrap();
+                    assert!(matches!(claim, Claim::Devices(_)), "{claim:?}");
+                    assert_eq!(tokens_of(&claim), vec![reg.alert_token.clone()]);
+                    good += 1;
+                }
+                (true, claim) => {
+                    assert!(
+                        matches!(claim, Err(RegistrationError::Unknown(_))),
+                        "{claim:?}"
+                    );
+                    bad += 1;
+                }
+            }
+        }
+        assert_eq!((good, bad), (36, 4));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_database_outage_gives_unavailable_quickly_and_the_store_recovers_by_itself() {

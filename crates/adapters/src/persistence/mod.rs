@@ -5,10 +5,30 @@
 //! caller's tracing span; the r2d2 pool lives here, with explicit timeouts, so an
 //! unreachable database turns into [`RegistrationError::Unavailable`] in seconds.
 
+// Before the modules: `pg_batches` uses it.
+/// Session setting for the Postgres writes that are bookkeeping, not registrations:
+/// commit without waiting for the WAL flush. `set_config(..., true)` lasts until the end
+/// of the statement's own transaction, so registrations keep full durability.
+///
+/// The trade-off: after a Postgres crash (not a webex-push crash) the last fraction of
+/// a second of such writes may be gone (at most three `wal_writer_delay`s, 600 ms by
+/// default). For a seen-event key that means one re-delivered event could ring a
+/// second time; for a recorded outcome, an older outcome is shown and an environment
+/// pin is learnt again on the next push. Nothing is ever half-written, and no
+/// registration is lost. What it saves is an fsync per webhook and per push.
+macro_rules! async_commit {
+    () => {
+        "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+    };
+}
+
+mod batch;
 mod config;
+mod pg_batches;
 mod schema;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -177,9 +197,19 @@ enum Pools {
 /// The Registration port on Postgres or SQLite, chosen by the database URL.
 ///
 /// One type for both backends: each statement is written once (the `on_backend!`
-/// macro) and runs against whichever schema module the backend uses.
+/// macro) and runs against whichever schema module the backend uses. On Postgres the
+/// two statements of the hot path (claiming an event, recording a push's outcome) are
+/// batched across concurrent callers ([`pg_batches`]).
 #[derive(Clone)]
 pub struct DieselRegistrationStore {
+    db: Database,
+    /// `Some` on Postgres.
+    batches: Option<Arc<pg_batches::PgBatches>>,
+}
+
+/// The pools and how long one operation on them may take.
+#[derive(Clone)]
+struct Database {
     pools: Pools,
     /// The longest one operation may take, checkout included; past it the caller gets
     /// `Unavailable` even if the blocking thread is still stuck in libpq.
@@ -412,17 +442,20 @@ impl DieselRegistrationStore {
                 )?)
             }
         };
-        Ok(Self {
+        let db = Database {
             pools,
             operation_timeout: config.checkout_timeout
                 + config.statement_timeout
                 + Duration::from_secs(1),
-        })
+        };
+        let batches = matches!(db.pools, Pools::Postgres(_))
+            .then(|| Arc::new(pg_batches::PgBatches::new(&db)));
+        Ok(Self { db, batches })
     }
 
     /// `"postgres"` or `"sqlite"`, for logs and metrics.
     pub fn backend_name(&self) -> &'static str {
-        match self.pools {
+        match self.db.pools {
             Pools::Postgres(_) => "postgres",
             Pools::Sqlite(_) => "sqlite",
         }
@@ -430,7 +463,7 @@ impl DieselRegistrationStore {
 
     /// Connections `(in_use, idle)` right now, for metrics.
     pub fn pool_state(&self) -> (u32, u32) {
-        let state = match &self.pools {
+        let state = match &self.db.pools {
             Pools::Postgres(pool) => pool.state(),
             Pools::Sqlite(pool) => pool.state(),
         };
@@ -499,13 +532,23 @@ impl DieselRegistrationStore {
         &self,
         f: impl FnOnce(&Pools) -> Result<T, StoreSetupError> + Send + 'static,
     ) -> Result<T, StoreSetupError> {
-        let pools = self.pools.clone();
+        let pools = self.db.pools.clone();
         let span = Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(|| f(&pools)))
             .await
             .map_err(StoreSetupError::Task)?
     }
 
+    /// Runs `f` on the blocking pool inside the caller's span (see [`Database::run`]).
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl Fn(&Pools) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, RegistrationError> {
+        self.db.run(f).await
+    }
+}
+
+impl Database {
     /// Runs `f` on the blocking pool inside the caller's span, bounded by the operation
     /// timeout, and sorts its error into the port's variants.
     async fn run<T: Send + 'static>(
@@ -625,51 +668,11 @@ fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
 }
 
-/// Session setting for the Postgres writes that are bookkeeping, not registrations:
-/// commit without waiting for the WAL flush. `set_config(..., true)` lasts until the end
-/// of the statement's own transaction, so registrations keep full durability.
-///
-/// The trade-off: after a Postgres crash (not a webex-push crash) the last fraction of
-/// a second of such writes may be gone (at most three `wal_writer_delay`s, 600 ms by
-/// default). For a seen-event key that means one re-delivered event could ring a
-/// second time; for a recorded outcome, an older outcome is shown and an environment
-/// pin is learnt again on the next push. Nothing is ever half-written, and no
-/// registration is lost. What it saves is an fsync per webhook and per push.
-macro_rules! async_commit {
-    () => {
-        "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
-    };
-}
-
 /// [`RegistrationPort::mark_event_seen`] on Postgres, committed asynchronously.
 const PG_MARK_EVENT_SEEN: &str = concat!(
     "INSERT INTO seen_events (key, seen_at) SELECT $1, $2 FROM ",
     async_commit!(),
     " ON CONFLICT (key) DO NOTHING"
-);
-
-/// [`RegistrationPort::claim_event_devices`] on Postgres in one statement: the key is
-/// inserted only when the person has devices on the channel, and every device row says
-/// whether this statement inserted it (`fresh`). Both parts see one snapshot, and the
-/// unique key decides between replicas racing on one event.
-const PG_CLAIM_EVENT_DEVICES: &str = concat!(
-    "WITH claimed AS (",
-    "INSERT INTO seen_events (key, seen_at) SELECT $1, $2 FROM ",
-    async_commit!(),
-    " WHERE EXISTS (SELECT 1 FROM devices WHERE person_uuid = $3 AND channel = $4)",
-    " ON CONFLICT (key) DO NOTHING RETURNING 1) ",
-    "SELECT token, channel, person_uuid, person_id, environment, bundle_id, registered_at,",
-    " last_outcome, last_outcome_at, EXISTS (SELECT 1 FROM claimed) AS fresh",
-    " FROM devices WHERE person_uuid = $3 AND channel = $4"
-);
-
-/// [`RegistrationPort::record_outcome`] on Postgres, committed asynchronously; a `NULL`
-/// environment keeps the stored one.
-const PG_RECORD_OUTCOME: &str = concat!(
-    "UPDATE devices SET last_outcome = $2, last_outcome_at = $3, updated_at = $3,",
-    " environment = COALESCE($4, environment) FROM ",
-    async_commit!(),
-    " WHERE token = $1"
 );
 
 /// The claim for the device rows read: `Duplicate` when the person has devices and the
@@ -858,18 +861,17 @@ impl RegistrationPort for DieselRegistrationStore {
         let outcome = outcome.to_owned();
         let environment = environment.map(ApnsEnvironment::as_str);
         let at = stored_time(at);
+        if let Some(batches) = &self.batches {
+            return batches
+                .record_outcome(pg_batches::Outcome {
+                    token,
+                    outcome,
+                    environment,
+                    at,
+                })
+                .await;
+        }
         self.run(move |pools| {
-            if let Pools::Postgres(pool) = pools {
-                return on_postgres(pool, |conn| {
-                    diesel::sql_query(PG_RECORD_OUTCOME)
-                        .bind::<sql_types::Text, _>(&token)
-                        .bind::<sql_types::Text, _>(&outcome)
-                        .bind::<sql_types::Timestamptz, _>(at)
-                        .bind::<sql_types::Nullable<sql_types::Text>, _>(environment)
-                        .execute(conn)?;
-                    Ok(())
-                });
-            }
             on_backend!(pools, |conn| {
                 let target = devices::table.filter(devices::token.eq(&token));
                 // A token removed meanwhile updates nothing, which is what the port asks.
@@ -937,28 +939,30 @@ impl RegistrationPort for DieselRegistrationStore {
         let at = stored_time(at);
         let person_uuid = person.uuid();
         let channel = channel.as_str();
-        // One blocking hop, one connection checkout, and on Postgres one statement: this
-        // runs for every webhook.
+        // This runs for every webhook: on Postgres one statement claims the events of
+        // every webhook waiting at that moment; on SQLite, one blocking hop.
+        if let Some(batches) = &self.batches {
+            return batches
+                .claim(pg_batches::ClaimRequest {
+                    key,
+                    at,
+                    person: person_uuid,
+                    channel,
+                })
+                .await;
+        }
         self.run(move |pools| match pools {
+            // Not reached (a Postgres store has its batches); the same statement, alone.
             Pools::Postgres(pool) => on_postgres(pool, |conn| {
-                use schema::pg::{DeviceRow, devices, person_key};
-                let Some(key) = key.as_deref() else {
-                    let rows = devices::table
-                        .filter(devices::person_uuid.eq(person_key(person_uuid)))
-                        .filter(devices::channel.eq(channel))
-                        .select(DeviceRow::as_select())
-                        .load(conn)?;
-                    return claim_from_rows(rows, true);
+                let request = pg_batches::ClaimRequest {
+                    key: key.clone(),
+                    at,
+                    person: person_uuid,
+                    channel,
                 };
-                let rows: Vec<schema::pg::ClaimRow> = diesel::sql_query(PG_CLAIM_EVENT_DEVICES)
-                    .bind::<sql_types::Text, _>(key)
-                    .bind::<sql_types::Timestamptz, _>(at)
-                    .bind::<sql_types::Uuid, _>(person_uuid)
-                    .bind::<sql_types::Text, _>(channel)
-                    .load(conn)?;
-                // Every row carries the same `fresh` (one statement, one snapshot).
-                let fresh = rows.first().is_none_or(|row| row.fresh);
-                claim_from_rows(rows.into_iter().map(|row| row.device).collect(), fresh)
+                pg_batches::claim_statement(conn, std::slice::from_ref(&request))?
+                    .pop()
+                    .unwrap_or(Err(StoreError::Corrupt("a claim without an answer")))
             }),
             Pools::Sqlite(pool) => {
                 use schema::sqlite::{DeviceRow, devices, person_key, seen_events};

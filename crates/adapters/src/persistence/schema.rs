@@ -58,9 +58,12 @@ pub(crate) mod pg {
         last_outcome_at: Option<DateTime<Utc>>,
     }
 
-    /// A device row and whether the claim that read it recorded the event.
+    /// A device row of a batched claim: which claim of the batch it answers (`n`, from
+    /// 1), and whether that claim recorded its event.
     #[derive(QueryableByName)]
     pub(crate) struct ClaimRow {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pub(crate) n: i64,
         #[diesel(embed)]
         pub(crate) device: DeviceRow,
         #[diesel(sql_type = diesel::sql_types::Bool)]
