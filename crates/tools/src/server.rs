@@ -319,6 +319,41 @@ pub fn proc_cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
 }
 
+/// utime + stime of every process whose command name is `name` (e.g. all of Postgres'
+/// backends and workers), from `/proc/*/stat`. Processes that exit between two readings
+/// take their time with them, so compare readings of long-lived processes.
+pub fn processes_cpu_time(name: &str) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .filter_map(proc_cpu_time)
+        .sum()
+}
+
+/// CPU time the whole machine spent busy (all states but idle and iowait) and in all,
+/// summed over its CPUs, from the first line of `/proc/stat`.
+pub fn machine_cpu_time() -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    let per_tick = |n: u64| Duration::from_micros(n * 1_000_000 / clock_ticks_per_second());
+    Some((per_tick(total - idle), per_tick(total)))
+}
+
 /// `(VmRSS, VmHWM)` of `pid` in bytes from `/proc/<pid>/status`.
 pub fn proc_memory(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

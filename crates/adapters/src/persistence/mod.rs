@@ -320,9 +320,15 @@ struct Tuning {
 impl CustomizeConnection<PgConn, diesel::r2d2::Error> for Tuning {
     fn on_acquire(&self, conn: &mut PgConn) -> Result<(), diesel::r2d2::Error> {
         // A stuck statement must not hold a pooled connection (and its caller) forever.
+        // Generic plans: every statement here looks rows up by key (token, person and
+        // channel, event key) or joins a few parameter rows to them, so one plan per
+        // prepared statement serves every call. Postgres' default re-plans the batched
+        // statements on each execution (their array parameters defeat its cost
+        // comparison), which was most of its CPU per webhook.
         conn.conn
             .batch_execute(&format!(
-                "SET statement_timeout = {}; SET lock_timeout = {};",
+                "SET statement_timeout = {}; SET lock_timeout = {}; \
+                 SET plan_cache_mode = force_generic_plan;",
                 self.statement_timeout.as_millis(),
                 self.statement_timeout.as_millis()
             ))

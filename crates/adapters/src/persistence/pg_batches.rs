@@ -12,8 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{Array, HasSqlType, Text, Timestamptz, Untyped, Uuid as SqlUuid};
 use futures::future::join_all;
 use uuid::Uuid;
 use webex_push_domain::{BoxError, Claim, RegistrationError};
@@ -32,47 +35,118 @@ const OUTCOME_SLOTS: usize = 1;
 const OUTCOMES_PER_BATCH: usize = 512;
 
 /// [`RegistrationPort::claim_event_devices`](webex_push_domain::RegistrationPort::claim_event_devices)
-/// for many events in one statement. `$1` holds each event's key (`''` for an event
-/// without one: it is never recorded and always fresh), `$2` when it was seen, `$3` and
-/// `$4` the person and channel. A key is inserted only when its person has devices on
-/// the channel; every device row says which event it answers (`n`, from 1) and
-/// whether this statement recorded that event's key (`fresh`). One snapshot for both
-/// parts; the unique key decides between replicas racing on one event. The keys of
-/// one batch must differ.
+/// for many events in one statement, over four arrays: each event's key (`''` for an
+/// event without one: it is never recorded and always fresh), when it was seen, its
+/// person and its channel. A key is inserted only when its person has devices on the
+/// channel; every device row says which event it answers (`n`, from 1) and whether this
+/// statement recorded that event's key (`fresh`). One snapshot for both parts; the
+/// unique key decides between replicas racing on one event. The keys of one batch must
+/// differ. The insert commits without waiting for the WAL flush (see `async_commit!`).
 ///
-/// The insert commits without waiting for the WAL flush (see `async_commit!`).
-const CLAIM_EVENTS: &str = concat!(
-    "WITH input AS (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::uuid[], $4::text[])",
-    " WITH ORDINALITY AS input (key, seen_at, person_uuid, channel, n)), ",
-    "claimed AS (INSERT INTO seen_events (key, seen_at) SELECT input.key, input.seen_at",
-    " FROM input, ",
-    async_commit!(),
-    " WHERE input.key <> '' AND EXISTS (SELECT 1 FROM devices",
-    " WHERE devices.person_uuid = input.person_uuid AND devices.channel = input.channel)",
-    " ON CONFLICT (key) DO NOTHING RETURNING key) ",
-    "SELECT input.n, devices.token, devices.channel, devices.person_uuid, devices.person_id,",
-    " devices.environment, devices.bundle_id, devices.registered_at, devices.last_outcome,",
-    " devices.last_outcome_at, (input.key = '' OR input.key IN (SELECT key FROM claimed)) AS fresh",
-    " FROM input JOIN devices",
-    " ON devices.person_uuid = input.person_uuid AND devices.channel = input.channel"
-);
+/// The text around the four array parameters, which [`Statement`] puts in place.
+const CLAIM_EVENTS: [&str; 5] = [
+    "WITH input AS (SELECT * FROM unnest(",
+    "::text[], ",
+    "::timestamptz[], ",
+    "::uuid[], ",
+    concat!(
+        "::text[]) WITH ORDINALITY AS input (key, seen_at, person_uuid, channel, n)), ",
+        "claimed AS (INSERT INTO seen_events (key, seen_at) SELECT input.key, input.seen_at",
+        " FROM input, ",
+        async_commit!(),
+        " WHERE input.key <> '' AND EXISTS (SELECT 1 FROM devices",
+        " WHERE devices.person_uuid = input.person_uuid AND devices.channel = input.channel)",
+        " ON CONFLICT (key) DO NOTHING RETURNING key) ",
+        "SELECT input.n, devices.token, devices.channel, devices.person_uuid, devices.person_id,",
+        " devices.environment, devices.bundle_id, devices.registered_at, devices.last_outcome,",
+        " devices.last_outcome_at,",
+        " (input.key = '' OR input.key IN (SELECT key FROM claimed)) AS fresh",
+        " FROM input JOIN devices",
+        " ON devices.person_uuid = input.person_uuid AND devices.channel = input.channel"
+    ),
+];
 
 /// [`RegistrationPort::record_outcome`](webex_push_domain::RegistrationPort::record_outcome)
-/// for many tokens in one statement: `$1` tokens (distinct), `$2` outcomes, `$3` times,
-/// `$4` environments to pin (`''` keeps the stored one). The rows are locked in token
-/// order first, as a registration locks its two, so the two cannot deadlock. Committed
-/// without waiting for the WAL flush.
-const RECORD_OUTCOMES: &str = concat!(
-    "WITH outcome AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])",
-    " AS outcome (token, outcome, at, environment)), ",
-    "locked AS (SELECT devices.token FROM devices",
-    " WHERE devices.token IN (SELECT token FROM outcome) ORDER BY devices.token FOR UPDATE) ",
-    "UPDATE devices SET last_outcome = outcome.outcome, last_outcome_at = outcome.at,",
-    " updated_at = outcome.at, environment = COALESCE(NULLIF(outcome.environment, ''),",
-    " devices.environment) FROM outcome, locked, ",
-    async_commit!(),
-    " WHERE devices.token = outcome.token AND locked.token = outcome.token"
-);
+/// for many tokens in one statement, over four arrays: tokens (distinct), outcomes,
+/// times, and environments to pin (`''` keeps the stored one). The rows are locked in
+/// token order first, as a registration locks its two, so the two cannot deadlock.
+/// Committed without waiting for the WAL flush.
+///
+/// The text around the four array parameters.
+const RECORD_OUTCOMES: [&str; 5] = [
+    "WITH outcome AS (SELECT * FROM unnest(",
+    "::text[], ",
+    "::text[], ",
+    "::timestamptz[], ",
+    concat!(
+        "::text[]) AS outcome (token, outcome, at, environment)), ",
+        "locked AS (SELECT devices.token FROM devices",
+        " WHERE devices.token IN (SELECT token FROM outcome) ORDER BY devices.token FOR UPDATE) ",
+        "UPDATE devices SET last_outcome = outcome.outcome, last_outcome_at = outcome.at,",
+        " updated_at = outcome.at, environment = COALESCE(NULLIF(outcome.environment, ''),",
+        " devices.environment) FROM outcome, locked, ",
+        async_commit!(),
+        " WHERE devices.token = outcome.token AND locked.token = outcome.token"
+    ),
+];
+
+/// A fixed statement over four array parameters, `A` to `D`, of SQL types `SA` to `SD`.
+///
+/// Unlike `diesel::sql_query`, which Diesel never prepares for reuse, this one is
+/// prepared once per connection (its text is fixed, `M` names it in Diesel's statement
+/// cache) and then only bound and executed: Postgres parses and plans it once, not on
+/// every batch.
+struct Statement<'a, M, SA, SB, SC, SD, A: ?Sized, B: ?Sized, C: ?Sized, D: ?Sized> {
+    text: &'static [&'static str; 5],
+    binds: (&'a A, &'a B, &'a C, &'a D),
+    types: std::marker::PhantomData<(M, SA, SB, SC, SD)>,
+}
+
+impl<M, SA, SB, SC, SD, A, B, C, D> QueryFragment<Pg>
+    for Statement<'_, M, SA, SB, SC, SD, A, B, C, D>
+where
+    Pg: HasSqlType<SA> + HasSqlType<SB> + HasSqlType<SC> + HasSqlType<SD>,
+    A: ToSql<SA, Pg> + ?Sized,
+    B: ToSql<SB, Pg> + ?Sized,
+    C: ToSql<SC, Pg> + ?Sized,
+    D: ToSql<SD, Pg> + ?Sized,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let [first, second, third, fourth, rest] = self.text;
+        out.push_sql(first);
+        out.push_bind_param::<SA, _>(self.binds.0)?;
+        out.push_sql(second);
+        out.push_bind_param::<SB, _>(self.binds.1)?;
+        out.push_sql(third);
+        out.push_bind_param::<SC, _>(self.binds.2)?;
+        out.push_sql(fourth);
+        out.push_bind_param::<SD, _>(self.binds.3)?;
+        out.push_sql(rest);
+        Ok(())
+    }
+}
+
+impl<M: 'static, SA, SB, SC, SD, A: ?Sized, B: ?Sized, C: ?Sized, D: ?Sized> QueryId
+    for Statement<'_, M, SA, SB, SC, SD, A, B, C, D>
+{
+    type QueryId = M;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<M, SA, SB, SC, SD, A: ?Sized, B: ?Sized, C: ?Sized, D: ?Sized> Query
+    for Statement<'_, M, SA, SB, SC, SD, A, B, C, D>
+{
+    type SqlType = Untyped;
+}
+
+impl<M, SA, SB, SC, SD, A: ?Sized, B: ?Sized, C: ?Sized, D: ?Sized> RunQueryDsl<PgConnection>
+    for Statement<'_, M, SA, SB, SC, SD, A, B, C, D>
+{
+}
+
+/// The names of the two statements in Diesel's statement cache.
+struct ClaimEventsStatement;
+struct RecordOutcomesStatement;
 
 /// One event to claim.
 #[derive(Debug, Clone)]
@@ -156,12 +230,28 @@ pub(crate) fn claim_statement(
     let seen_at: Vec<DateTime<Utc>> = sent.iter().map(|&index| requests[index].at).collect();
     let persons: Vec<Uuid> = sent.iter().map(|&index| requests[index].person).collect();
     let channels: Vec<&str> = sent.iter().map(|&index| requests[index].channel).collect();
-    let rows: Vec<ClaimRow> = diesel::sql_query(CLAIM_EVENTS)
-        .bind::<Array<Text>, _>(&keys)
-        .bind::<Array<Timestamptz>, _>(&seen_at)
-        .bind::<Array<SqlUuid>, _>(&persons)
-        .bind::<Array<Text>, _>(&channels)
-        .load(conn)?;
+    let statement: Statement<
+        '_,
+        ClaimEventsStatement,
+        Array<Text>,
+        Array<Timestamptz>,
+        Array<SqlUuid>,
+        Array<Text>,
+        _,
+        _,
+        _,
+        _,
+    > = Statement {
+        text: &CLAIM_EVENTS,
+        binds: (
+            keys.as_slice(),
+            seen_at.as_slice(),
+            persons.as_slice(),
+            channels.as_slice(),
+        ),
+        types: std::marker::PhantomData,
+    };
+    let rows: Vec<ClaimRow> = statement.load(conn)?;
 
     // Per event sent: its devices (or the first row that did not parse) and whether
     // its key was recorded now. An event without rows has no devices: fresh, nothing
@@ -328,12 +418,28 @@ fn record_statement(conn: &mut PgConnection, outcomes: &[Outcome]) -> Result<(),
         .map(|o| o.environment.unwrap_or(""))
         .collect();
     // A token removed meanwhile updates nothing, which is what the port asks.
-    diesel::sql_query(RECORD_OUTCOMES)
-        .bind::<Array<Text>, _>(&tokens)
-        .bind::<Array<Text>, _>(&results)
-        .bind::<Array<Timestamptz>, _>(&at)
-        .bind::<Array<Text>, _>(&environments)
-        .execute(conn)?;
+    let statement: Statement<
+        '_,
+        RecordOutcomesStatement,
+        Array<Text>,
+        Array<Text>,
+        Array<Timestamptz>,
+        Array<Text>,
+        _,
+        _,
+        _,
+        _,
+    > = Statement {
+        text: &RECORD_OUTCOMES,
+        binds: (
+            tokens.as_slice(),
+            results.as_slice(),
+            at.as_slice(),
+            environments.as_slice(),
+        ),
+        types: std::marker::PhantomData,
+    };
+    statement.execute(conn)?;
     Ok(())
 }
 

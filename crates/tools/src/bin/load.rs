@@ -28,7 +28,9 @@ use serde::Serialize;
 use tokio::sync::{Mutex, broadcast, mpsc, watch};
 use webex_push_adapters::persistence::{DatabaseConfig, DieselRegistrationStore};
 use webex_push_tools::keys::{GeneratedKey, KEY_ID, TEAM_ID, TOPIC};
-use webex_push_tools::server::{ServerProcess, locate_binary};
+use webex_push_tools::server::{
+    ServerProcess, locate_binary, machine_cpu_time, proc_cpu_time, processes_cpu_time,
+};
 use webex_push_tools::webex::{self, SIGNATURE_HEADER, sign};
 
 const WEBHOOK_SECRET: &str = "load-webhook-secret";
@@ -541,6 +543,13 @@ struct PhaseReport {
     answer_p99_ms: f64,
     cpu_seconds: f64,
     cpu_seconds_per_1000_pushes: f64,
+    /// Where the machine's CPU went during the phase, in CPU seconds: this tool (load
+    /// generator and APNs stand-in), Postgres (all its processes), the whole machine
+    /// busy, and the whole machine's capacity (seconds × CPUs).
+    load_tool_cpu_seconds: f64,
+    postgres_cpu_seconds: f64,
+    machine_busy_cpu_seconds: f64,
+    machine_cpu_seconds: f64,
     rss_after_mib: f64,
     peak_rss_mib: f64,
 }
@@ -593,6 +602,7 @@ impl Phase<'_> {
             .server
             .cpu_time()
             .context("cannot read the server's CPU time")?;
+        let split_before = CpuSplit::now();
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.seconds);
         let mut tasks = Vec::new();
@@ -661,6 +671,7 @@ impl Phase<'_> {
             .server
             .cpu_time()
             .context("cannot read the server's CPU time")?;
+        let split = CpuSplit::now().since(&split_before);
         let (rss, hwm) = self.server.memory().unwrap_or_default();
         let mut refused = driver.counters.refused();
         for (status, n) in refused_before {
@@ -693,12 +704,46 @@ impl Phase<'_> {
             } else {
                 0.0
             },
+            load_tool_cpu_seconds: split.load_tool.as_secs_f64(),
+            postgres_cpu_seconds: split.postgres.as_secs_f64(),
+            machine_busy_cpu_seconds: split.machine_busy.as_secs_f64(),
+            machine_cpu_seconds: split.machine.as_secs_f64(),
             answer_p50_ms: percentile(&answer_times, 50.0),
             answer_p99_ms: percentile(&answer_times, 99.0),
             rss_after_mib: mib(rss),
             peak_rss_mib: mib(hwm),
             ..PhaseReport::default()
         })
+    }
+}
+
+/// CPU time so far of the processes sharing the machine with the server.
+#[derive(Default)]
+struct CpuSplit {
+    load_tool: Duration,
+    postgres: Duration,
+    machine_busy: Duration,
+    machine: Duration,
+}
+
+impl CpuSplit {
+    fn now() -> Self {
+        let (machine_busy, machine) = machine_cpu_time().unwrap_or_default();
+        Self {
+            load_tool: proc_cpu_time(std::process::id()).unwrap_or_default(),
+            postgres: processes_cpu_time("postgres"),
+            machine_busy,
+            machine,
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            load_tool: self.load_tool.saturating_sub(before.load_tool),
+            postgres: self.postgres.saturating_sub(before.postgres),
+            machine_busy: self.machine_busy.saturating_sub(before.machine_busy),
+            machine: self.machine.saturating_sub(before.machine),
+        }
     }
 }
 
@@ -947,6 +992,19 @@ fn print_report(report: &Report) {
         println!(
             "  server:   CPU {:.2} s = {:.3} s per 1,000 pushes   RSS after {:.1} MiB   peak RSS {:.1} MiB",
             p.cpu_seconds, p.cpu_seconds_per_1000_pushes, p.rss_after_mib, p.peak_rss_mib
+        );
+        println!(
+            "  machine:  busy {:.2} of {:.2} CPU s   load tool + stand-in {:.2} s   Postgres {:.2} s   server {:.2} s   other {:.2} s",
+            p.machine_busy_cpu_seconds,
+            p.machine_cpu_seconds,
+            p.load_tool_cpu_seconds,
+            p.postgres_cpu_seconds,
+            p.cpu_seconds,
+            (p.machine_busy_cpu_seconds
+                - p.load_tool_cpu_seconds
+                - p.postgres_cpu_seconds
+                - p.cpu_seconds)
+                .max(0.0)
         );
     }
     if report.arrivals_missed_by_subscriber > 0 {
