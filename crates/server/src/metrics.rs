@@ -1,14 +1,17 @@
 //! Prometheus metrics: one registry per `Application`, rendered at `GET /metrics` in
-//! the text format, and the PushGateway decorator that counts pushes and times APNs.
+//! the text format, and the decorators that count pushes, time APNs and time the
+//! registration store.
 //!
-//! The domain stays untouched: pushes are counted by wrapping the gateway, and the
-//! ring latency start (webhook arrival) reaches the decorator as a task-local set by
-//! the push worker (the notification service fans out on the worker's own task).
+//! The domain stays untouched: pushes are counted by wrapping the gateway, store calls
+//! are timed by wrapping the store, and the ring latency start (webhook arrival)
+//! reaches the gateway decorator as a task-local set by the push worker (the
+//! notification service fans out on the worker's own task).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,7 +19,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
-use webex_push_domain::{Push, PushContent, PushGateway, PushOutcome};
+use webex_push_domain::{
+    ApnsEnvironment, Channel, Claim, Device, DeviceToken, PersonId, Push, PushContent, PushGateway,
+    PushOutcome, Registration, RegistrationError, RegistrationPort,
+};
 
 /// A number read when `/metrics` is scraped (pool state, provider tokens).
 type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
@@ -57,6 +63,17 @@ pub struct PoolLabels {
     pub state: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    /// The `RegistrationPort` method (`claim_event_devices`, `record_outcome`, ...).
+    pub operation: &'static str,
+    /// `ok`, `unavailable` or `unknown`.
+    pub result: &'static str,
+}
+
+/// A histogram of one store operation, with the stage buckets.
+type StageHistogram = fn() -> Histogram;
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -66,6 +83,9 @@ pub struct Metrics {
     pub events: Family<EventLabels, Counter>,
     pub apns_duration: Histogram,
     pub ring_latency: Histogram,
+    /// From a webhook's arrival to a push worker taking its event.
+    pub queue_wait: Histogram,
+    pub store_duration: Family<StoreLabels, Histogram, StageHistogram>,
     queue_depth: Gauge,
     pool: Family<PoolLabels, Gauge>,
     tokens_minted: Counter,
@@ -78,6 +98,16 @@ pub struct Metrics {
 const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
 ];
+
+/// The stages of a ring inside the server (queue wait, a store call) take from tens of
+/// microseconds to seconds when something is wrong.
+const STAGE_BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+fn stage_histogram() -> Histogram {
+    Histogram::new(STAGE_BUCKETS.into_iter())
+}
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -124,6 +154,19 @@ impl Metrics {
             "Time from the call webhook's arrival to APNs accepting the VoIP push",
             ring_latency.clone(),
         );
+        let queue_wait = stage_histogram();
+        registry.register(
+            "push_queue_wait_seconds",
+            "Time from a webhook's arrival to a push worker taking its event",
+            queue_wait.clone(),
+        );
+        let store_duration =
+            Family::<StoreLabels, Histogram, StageHistogram>::new_with_constructor(stage_histogram);
+        registry.register(
+            "store_operation_duration_seconds",
+            "Time one registration store call took, batching wait included, by operation and result",
+            store_duration.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "push_queue_depth",
@@ -150,6 +193,8 @@ impl Metrics {
             events,
             apns_duration,
             ring_latency,
+            queue_wait,
+            store_duration,
             queue_depth,
             pool,
             tokens_minted,
@@ -245,6 +290,133 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+}
+
+/// The Registration port, timed: every call to the store passes here.
+pub struct MeteredStore {
+    inner: Arc<dyn RegistrationPort>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn RegistrationPort>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, RegistrationError>>,
+    ) -> Result<T, RegistrationError> {
+        let started = Instant::now();
+        let result = call.await;
+        let labels = StoreLabels {
+            operation,
+            result: match &result {
+                Ok(_) => "ok",
+                Err(RegistrationError::Unavailable(_)) => "unavailable",
+                Err(RegistrationError::Unknown(_)) => "unknown",
+            },
+        };
+        self.metrics
+            .store_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+#[async_trait]
+impl RegistrationPort for MeteredStore {
+    async fn register(
+        &self,
+        registration: &Registration,
+        at: DateTime<Utc>,
+    ) -> Result<(), RegistrationError> {
+        self.timed("register", self.inner.register(registration, at))
+            .await
+    }
+
+    async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError> {
+        self.timed("unregister", self.inner.unregister(token)).await
+    }
+
+    async fn devices_of(
+        &self,
+        person: &PersonId,
+        channel: Channel,
+    ) -> Result<Vec<Device>, RegistrationError> {
+        self.timed("devices_of", self.inner.devices_of(person, channel))
+            .await
+    }
+
+    async fn all_devices_of(&self, person: &PersonId) -> Result<Vec<Device>, RegistrationError> {
+        self.timed("all_devices_of", self.inner.all_devices_of(person))
+            .await
+    }
+
+    async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, RegistrationError> {
+        self.timed("device", self.inner.device(token)).await
+    }
+
+    async fn remove_unless_registered_since(
+        &self,
+        token: &DeviceToken,
+        since: DateTime<Utc>,
+    ) -> Result<bool, RegistrationError> {
+        self.timed(
+            "remove_unless_registered_since",
+            self.inner.remove_unless_registered_since(token, since),
+        )
+        .await
+    }
+
+    async fn record_outcome(
+        &self,
+        token: &DeviceToken,
+        outcome: &str,
+        environment: Option<ApnsEnvironment>,
+        at: DateTime<Utc>,
+    ) -> Result<(), RegistrationError> {
+        self.timed(
+            "record_outcome",
+            self.inner.record_outcome(token, outcome, environment, at),
+        )
+        .await
+    }
+
+    async fn mark_event_seen(
+        &self,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, RegistrationError> {
+        self.timed("mark_event_seen", self.inner.mark_event_seen(key, at))
+            .await
+    }
+
+    // Forwarded, not left to the default: the store's own version is the one round trip.
+    async fn claim_event_devices(
+        &self,
+        key: Option<&str>,
+        at: DateTime<Utc>,
+        person: &PersonId,
+        channel: Channel,
+    ) -> Result<Claim, RegistrationError> {
+        self.timed(
+            "claim_event_devices",
+            self.inner.claim_event_devices(key, at, person, channel),
+        )
+        .await
+    }
+
+    async fn prune_seen_events(&self, before: DateTime<Utc>) -> Result<u64, RegistrationError> {
+        self.timed("prune_seen_events", self.inner.prune_seen_events(before))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), RegistrationError> {
+        self.timed("ping", self.inner.ping()).await
     }
 }
 
@@ -359,6 +531,39 @@ mod tests {
         assert!(
             text.contains("apns_provider_tokens_minted_total 3"),
             "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_store_decorator_times_each_call_by_operation_and_result() {
+        use webex_push_domain::ports::MockRegistrationPort;
+
+        let person = PersonId::from_uuid(uuid::Uuid::new_v4());
+        let mut inner = MockRegistrationPort::new();
+        inner.expect_devices_of().returning(|_, _| Ok(Vec::new()));
+        inner
+            .expect_ping()
+            .returning(|| Err(RegistrationError::Unavailable("down".into())));
+        let metrics = Arc::new(Metrics::new());
+        let metered = MeteredStore::new(Arc::new(inner), Arc::clone(&metrics));
+
+        let claim = metered
+            .claim_event_devices(Some("ring:x"), Utc::now(), &person, Channel::Voip)
+            .await
+            .unwrap();
+        assert_eq!(claim, Claim::Devices(Vec::new()));
+        assert!(metered.ping().await.is_err());
+
+        let text = metrics.render().unwrap();
+        for series in [
+            r#"store_operation_duration_seconds_count{operation="claim_event_devices",result="ok"} 1"#,
+            r#"store_operation_duration_seconds_count{operation="ping",result="unavailable"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+        assert!(
+            !text.contains(r#"operation="devices_of""#),
+            "the claim went to the store's own claim_event_devices, once: {text}"
         );
     }
 }

@@ -211,6 +211,9 @@ async fn work(
         let Some(queued) = next else {
             return;
         };
+        metrics
+            .queue_wait
+            .observe(queued.received.elapsed().as_secs_f64());
         let span = tracing::info_span!(
             "push_job",
             request_id = queued.request_id.as_deref().unwrap_or("-"),

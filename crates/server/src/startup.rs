@@ -21,7 +21,7 @@ use webex_push_domain::{
 use crate::admin::{AdminService, DetailedPushGateway};
 use crate::config::Config;
 use crate::housekeeping;
-use crate::metrics::{MeteredGateway, Metrics};
+use crate::metrics::{MeteredGateway, MeteredStore, Metrics};
 use crate::queue::{self, PushWorkers};
 use crate::registrar::Registrar;
 use crate::request_id;
@@ -92,7 +92,8 @@ impl Application {
             let diesel = Arc::clone(&diesel);
             metrics.probe_pool(move || diesel.pool_state());
         }
-        let store: Arc<dyn RegistrationPort> = diesel;
+        let store: Arc<dyn RegistrationPort> =
+            Arc::new(MeteredStore::new(diesel, Arc::clone(&metrics)));
         let pruner = housekeeping::spawn_seen_events_pruner(
             Arc::clone(&store),
             config.queue.seen_events_retention,

@@ -552,6 +552,9 @@ struct PhaseReport {
     machine_cpu_seconds: f64,
     rss_after_mib: f64,
     peak_rss_mib: f64,
+    /// Mean time of each stage inside the server during the phase (ms), from its
+    /// `/metrics` histograms (difference of `_sum` over difference of `_count`).
+    stages_mean_ms: Vec<(&'static str, f64)>,
 }
 
 #[derive(Serialize, Default)]
@@ -603,6 +606,7 @@ impl Phase<'_> {
             .cpu_time()
             .context("cannot read the server's CPU time")?;
         let split_before = CpuSplit::now();
+        let stages_before = stage_totals(&self.server.base_url()).await;
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.seconds);
         let mut tasks = Vec::new();
@@ -672,6 +676,17 @@ impl Phase<'_> {
             .cpu_time()
             .context("cannot read the server's CPU time")?;
         let split = CpuSplit::now().since(&split_before);
+        let stages_after = stage_totals(&self.server.base_url()).await;
+        let stages_mean_ms = STAGES
+            .iter()
+            .filter_map(|&(stage, _)| {
+                let (sum_after, count_after) = stages_after.get(stage)?;
+                let (sum_before, count_before) =
+                    stages_before.get(stage).copied().unwrap_or_default();
+                let count = count_after - count_before;
+                (count > 0.0).then(|| (stage, (sum_after - sum_before) * 1000.0 / count))
+            })
+            .collect();
         let (rss, hwm) = self.server.memory().unwrap_or_default();
         let mut refused = driver.counters.refused();
         for (status, n) in refused_before {
@@ -708,6 +723,7 @@ impl Phase<'_> {
             postgres_cpu_seconds: split.postgres.as_secs_f64(),
             machine_busy_cpu_seconds: split.machine_busy.as_secs_f64(),
             machine_cpu_seconds: split.machine.as_secs_f64(),
+            stages_mean_ms,
             answer_p50_ms: percentile(&answer_times, 50.0),
             answer_p99_ms: percentile(&answer_times, 99.0),
             rss_after_mib: mib(rss),
@@ -715,6 +731,47 @@ impl Phase<'_> {
             ..PhaseReport::default()
         })
     }
+}
+
+/// The stages of a ring inside the server, each a histogram series of its `/metrics`.
+const STAGES: [(&str, &str); 5] = [
+    ("queue wait", "push_queue_wait_seconds"),
+    (
+        "claim",
+        r#"store_operation_duration_seconds{operation="claim_event_devices",result="ok"}"#,
+    ),
+    ("APNs request", "apns_request_duration_seconds"),
+    (
+        "outcome record",
+        r#"store_operation_duration_seconds{operation="record_outcome",result="ok"}"#,
+    ),
+    ("arrival to APNs answer", "ring_latency_seconds"),
+];
+
+/// `(sum, count)` of each stage's histogram now; empty when `/metrics` cannot be read
+/// (the phase is then reported without stages).
+async fn stage_totals(base_url: &str) -> BTreeMap<&'static str, (f64, f64)> {
+    let Ok(response) = reqwest::get(format!("{base_url}/metrics")).await else {
+        return BTreeMap::new();
+    };
+    let Ok(text) = response.text().await else {
+        return BTreeMap::new();
+    };
+    let value = |series: String| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series.as_str())?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    };
+    STAGES
+        .iter()
+        .filter_map(|&(stage, series)| {
+            // `name{labels}` becomes `name_sum{labels}` and `name_count{labels}`.
+            let (name, labels) = series.split_at(series.find('{').unwrap_or(series.len()));
+            let sum = value(format!("{name}_sum{labels}"))?;
+            let count = value(format!("{name}_count{labels}"))?;
+            Some((stage, (sum, count)))
+        })
+        .collect()
 }
 
 /// CPU time so far of the processes sharing the machine with the server.
@@ -993,6 +1050,14 @@ fn print_report(report: &Report) {
             "  server:   CPU {:.2} s = {:.3} s per 1,000 pushes   RSS after {:.1} MiB   peak RSS {:.1} MiB",
             p.cpu_seconds, p.cpu_seconds_per_1000_pushes, p.rss_after_mib, p.peak_rss_mib
         );
+        if !p.stages_mean_ms.is_empty() {
+            let stages: Vec<String> = p
+                .stages_mean_ms
+                .iter()
+                .map(|(stage, ms)| format!("{stage} {ms:.2} ms"))
+                .collect();
+            println!("  stages (server's metrics, mean): {}", stages.join("   "));
+        }
         println!(
             "  machine:  busy {:.2} of {:.2} CPU s   load tool + stand-in {:.2} s   Postgres {:.2} s   server {:.2} s   other {:.2} s",
             p.machine_busy_cpu_seconds,
