@@ -6,10 +6,14 @@
 # Each client gets a fresh stand-in process, whose counters (connections, distinct
 # provider tokens) are printed when it stops. Needs cargo, node/npm, openssl.
 # Usage: bench/apns-peers/run.sh [seconds per level, default 5]
+# Honours CARGO_TARGET_DIR. A2_BENCH_PAYLOAD_BYTES=N pads a2's alert to N bytes of JSON
+# (webex-push's bench alert is 300 bytes; a2's is 104 unpadded).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 seconds="${1:-5}"
+target="${CARGO_TARGET_DIR:-$root/target}"
+a2_target="${CARGO_TARGET_DIR:-$here/a2-runner/target}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -26,13 +30,13 @@ case "$bench_bin" in
   *) bench_bin="$root/$bench_bin" ;;
 esac
 if [ -z "$bench_bin" ]; then
-  bench_bin="$(ls -t "$root"/target/release/deps/apns-* | grep -v '\.d$' | head -1)"
+  bench_bin="$(ls -t "$target"/release/deps/apns-* | grep -v '\.d$' | head -1)"
 fi
 
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/key.p8" 2>/dev/null
 
 start_standin() {
-  "$root/target/release/apns-standin" --key-id KEY1234567 --team-id TEAM123456 \
+  "$target/release/apns-standin" --key-id KEY1234567 --team-id TEAM123456 \
     --public-key "$work/key.p8" --ca-out "$work/ca.pem" >"$work/standin.out" 2>"$work/standin.err" &
   standin_pid=$!
   for _ in $(seq 1 100); do
@@ -59,7 +63,7 @@ stop_standin
 
 start_standin
 echo "a2 against $url" >&2
-"$here/a2-runner/target/release/a2-runner" "$url" "$work/ca.pem" "$work/key.p8" "$seconds"
+"$a2_target/release/a2-runner" "$url" "$work/ca.pem" "$work/key.p8" "$seconds"
 stop_standin
 
 start_standin

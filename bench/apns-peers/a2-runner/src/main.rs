@@ -2,9 +2,14 @@
 //! 1,000 in flight and prints one markdown row per level (pushes/s, p50, p99).
 //!
 //! Usage: a2-runner <url> <ca.pem> <key.p8> [seconds]   (key id KEY1234567, team
-//! TEAM123456, topic com.example.app: the stand-in's benchmark settings)
+//! TEAM123456, topic com.example.app: the stand-in's benchmark settings).
+//! `A2_BENCH_LEVELS=100,1000` runs only those levels; `A2_BENCH_PAYLOAD_BYTES=300` pads
+//! the alert (104 bytes of JSON) with a custom `"webex"` string to that many bytes, the
+//! size of webex-push's bench alert.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use a2::request::payload::{Payload, PayloadLike};
 
 use a2::{
     Client, ClientConfig, DefaultNotificationBuilder, Endpoint, NotificationBuilder,
@@ -27,7 +32,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: f64 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(5.0);
     let duration = Duration::from_secs_f64(seconds);
 
-    for in_flight in LEVELS {
+    // `A2_BENCH_LEVELS=100,1000` runs only those levels (default 1, 100 and 1,000).
+    let levels: Vec<usize> = match std::env::var("A2_BENCH_LEVELS") {
+        Ok(list) => list.split(',').map(|l| l.trim().parse()).collect::<Result<_, _>>()?,
+        Err(_) => LEVELS.to_vec(),
+    };
+    for in_flight in levels {
         let client = Client::token(
             &mut key.as_slice(),
             "KEY1234567",
@@ -65,12 +75,29 @@ async fn send(client: &Client, worker: usize) -> Result<(), a2::Error> {
         apns_expiration: Some(expiration),
         ..Default::default()
     };
-    let payload = DefaultNotificationBuilder::new()
+    let mut payload = DefaultNotificationBuilder::new()
         .set_title("New message")
         .set_body("ada@example.com")
         .set_sound("default")
         .build(&token, options);
+    if let Some(pad) = padding(&payload) {
+        payload.add_custom_data("webex", pad)?;
+    }
     client.send(payload).await.map(|_| ())
+}
+
+/// The padding that brings `payload` to `A2_BENCH_PAYLOAD_BYTES` bytes of JSON, sized
+/// once from the first payload.
+fn padding(payload: &Payload<'_>) -> Option<&'static String> {
+    static PAD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    PAD.get_or_init(|| {
+        let target: usize = std::env::var("A2_BENCH_PAYLOAD_BYTES").ok()?.parse().ok()?;
+        let base = payload.to_json_string().ok()?.len() + r#","webex":"""#.len();
+        let pad = "x".repeat(target.saturating_sub(base));
+        eprintln!("a2 payload padded to {} bytes", base + pad.len());
+        Some(pad)
+    })
+    .as_ref()
 }
 
 async fn drive(client: &Client, in_flight: usize, duration: Duration) -> (Vec<Duration>, usize) {
