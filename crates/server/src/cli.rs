@@ -194,7 +194,7 @@ pub struct WebhookArgs {
     #[arg(long, env = "PUSH_QUEUE_CAPACITY", default_value_t = 1024)]
     pub push_queue_capacity: usize,
     /// Tasks relaying queued events to APNs concurrently.
-    #[arg(long, env = "PUSH_WORKERS", default_value_t = 128)]
+    #[arg(long, env = "PUSH_WORKERS", default_value_t = 256)]
     pub push_workers: usize,
     /// Hours a webhook event stays remembered for de-duplication; older keys are pruned.
     #[arg(long, env = "SEEN_EVENTS_RETENTION_HOURS", default_value_t = 24)]

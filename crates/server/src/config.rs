@@ -108,7 +108,7 @@ impl Config {
             webhook_secrets: Vec::new(),
             queue: QueueSettings {
                 capacity: 1024,
-                workers: 128,
+                workers: 256,
                 seen_events_retention: QueueSettings::DEFAULT_SEEN_EVENTS_RETENTION,
             },
             deadlines: Deadlines::default(),

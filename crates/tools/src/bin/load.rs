@@ -565,6 +565,10 @@ struct Report {
     idle_rss_mib: f64,
     phases: Vec<PhaseReport>,
     arrivals_missed_by_subscriber: u64,
+    /// HTTP/2 connections the server opened to the stand-in over the whole run, and the
+    /// distinct provider tokens (JWTs) it presented.
+    apns_connections: u64,
+    apns_provider_tokens: usize,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -984,6 +988,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         phase.latency_max_ms = latencies.last().map_or(0.0, |&m| m as f64 / 1000.0);
     }
     report.phases = phases;
+    let stats = standin.stats();
+    report.apns_connections = stats.connections_opened;
+    report.apns_provider_tokens = stats.distinct_jwts.len();
 
     let status = server.stop(Duration::from_secs(30)).await;
     standin.shutdown().await;
@@ -1072,6 +1079,10 @@ fn print_report(report: &Report) {
                 .max(0.0)
         );
     }
+    println!(
+        "\nAPNs stand-in, whole run: {} connection(s) opened, {} provider token(s) presented",
+        report.apns_connections, report.apns_provider_tokens
+    );
     if report.arrivals_missed_by_subscriber > 0 {
         println!(
             "\n(note: the latency collector fell behind and missed {} pushes; they are counted, only their latency is unknown)",
