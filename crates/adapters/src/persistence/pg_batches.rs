@@ -148,6 +148,34 @@ impl<M, SA, SB, SC, SD, A: ?Sized, B: ?Sized, C: ?Sized, D: ?Sized> RunQueryDsl<
 struct ClaimEventsStatement;
 struct RecordOutcomesStatement;
 
+/// [`CLAIM_EVENTS`] with its parameters: keys, times, persons, channels.
+type ClaimEvents<'a> = Statement<
+    'a,
+    ClaimEventsStatement,
+    Array<Text>,
+    Array<Timestamptz>,
+    Array<SqlUuid>,
+    Array<Text>,
+    [&'a str],
+    [DateTime<Utc>],
+    [Uuid],
+    [&'a str],
+>;
+
+/// [`RECORD_OUTCOMES`] with its parameters: tokens, outcomes, times, environments.
+type RecordOutcomes<'a> = Statement<
+    'a,
+    RecordOutcomesStatement,
+    Array<Text>,
+    Array<Text>,
+    Array<Timestamptz>,
+    Array<Text>,
+    [&'a str],
+    [&'a str],
+    [DateTime<Utc>],
+    [&'a str],
+>;
+
 /// One event to claim.
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimRequest {
@@ -230,18 +258,7 @@ pub(crate) fn claim_statement(
     let seen_at: Vec<DateTime<Utc>> = sent.iter().map(|&index| requests[index].at).collect();
     let persons: Vec<Uuid> = sent.iter().map(|&index| requests[index].person).collect();
     let channels: Vec<&str> = sent.iter().map(|&index| requests[index].channel).collect();
-    let statement: Statement<
-        '_,
-        ClaimEventsStatement,
-        Array<Text>,
-        Array<Timestamptz>,
-        Array<SqlUuid>,
-        Array<Text>,
-        _,
-        _,
-        _,
-        _,
-    > = Statement {
+    let statement = ClaimEvents {
         text: &CLAIM_EVENTS,
         binds: (
             keys.as_slice(),
@@ -418,18 +435,7 @@ fn record_statement(conn: &mut PgConnection, outcomes: &[Outcome]) -> Result<(),
         .map(|o| o.environment.unwrap_or(""))
         .collect();
     // A token removed meanwhile updates nothing, which is what the port asks.
-    let statement: Statement<
-        '_,
-        RecordOutcomesStatement,
-        Array<Text>,
-        Array<Text>,
-        Array<Timestamptz>,
-        Array<Text>,
-        _,
-        _,
-        _,
-        _,
-    > = Statement {
+    let statement = RecordOutcomes {
         text: &RECORD_OUTCOMES,
         binds: (
             tokens.as_slice(),
