@@ -966,9 +966,7 @@ impl RegistrationPort for DieselRegistrationStore {
                     person: person_uuid,
                     channel,
                 };
-                pg_batches::claim_statement(conn, std::slice::from_ref(&request))?
-                    .pop()
-                    .unwrap_or(Err(StoreError::Corrupt("a claim without an answer")))
+                pg_batches::claim_alone(conn, &request)
             }),
             Pools::Sqlite(pool) => {
                 use schema::sqlite::{DeviceRow, devices, person_key, seen_events};

@@ -230,7 +230,7 @@ impl PgBatches {
 /// Claims `requests` in one statement; the outer error is the statement's, an inner
 /// one a stored row that does not parse. A key that appears twice is claimed once: the
 /// first request gets what the database says, the later ones `Duplicate`.
-pub(crate) fn claim_statement(
+fn claim_statement(
     conn: &mut PgConnection,
     requests: &[ClaimRequest],
 ) -> Result<Vec<Result<Claim, StoreError>>, StoreError> {
@@ -309,6 +309,16 @@ pub(crate) fn claim_statement(
         .collect())
 }
 
+/// One claim in a statement of its own.
+pub(crate) fn claim_alone(
+    conn: &mut PgConnection,
+    request: &ClaimRequest,
+) -> Result<Claim, StoreError> {
+    claim_statement(conn, std::slice::from_ref(request))?
+        .pop()
+        .unwrap_or(Err(StoreError::Corrupt("a claim without an answer")))
+}
+
 struct Claims(Database);
 
 impl Batch for Claims {
@@ -336,25 +346,11 @@ impl Batch for Claims {
                     claims = requests.len(),
                     "a batch of claims failed; claiming each alone"
                 );
-                join_all(requests.iter().map(|request| async {
+                join_all(requests.iter().map(|request| {
                     let request = request.clone();
-                    self.0
-                        .run(move |pools| {
-                            on_postgres(postgres(pools)?, |conn| {
-                                claim_statement(conn, std::slice::from_ref(&request))
-                            })
-                        })
-                        .await
-                        .and_then(|mut claims| {
-                            claims.pop().map_or_else(
-                                || {
-                                    Err(RegistrationError::Unknown(
-                                        "a claim without an answer".into(),
-                                    ))
-                                },
-                                |claim| claim.map_err(StoreError::into_port_error),
-                            )
-                        })
+                    self.0.run(move |pools| {
+                        on_postgres(postgres(pools)?, |conn| claim_alone(conn, &request))
+                    })
                 }))
                 .await
             }
