@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 use webex_push_adapters::webex::{WebhookEvent, parse_event_at};
-use webex_push_domain::{EventSource, PersonId};
+use webex_push_domain::{Event, EventSource, PersonId};
 
 #[derive(Debug, Arbitrary)]
 enum Resource {
@@ -315,7 +315,7 @@ fuzz_target!(|input: Input| {
                 body["event"].as_str().unwrap_or_default().trim()
             );
         }
-        WebhookEvent::Ring(call) => {
+        WebhookEvent::Relay(Event::Ring(call)) => {
             assert_eq!(Some(call.source), expected_source, "ring from {resource:?}");
             assert!(
                 people.contains(&call.callee.uuid()),
@@ -329,7 +329,7 @@ fuzz_target!(|input: Input| {
             }
             assert!(!call.call_id.as_str().is_empty());
         }
-        WebhookEvent::CallEnded(ended) => {
+        WebhookEvent::Relay(Event::CallEnded(ended)) => {
             assert_eq!(
                 Some(ended.source),
                 expected_source,
@@ -340,7 +340,7 @@ fuzz_target!(|input: Input| {
                 "ended a call for someone unnamed"
             );
         }
-        WebhookEvent::NewMessage(message) => {
+        WebhookEvent::Relay(Event::Message(message)) => {
             assert_eq!(
                 expected_source,
                 Some(EventSource::Messages),

@@ -16,8 +16,8 @@ use secrecy::SecretString;
 use uuid::Uuid;
 use webex_push_adapters::persistence::{DatabaseConfig, DieselRegistrationStore, StoreSetupError};
 use webex_push_domain::{
-    ApnsEnvironment, BundleId, Channel, Claim, DeviceToken, EmailAddress, PersonId, Registration,
-    RegistrationError, RegistrationPort,
+    ApnsEnvironment, BundleId, Channel, Claim, DeviceToken, EmailAddress, EventClaim, EventKey,
+    JobId, PersonId, Registration, RegistrationError, RegistrationPort, ReplicaId,
 };
 use webex_push_test_support::{TestCluster, TestDatabase, TestSqlite};
 
@@ -122,6 +122,82 @@ fn t0() -> DateTime<Utc> {
 
 fn secs(n: i64) -> chrono::Duration {
     chrono::Duration::seconds(n)
+}
+
+/// The person whose one device lets [`Seen::mark_event_seen`] record any key.
+const WITNESS: Uuid = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0001);
+
+/// The key a raw test key is recorded under: every raw key stands for one event.
+fn key_of(raw: &str) -> EventKey {
+    EventKey::new("test", &PersonId::from_uuid(WITNESS), raw)
+}
+
+/// A claim of `raw` (when `Some`) for `person` on `channel` by `job`.
+fn claim_of(
+    raw: Option<&str>,
+    job: JobId,
+    at: DateTime<Utc>,
+    person: &PersonId,
+    channel: Channel,
+) -> EventClaim {
+    EventClaim {
+        key: raw.map(key_of),
+        job,
+        person: person.clone(),
+        channel,
+        at,
+        event: format!("{{\"raw\":{:?}}}", raw.unwrap_or("")),
+        deliver_by: at + secs(30),
+        holder: ReplicaId::new(),
+    }
+}
+
+/// The claim spelled as the cases below use it: a new job each call, and "was this key
+/// recorded now" for any key (through a person who has a device).
+#[async_trait::async_trait]
+trait Seen {
+    async fn claim_event_devices(
+        &self,
+        raw: Option<&str>,
+        at: DateTime<Utc>,
+        person: &PersonId,
+        channel: Channel,
+    ) -> Result<Claim, RegistrationError>;
+
+    async fn mark_event_seen(&self, raw: &str, at: DateTime<Utc>)
+    -> Result<bool, RegistrationError>;
+}
+
+#[async_trait::async_trait]
+impl Seen for DieselRegistrationStore {
+    async fn claim_event_devices(
+        &self,
+        raw: Option<&str>,
+        at: DateTime<Utc>,
+        person: &PersonId,
+        channel: Channel,
+    ) -> Result<Claim, RegistrationError> {
+        self.claim(&claim_of(raw, JobId::new(), at, person, channel))
+            .await
+    }
+
+    async fn mark_event_seen(
+        &self,
+        raw: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, RegistrationError> {
+        let witness = PersonId::from_uuid(WITNESS);
+        let mut device = registration(&witness);
+        device.voip_token = DeviceToken::parse(&"a".repeat(64)).unwrap();
+        device.alert_token = DeviceToken::parse(&"b".repeat(64)).unwrap();
+        if self.devices_of(&witness, Channel::Voip).await?.is_empty() {
+            self.register(&device, at).await?;
+        }
+        let claim = self
+            .claim(&claim_of(Some(raw), JobId::new(), at, &witness, Channel::Voip))
+            .await?;
+        Ok(matches!(claim, Claim::Devices(_)))
+    }
 }
 
 macro_rules! for_both_backends {
@@ -697,7 +773,7 @@ async fn a_claim_for_a_person_without_devices_records_nothing(h: Harness) {
         h.store.mark_event_seen(&key, t0()).await.unwrap(),
         "the key was not recorded"
     );
-    assert_eq!(h.store.prune_seen_events(t0() + secs(1)).await.unwrap(), 1);
+    assert_eq!(h.store.prune_seen_events(t0() + secs(1), 1_000).await.unwrap(), 1);
 }
 
 async fn claims_and_marks_share_one_record_of_seen_events(h: Harness) {
@@ -724,8 +800,8 @@ async fn claims_and_marks_share_one_record_of_seen_events(h: Harness) {
     assert!(!h.store.mark_event_seen(&claimed, t0()).await.unwrap());
 
     // The claim stored its time: pruning before it keeps it, after it forgets it.
-    assert_eq!(h.store.prune_seen_events(t0() + secs(1)).await.unwrap(), 1);
-    assert_eq!(h.store.prune_seen_events(t0() + secs(11)).await.unwrap(), 1);
+    assert_eq!(h.store.prune_seen_events(t0() + secs(1), 1_000).await.unwrap(), 1);
+    assert_eq!(h.store.prune_seen_events(t0() + secs(11), 1_000).await.unwrap(), 1);
     let claim = h
         .store
         .claim_event_devices(Some(&claimed), t0() + secs(20), &ada, Channel::Voip)
@@ -746,11 +822,11 @@ async fn pruning_forgets_only_events_seen_before_the_cutoff(h: Harness) {
     assert!(h.store.mark_event_seen(recent, t0()).await.unwrap());
 
     assert_eq!(
-        h.store.prune_seen_events(t0() - secs(3600)).await.unwrap(),
+        h.store.prune_seen_events(t0() - secs(3600), 1_000).await.unwrap(),
         1
     );
     assert_eq!(
-        h.store.prune_seen_events(t0() - secs(3600)).await.unwrap(),
+        h.store.prune_seen_events(t0() - secs(3600), 1_000).await.unwrap(),
         0
     );
     assert!(
@@ -761,7 +837,7 @@ async fn pruning_forgets_only_events_seen_before_the_cutoff(h: Harness) {
         !h.store.mark_event_seen(recent, t0()).await.unwrap(),
         "kept: still seen"
     );
-    assert_eq!(h.store.prune_seen_events(t0() + secs(1)).await.unwrap(), 2);
+    assert_eq!(h.store.prune_seen_events(t0() + secs(1), 1_000).await.unwrap(), 2);
 }
 
 async fn sql_injection_strings_are_stored_and_returned_verbatim(h: Harness) {
@@ -800,7 +876,7 @@ async fn sql_injection_strings_are_stored_and_returned_verbatim(h: Harness) {
         "tables intact"
     );
     assert_eq!(
-        h.store.prune_seen_events(t0() + secs(1)).await.unwrap(),
+        h.store.prune_seen_events(t0() + secs(1), 1_000).await.unwrap(),
         nasty.len() as u64
     );
 }
@@ -844,7 +920,7 @@ async fn migrations_apply_revert_and_apply_again(h: Harness) {
     h.store.register(&registration(&ada), t0()).await.unwrap();
 
     let reverted = h.store.revert_all_migrations().await.unwrap();
-    assert_eq!(reverted.len(), 2, "both migrations reverted: {reverted:?}");
+    assert_eq!(reverted.len(), 3, "every migration reverted: {reverted:?}");
     assert!(
         h.store.devices_of(&ada, Channel::Voip).await.is_err(),
         "the tables are really gone"
@@ -854,8 +930,8 @@ async fn migrations_apply_revert_and_apply_again(h: Harness) {
     let applied = h.store.run_migrations().await.unwrap();
     assert_eq!(
         applied.len(),
-        2,
-        "both migrations applied again: {applied:?}"
+        3,
+        "every migration applied again: {applied:?}"
     );
     assert!(
         h.store.run_migrations().await.unwrap().is_empty(),
@@ -876,7 +952,7 @@ async fn a_store_without_migrations_reports_missing_tables_as_unknown_until_migr
         store.devices_of(&person(), Channel::Voip).await,
         Err(RegistrationError::Unknown(_))
     ));
-    assert_eq!(store.run_migrations().await.unwrap().len(), 2);
+    assert_eq!(store.run_migrations().await.unwrap().len(), 3);
     assert!(
         store
             .devices_of(&person(), Channel::Voip)

@@ -5,7 +5,7 @@
 use chrono::{TimeZone as _, Utc};
 use serde_json::{Value, json};
 use webex_push_adapters::webex::{WebhookError, WebhookEvent, parse_event_at};
-use webex_push_domain::{EventSource, PersonId};
+use webex_push_domain::{Event, EventSource, PersonId};
 
 const CALLEE_UUID: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const CALLER_UUID: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
@@ -104,7 +104,7 @@ fn alerting_call() -> Value {
 
 #[test]
 fn a_notified_call_membership_rings_the_callee_in_any_spelling() {
-    let WebhookEvent::Ring(call) = parse(&call_membership("notified")) else {
+    let WebhookEvent::Relay(Event::Ring(call)) = parse(&call_membership("notified")) else {
         panic!("expected a ring");
     };
     assert_eq!(call.callee, PersonId::parse(CALLEE_UUID).unwrap());
@@ -126,7 +126,7 @@ fn a_notified_call_membership_rings_the_callee_in_any_spelling() {
 #[test]
 fn call_membership_answered_declined_or_left_ends_the_ringing() {
     for (state, answered) in [("joined", true), ("declined", false), ("left", false)] {
-        let WebhookEvent::CallEnded(ended) = parse(&call_membership(state)) else {
+        let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&call_membership(state)) else {
             panic!("{state}: expected the call to end");
         };
         assert_eq!(ended.person, PersonId::parse(CALLEE_UUID).unwrap());
@@ -167,7 +167,7 @@ fn a_notified_membership_without_person_or_call_is_refused_naming_the_field() {
 
 #[test]
 fn an_incoming_webex_calling_call_rings_the_webhook_owner_with_the_caller() {
-    let WebhookEvent::Ring(call) = parse(&telephony_call("created", alerting_call())) else {
+    let WebhookEvent::Relay(Event::Ring(call)) = parse(&telephony_call("created", alerting_call())) else {
         panic!("expected a ring");
     };
     assert_eq!(call.callee, PersonId::parse(CALLEE_UUID).unwrap());
@@ -189,7 +189,7 @@ fn an_incoming_webex_calling_call_rings_the_webhook_owner_with_the_caller() {
 fn a_telephony_call_naming_a_person_rings_that_person_not_the_owner() {
     let mut data = alerting_call();
     data["personId"] = json!(CALLER_UUID.to_uppercase());
-    let WebhookEvent::Ring(call) = parse(&telephony_call("updated", data)) else {
+    let WebhookEvent::Relay(Event::Ring(call)) = parse(&telephony_call("updated", data)) else {
         panic!("expected a ring");
     };
     assert_eq!(call.callee, PersonId::parse(CALLER_UUID).unwrap());
@@ -209,7 +209,7 @@ fn an_org_wide_telephony_call_without_a_person_rings_nobody() {
 fn a_private_caller_stays_private() {
     let mut data = alerting_call();
     data["remoteParty"]["privacyEnabled"] = json!(true);
-    let WebhookEvent::Ring(call) = parse(&telephony_call("created", data)) else {
+    let WebhookEvent::Relay(Event::Ring(call)) = parse(&telephony_call("created", data)) else {
         panic!("expected a ring");
     };
     assert_eq!(call.caller.display_name(), None);
@@ -221,7 +221,7 @@ fn telephony_call_disconnected_deleted_or_answered_elsewhere_ends_the_ringing() 
     disconnected["state"] = json!("disconnected");
     disconnected["eventType"] = json!("disconnected");
     disconnected["disconnected"] = json!("2025-06-01T12:00:09.000Z");
-    let WebhookEvent::CallEnded(ended) = parse(&telephony_call("updated", disconnected)) else {
+    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&telephony_call("updated", disconnected)) else {
         panic!("expected the call to end");
     };
     assert!(!ended.answered_elsewhere);
@@ -230,12 +230,12 @@ fn telephony_call_disconnected_deleted_or_answered_elsewhere_ends_the_ringing() 
     let mut elsewhere = alerting_call();
     elsewhere["state"] = json!("disconnected");
     elsewhere["completedElsewhere"] = json!(true);
-    let WebhookEvent::CallEnded(ended) = parse(&telephony_call("updated", elsewhere)) else {
+    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&telephony_call("updated", elsewhere)) else {
         panic!("expected the call to end");
     };
     assert!(ended.answered_elsewhere);
 
-    let WebhookEvent::CallEnded(ended) = parse(&telephony_call("deleted", alerting_call())) else {
+    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&telephony_call("deleted", alerting_call())) else {
         panic!("a deleted call ends");
     };
     assert_eq!(
@@ -246,7 +246,7 @@ fn telephony_call_disconnected_deleted_or_answered_elsewhere_ends_the_ringing() 
     let mut connected = alerting_call();
     connected["state"] = json!("connected");
     connected["eventType"] = json!("connected");
-    let WebhookEvent::CallEnded(ended) = parse(&telephony_call("updated", connected)) else {
+    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&telephony_call("updated", connected)) else {
         panic!("an answered call stops ringing elsewhere");
     };
     assert!(ended.answered_elsewhere);
@@ -290,7 +290,7 @@ fn a_telephony_push_rings_with_the_sdk_payload_for_data_person_else_actor() {
             "eventTimestamp": "2025-06-01T12:00:00Z",
         }),
     );
-    let WebhookEvent::Ring(call) = parse(&body) else {
+    let WebhookEvent::Relay(Event::Ring(call)) = parse(&body) else {
         panic!("expected a ring");
     };
     assert_eq!(call.callee, PersonId::parse(CALLEE_UUID).unwrap());
@@ -302,7 +302,7 @@ fn a_telephony_push_rings_with_the_sdk_payload_for_data_person_else_actor() {
         .as_object_mut()
         .unwrap()
         .remove("personId");
-    let WebhookEvent::Ring(by_actor) = parse(&from_actor) else {
+    let WebhookEvent::Relay(Event::Ring(by_actor)) = parse(&from_actor) else {
         panic!("expected a ring");
     };
     assert_eq!(by_actor.callee, PersonId::parse(CALLER_UUID).unwrap());
@@ -312,7 +312,7 @@ fn a_telephony_push_rings_with_the_sdk_payload_for_data_person_else_actor() {
 
 fn parse_ring(body: &Value) -> webex_push_domain::IncomingCall {
     match parse(body) {
-        WebhookEvent::Ring(call) => call,
+        WebhookEvent::Relay(Event::Ring(call)) => call,
         other => panic!("expected a ring, got {other:?}"),
     }
 }
@@ -358,7 +358,7 @@ fn message_body(actor: &str) -> Value {
 
 #[test]
 fn a_message_from_someone_else_is_announced_to_the_webhook_owner() {
-    let WebhookEvent::NewMessage(message) = parse(&message_body(CALLER_UUID)) else {
+    let WebhookEvent::Relay(Event::Message(message)) = parse(&message_body(CALLER_UUID)) else {
         panic!("expected a message");
     };
     assert_eq!(message.recipient, PersonId::parse(CALLEE_UUID).unwrap());

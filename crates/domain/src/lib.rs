@@ -8,8 +8,8 @@ pub mod services;
 pub mod types;
 
 pub use ports::{
-    BoxError, Claim, Deadlines, DeliveryReport, IncomingCallPort, NotifyError, PushGateway,
-    RegistrationError, RegistrationPort,
+    BoxError, Claim, DeliveryReport, EventClaim, IncomingCallPort, NotifyError, PushGateway,
+    RegistrationError, RegistrationPort, StoredEvent, TakeOver,
 };
 pub use ports::{IdentityError, IdentityPort};
 pub use services::{

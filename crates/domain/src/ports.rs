@@ -4,14 +4,13 @@
 //! Each method documents which error variant it MUST return when, so every adapter,
 //! and every mock, behaves alike.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use crate::types::Deadlines;
 use crate::types::{
-    AccessToken, ApnsEnvironment, CallEnded, Channel, Device, DeviceToken, IncomingCall,
-    NewMessage, PersonId, Push, PushOutcome, Registration,
+    AccessToken, ApnsEnvironment, Channel, Device, DeviceToken, EventKey, Job, JobId, PersonId,
+    Push, PushOutcome, Registration, ReplicaId,
 };
 
 /// A boxed error source, for the causes adapters carry up without the domain naming them.
@@ -30,21 +29,71 @@ pub enum RegistrationError {
 }
 
 /// The devices an event should reach, once its key has been claimed
-/// ([`RegistrationPort::claim_event_devices`]).
+/// ([`RegistrationPort::claim`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The event is new (or has no key): notify these devices. Empty when the person
-    /// has none on the channel, and then the key was not recorded.
+    /// The event is new (or has no key), or its key was recorded by this same job:
+    /// notify these devices. Empty when the person has none on the channel, and then
+    /// the key was not recorded.
     Devices(Vec<Device>),
-    /// The key was recorded before (re-delivery, another replica): send nothing. Carries
-    /// the devices the event would have reached, for the report.
+    /// The key was recorded before by another job (re-delivery, another replica): send
+    /// nothing. Carries the devices the event would have reached, for the report.
     Duplicate(Vec<Device>),
 }
 
+impl Claim {
+    /// The claim for `devices` read in the same step as the key: `fresh` when the key
+    /// was recorded by this job (just now or by an earlier try). The one place that
+    /// says what a duplicate is: a person without devices never has one.
+    pub fn new(devices: Vec<Device>, fresh: bool) -> Self {
+        if fresh || devices.is_empty() {
+            Claim::Devices(devices)
+        } else {
+            Claim::Duplicate(devices)
+        }
+    }
+}
+
+/// One event to claim: look up the person's devices on the channel and, when there
+/// are any, record the key as this job's, with what another replica needs to deliver
+/// the event should this one stop before it is done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventClaim {
+    /// `None`: the event cannot be de-duplicated; nothing is recorded.
+    pub key: Option<EventKey>,
+    pub job: JobId,
+    pub person: PersonId,
+    pub channel: Channel,
+    pub at: DateTime<Utc>,
+    /// The event as the domain stores it (JSON, see [`StoredEvent`]).
+    pub event: String,
+    pub deliver_by: DateTime<Utc>,
+    /// The replica that holds the job until it is finished.
+    pub holder: ReplicaId,
+}
+
+/// A claimed event no replica holds any more (its holder stopped before finishing it),
+/// now held by the caller of [`RegistrationPort::take_over_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub job: JobId,
+    /// As [`EventClaim::event`] carried it.
+    pub event: String,
+    pub deliver_by: DateTime<Utc>,
+}
+
+/// What [`RegistrationPort::take_over_events`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TakeOver {
+    /// Unfinished events still within their deadline, now the caller's.
+    pub events: Vec<StoredEvent>,
+    /// Unfinished events whose deadline passed while nobody held them: forgotten, and
+    /// counted, for they were accepted and never relayed.
+    pub expired: u64,
+}
+
 /// The Registration port: where device tokens live, shared by every replica.
-// Not `automock`: it would mock the provided methods too, so every existing mock would
-// have to expect them. The `mock!` below lists the required methods only, and the mock
-// keeps the provided ones' default implementations.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait RegistrationPort: Send + Sync + 'static {
     /// Stores both tokens of `registration` at `at`, replacing whatever either token was
@@ -108,103 +157,55 @@ pub trait RegistrationPort: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<(), RegistrationError>;
 
-    /// Records that the event `key` was seen at `at`. Returns `true` the first time a
-    /// key is recorded and `false` ever after (until pruned), across every replica
-    /// sharing the store.
+    /// The devices of `claim.person` on `claim.channel`, and, when the claim has a key
+    /// and there are devices, the key recorded in the same step as `claim.job`'s, with
+    /// the event, its deadline and its holder. [`Claim::new`] makes the answer: fresh
+    /// when this call recorded the key or the same job had recorded it before (a retry
+    /// after an unknown outcome), `Duplicate` when another job did, across every
+    /// replica sharing the store. A person without devices gets `Devices(vec![])` and
+    /// nothing is recorded (an org-wide webhook reports many people with no device
+    /// here; a write for each would buy nothing).
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached or the outcome is
+    /// unknown (a timeout): a retry with the same job then finds its own record.
+    async fn claim(&self, claim: &EventClaim) -> Result<Claim, RegistrationError>;
+
+    /// Marks the event `key` as relayed: no replica will take it over. A key that is
+    /// unknown or already finished is ignored.
     ///
     /// MUST return `Unavailable` when the store cannot be reached.
-    async fn mark_event_seen(
-        &self,
-        key: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, RegistrationError>;
+    async fn finish_event(&self, key: &EventKey) -> Result<(), RegistrationError>;
 
-    /// The devices of `person` on `channel`, and, when `key` is `Some` and there are
-    /// any, the event `key` recorded as seen at `at` in the same step: `Duplicate` when
-    /// it had been recorded before. A person without devices gets `Devices(vec![])` and
-    /// nothing is recorded (an org-wide webhook reports many people with no device here;
-    /// a write for each would buy nothing).
-    ///
-    /// The default makes the two calls [`devices_of`](Self::devices_of) then
-    /// [`mark_event_seen`](Self::mark_event_seen); stores override it to spare a round
-    /// trip on the hot path of every webhook.
+    /// Says that `holder` is alive at `at`, and makes it the holder of at most `limit`
+    /// unfinished events, still within their deadline, whose holder has not said it is
+    /// alive since `alive_since`. Unfinished events past their deadline with no live
+    /// holder are forgotten and counted. Two replicas taking over at once never take
+    /// the same event.
     ///
     /// MUST return `Unavailable` when the store cannot be reached; nothing is then
-    /// recorded.
-    async fn claim_event_devices(
+    /// taken over.
+    async fn take_over_events(
         &self,
-        key: Option<&str>,
+        holder: ReplicaId,
         at: DateTime<Utc>,
-        person: &PersonId,
-        channel: Channel,
-    ) -> Result<Claim, RegistrationError> {
-        let devices = self.devices_of(person, channel).await?;
-        match key {
-            Some(key) if !devices.is_empty() && !self.mark_event_seen(key, at).await? => {
-                Ok(Claim::Duplicate(devices))
-            }
-            _ => Ok(Claim::Devices(devices)),
-        }
-    }
+        alive_since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<TakeOver, RegistrationError>;
 
-    /// Forgets events seen before `before`; returns how many were forgotten.
+    /// Forgets at most `limit` events seen before `before`; returns how many were
+    /// forgotten (fewer than `limit`: caught up).
     ///
     /// MUST return `Unavailable` when the store cannot be reached.
-    async fn prune_seen_events(&self, before: DateTime<Utc>) -> Result<u64, RegistrationError>;
+    async fn prune_seen_events(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, RegistrationError>;
 
     /// Checks that the store answers (for readiness probes).
     ///
     /// MUST return `Unavailable` when it does not.
     async fn ping(&self) -> Result<(), RegistrationError>;
-}
-
-#[cfg(any(test, feature = "mock"))]
-mockall::mock! {
-    /// A mock of the required methods of [`RegistrationPort`]; the provided ones keep
-    /// their default implementations on top of them.
-    pub RegistrationPort {}
-
-    #[async_trait]
-    impl RegistrationPort for RegistrationPort {
-        async fn register(
-            &self,
-            registration: &Registration,
-            at: DateTime<Utc>,
-        ) -> Result<(), RegistrationError>;
-        async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError>;
-        async fn devices_of(
-            &self,
-            person: &PersonId,
-            channel: Channel,
-        ) -> Result<Vec<Device>, RegistrationError>;
-        async fn all_devices_of(
-            &self,
-            person: &PersonId,
-        ) -> Result<Vec<Device>, RegistrationError>;
-        async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, RegistrationError>;
-        async fn remove_unless_registered_since(
-            &self,
-            token: &DeviceToken,
-            since: DateTime<Utc>,
-        ) -> Result<bool, RegistrationError>;
-        async fn record_outcome(
-            &self,
-            token: &DeviceToken,
-            outcome: &str,
-            environment: Option<ApnsEnvironment>,
-            at: DateTime<Utc>,
-        ) -> Result<(), RegistrationError>;
-        async fn mark_event_seen(
-            &self,
-            key: &str,
-            at: DateTime<Utc>,
-        ) -> Result<bool, RegistrationError>;
-        async fn prune_seen_events(
-            &self,
-            before: DateTime<Utc>,
-        ) -> Result<u64, RegistrationError>;
-        async fn ping(&self) -> Result<(), RegistrationError>;
-    }
 }
 
 /// The PushGateway port: one notification to one token through APNs.
@@ -235,6 +236,9 @@ pub struct DeliveryReport {
     pub rejected: usize,
     /// Pushes still failing when the deadline passed.
     pub gave_up: usize,
+    /// Tries it took to claim the event (0 when it was claimed before the webhook was
+    /// answered).
+    pub attempts: u32,
 }
 
 /// What can go wrong relaying an event.
@@ -243,6 +247,13 @@ pub enum NotifyError {
     /// The registration store cannot be reached; the event may be retried later.
     #[error("registration store unavailable")]
     Unavailable(#[source] BoxError),
+    /// The event's deadline passed before anything could be sent (the store was
+    /// unreachable, or the job waited too long): it is dropped, late.
+    #[error("the deadline passed before the event could be relayed ({attempts} tries)")]
+    Late {
+        /// Tries made to claim the event.
+        attempts: u32,
+    },
     #[error("relaying the event failed")]
     Unknown(#[source] BoxError),
 }
@@ -256,44 +267,40 @@ impl From<RegistrationError> for NotifyError {
     }
 }
 
-/// The IncomingCall port: the use cases the Webex webhook drives.
+/// The IncomingCall port: the use case the Webex webhook drives, relaying rings,
+/// call-ended notices and messages to a person's devices.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait IncomingCallPort: Send + Sync + 'static {
-    /// Rings every VoIP device of the callee, concurrently, once per call however many
-    /// times Webex delivers it.
+    /// One try to claim `job` (see [`RegistrationPort::claim`]), made before the webhook
+    /// is answered, so that an accepted event is on record, and survives this replica,
+    /// before Webex hears "accepted". No retry: the webhook must be answered fast.
     ///
-    /// MUST return `Unavailable` when the store cannot be reached (nothing was sent).
-    async fn ring(&self, call: IncomingCall) -> Result<DeliveryReport, NotifyError>;
+    /// MUST return `Unavailable` when the store cannot be reached: nothing is known to
+    /// be recorded, and [`relay`](Self::relay) with `claimed: None` tries again as the
+    /// same job.
+    async fn accept(&self, job: &Job) -> Result<Claim, NotifyError>;
 
-    /// Tells the person's Alert devices that a call ended (never as a VoIP push).
+    /// Relays `job` to the devices `claimed` (what [`accept`](Self::accept) answered)
+    /// or, when `None`, claims it first, retrying while the store is unavailable; each
+    /// push is retried within `job.deliver_by`, then the job is finished. Nothing is
+    /// sent after `job.deliver_by`.
+    ///
+    /// MUST return `Late` when the deadline passed before anything could be sent
+    /// (nothing was), and `Unknown` when the store fails for another reason.
+    async fn relay(
+        &self,
+        job: Job,
+        claimed: Option<Vec<Device>>,
+    ) -> Result<DeliveryReport, NotifyError>;
+
+    /// Says this replica is alive, and takes over at most `limit` unfinished jobs of
+    /// replicas that stopped (see [`RegistrationPort::take_over_events`]), each to be
+    /// relayed with `claimed: None`. Also returns how many unfinished jobs were found
+    /// past their deadline (accepted, never relayed).
     ///
     /// MUST return `Unavailable` when the store cannot be reached.
-    async fn end_call(&self, ended: CallEnded) -> Result<DeliveryReport, NotifyError>;
-
-    /// Announces a new message on the recipient's Alert devices.
-    ///
-    /// MUST return `Unavailable` when the store cannot be reached.
-    async fn notify_message(&self, message: NewMessage) -> Result<DeliveryReport, NotifyError>;
-}
-
-/// How long each kind of push may keep retrying before it is worthless.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadlines {
-    /// A ring is worthless after the caller gives up (~30 s).
-    pub ring: Duration,
-    pub call_ended: Duration,
-    pub message: Duration,
-}
-
-impl Default for Deadlines {
-    fn default() -> Self {
-        Self {
-            ring: Duration::from_secs(30),
-            call_ended: Duration::from_secs(60),
-            message: Duration::from_secs(300),
-        }
-    }
+    async fn take_over(&self, limit: usize) -> Result<(Vec<Job>, u64), NotifyError>;
 }
 
 /// What can go wrong proving who holds a Webex access token.

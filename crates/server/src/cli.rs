@@ -190,9 +190,14 @@ pub struct WebhookArgs {
     /// authenticated (warned at start-up).
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
-    /// Events waiting for a push worker; beyond it webhooks get 503 + Retry-After.
+    /// Events waiting for a push worker; beyond it webhooks wait for room, then get
+    /// 503 + Retry-After.
     #[arg(long, env = "PUSH_QUEUE_CAPACITY", default_value_t = 1024)]
     pub push_queue_capacity: usize,
+    /// How long a webhook may wait for room in a full push queue before it gets 503
+    /// (milliseconds; 0: refuse at once).
+    #[arg(long, env = "PUSH_QUEUE_WAIT_MS", default_value_t = 2000)]
+    pub push_queue_wait_ms: u64,
     /// Tasks relaying queued events to APNs concurrently.
     #[arg(long, env = "PUSH_WORKERS", default_value_t = 256)]
     pub push_workers: usize,

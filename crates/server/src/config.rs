@@ -81,6 +81,8 @@ pub struct QueueSettings {
     pub capacity: usize,
     /// Worker tasks relaying events concurrently.
     pub workers: usize,
+    /// How long a webhook may wait for room in a full queue before it is refused.
+    pub wait: Duration,
     /// How long a seen webhook event is remembered: a re-delivery within it rings no one.
     pub seen_events_retention: Duration,
 }
@@ -109,6 +111,7 @@ impl Config {
             queue: QueueSettings {
                 capacity: 1024,
                 workers: 256,
+                wait: Duration::from_secs(2),
                 seen_events_retention: QueueSettings::DEFAULT_SEEN_EVENTS_RETENTION,
             },
             deadlines: Deadlines::default(),
@@ -157,6 +160,7 @@ impl Config {
             queue: QueueSettings {
                 capacity: webhook.push_queue_capacity,
                 workers: webhook.push_workers,
+                wait: Duration::from_millis(webhook.push_queue_wait_ms),
                 seen_events_retention: Duration::from_secs(
                     webhook.seen_events_retention_hours.saturating_mul(3600),
                 ),

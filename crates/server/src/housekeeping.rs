@@ -38,12 +38,31 @@ async fn prune_once(store: &dyn RegistrationPort, retention: Duration) {
         return;
     };
     let before = Utc::now() - retention;
-    match store.prune_seen_events(before).await {
-        Ok(0) => tracing::debug!("no seen webhook events to prune"),
-        Ok(pruned) => tracing::info!(pruned, "pruned seen webhook events"),
-        Err(error) => tracing::warn!(error = %error, "pruning seen webhook events failed"),
+    // Bounded batches until caught up: no statement deletes a day of webhooks at once.
+    let mut pruned = 0;
+    loop {
+        match store.prune_seen_events(before, PRUNE_BATCH).await {
+            Ok(batch) => {
+                pruned += batch;
+                if batch < u64::from(PRUNE_BATCH) {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, pruned, "pruning seen webhook events failed");
+                return;
+            }
+        }
+    }
+    if pruned == 0 {
+        tracing::debug!("no seen webhook events to prune");
+    } else {
+        tracing::info!(pruned, "pruned seen webhook events");
     }
 }
+
+/// Keys forgotten per statement.
+pub const PRUNE_BATCH: u32 = 10_000;
 
 #[cfg(test)]
 mod tests {
@@ -57,16 +76,33 @@ mod tests {
         store
             .expect_prune_seen_events()
             .times(3)
-            .withf(move |before| {
+            .withf(move |before, limit| {
                 let age = Utc::now() - *before;
-                age >= chrono::Duration::seconds(3599) && age <= chrono::Duration::seconds(3601)
+                *limit == PRUNE_BATCH
+                    && age >= chrono::Duration::seconds(3599)
+                    && age <= chrono::Duration::seconds(3601)
             })
-            .returning(|_| Ok(2));
+            .returning(|_, _| Ok(2));
         let task = spawn_seen_events_pruner(Arc::new(store), retention, PRUNE_INTERVAL);
         tokio::time::sleep(PRUNE_INTERVAL * 2 + Duration::from_secs(1)).await;
         task.abort();
         // The mock's `times(3)` is checked when it drops with the aborted task.
         assert!(task.await.unwrap_err().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_backlog_is_pruned_in_bounded_batches_until_caught_up() {
+        let mut store = MockRegistrationPort::new();
+        let mut left: u64 = 25_000;
+        store
+            .expect_prune_seen_events()
+            .times(3)
+            .returning(move |_, limit| {
+                let batch = left.min(u64::from(limit));
+                left -= batch;
+                Ok(batch)
+            });
+        prune_once(&store, Duration::from_secs(60)).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -76,7 +112,7 @@ mod tests {
         store
             .expect_prune_seen_events()
             .times(2)
-            .returning(move |_| {
+            .returning(move |_, _| {
                 calls += 1;
                 if calls == 1 {
                     Err(webex_push_domain::RegistrationError::Unavailable(

@@ -20,8 +20,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use webex_push_domain::{
-    ApnsEnvironment, Channel, Claim, Device, DeviceToken, PersonId, Push, PushContent, PushGateway,
-    PushOutcome, Registration, RegistrationError, RegistrationPort,
+    ApnsEnvironment, Channel, Claim, Device, DeviceToken, EventClaim, EventKey, PersonId, Push,
+    PushContent, PushGateway, PushOutcome, Registration, RegistrationError, RegistrationPort,
+    ReplicaId, TakeOver,
 };
 
 /// A number read when `/metrics` is scraped (pool state, provider tokens).
@@ -65,7 +66,7 @@ pub struct PoolLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreLabels {
-    /// The `RegistrationPort` method (`claim_event_devices`, `record_outcome`, ...).
+    /// The `RegistrationPort` method (`claim`, `record_outcome`, ...).
     pub operation: &'static str,
     /// `ok`, `unavailable` or `unknown`.
     pub result: &'static str,
@@ -85,6 +86,12 @@ pub struct Metrics {
     pub ring_latency: Histogram,
     /// From a webhook's arrival to a push worker taking its event.
     pub queue_wait: Histogram,
+    /// Events accepted while the store could not record them (held in memory only).
+    unrecorded: Counter,
+    /// Jobs of stopped replicas this one took over.
+    taken_over: Counter,
+    /// Unfinished jobs found past their deadline with no live holder: never relayed.
+    expired: Counter,
     pub store_duration: Family<StoreLabels, Histogram, StageHistogram>,
     queue_depth: Gauge,
     pool: Family<PoolLabels, Gauge>,
@@ -167,6 +174,24 @@ impl Metrics {
             "Time one registration store call took, batching wait included, by operation and result",
             store_duration.clone(),
         );
+        let unrecorded = Counter::default();
+        registry.register(
+            "events_unrecorded",
+            "Events accepted while the store could not record them: lost if this replica stops before relaying them",
+            unrecorded.clone(),
+        );
+        let taken_over = Counter::default();
+        registry.register(
+            "events_taken_over",
+            "Accepted events of replicas that stopped, taken over by this one",
+            taken_over.clone(),
+        );
+        let expired = Counter::default();
+        registry.register(
+            "events_expired_unrelayed",
+            "Accepted events whose replica stopped and whose deadline passed before any replica took them over",
+            expired.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "push_queue_depth",
@@ -194,6 +219,9 @@ impl Metrics {
             apns_duration,
             ring_latency,
             queue_wait,
+            unrecorded,
+            taken_over,
+            expired,
             store_duration,
             queue_depth,
             pool,
@@ -202,6 +230,18 @@ impl Metrics {
             pool_probe: OnceLock::new(),
             tokens_probe: OnceLock::new(),
         }
+    }
+
+    pub fn count_unrecorded(&self) {
+        self.unrecorded.inc();
+    }
+
+    pub fn count_taken_over(&self) {
+        self.taken_over.inc();
+    }
+
+    pub fn count_expired(&self, expired: u64) {
+        self.expired.inc_by(expired);
     }
 
     /// Where `push_queue_depth` is read at scrape time.
@@ -386,32 +426,35 @@ impl RegistrationPort for MeteredStore {
         .await
     }
 
-    async fn mark_event_seen(
-        &self,
-        key: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, RegistrationError> {
-        self.timed("mark_event_seen", self.inner.mark_event_seen(key, at))
-            .await
+    async fn claim(&self, claim: &EventClaim) -> Result<Claim, RegistrationError> {
+        self.timed("claim", self.inner.claim(claim)).await
     }
 
-    // Forwarded, not left to the default: the store's own version is the one round trip.
-    async fn claim_event_devices(
+    async fn finish_event(&self, key: &EventKey) -> Result<(), RegistrationError> {
+        self.timed("finish_event", self.inner.finish_event(key)).await
+    }
+
+    async fn take_over_events(
         &self,
-        key: Option<&str>,
+        holder: ReplicaId,
         at: DateTime<Utc>,
-        person: &PersonId,
-        channel: Channel,
-    ) -> Result<Claim, RegistrationError> {
+        alive_since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<TakeOver, RegistrationError> {
         self.timed(
-            "claim_event_devices",
-            self.inner.claim_event_devices(key, at, person, channel),
+            "take_over_events",
+            self.inner
+                .take_over_events(holder, at, alive_since, limit),
         )
         .await
     }
 
-    async fn prune_seen_events(&self, before: DateTime<Utc>) -> Result<u64, RegistrationError> {
-        self.timed("prune_seen_events", self.inner.prune_seen_events(before))
+    async fn prune_seen_events(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, RegistrationError> {
+        self.timed("prune_seen_events", self.inner.prune_seen_events(before, limit))
             .await
     }
 
@@ -540,7 +583,10 @@ mod tests {
 
         let person = PersonId::from_uuid(uuid::Uuid::new_v4());
         let mut inner = MockRegistrationPort::new();
-        inner.expect_devices_of().returning(|_, _| Ok(Vec::new()));
+        inner
+            .expect_claim()
+            .times(1)
+            .returning(|_| Ok(Claim::Devices(Vec::new())));
         inner
             .expect_ping()
             .returning(|| Err(RegistrationError::Unavailable("down".into())));
@@ -548,7 +594,16 @@ mod tests {
         let metered = MeteredStore::new(Arc::new(inner), Arc::clone(&metrics));
 
         let claim = metered
-            .claim_event_devices(Some("ring:x"), Utc::now(), &person, Channel::Voip)
+            .claim(&webex_push_domain::EventClaim {
+                key: None,
+                job: webex_push_domain::JobId::new(),
+                person,
+                channel: Channel::Voip,
+                at: Utc::now(),
+                event: "{}".into(),
+                deliver_by: Utc::now(),
+                holder: webex_push_domain::ReplicaId::new(),
+            })
             .await
             .unwrap();
         assert_eq!(claim, Claim::Devices(Vec::new()));
@@ -556,14 +611,10 @@ mod tests {
 
         let text = metrics.render().unwrap();
         for series in [
-            r#"store_operation_duration_seconds_count{operation="claim_event_devices",result="ok"} 1"#,
+            r#"store_operation_duration_seconds_count{operation="claim",result="ok"} 1"#,
             r#"store_operation_duration_seconds_count{operation="ping",result="unavailable"} 1"#,
         ] {
             assert!(text.contains(series), "{series} in {text}");
         }
-        assert!(
-            !text.contains(r#"operation="devices_of""#),
-            "the claim went to the store's own claim_event_devices, once: {text}"
-        );
     }
 }

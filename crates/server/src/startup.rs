@@ -133,7 +133,6 @@ impl Application {
                 let service = NotificationService::new(
                     Arc::clone(&store),
                     Arc::new(gateway),
-                    config.deadlines,
                     config.retry,
                     Arc::clone(&clock),
                 );
@@ -177,8 +176,11 @@ impl Application {
         let (queue, workers) = match dependencies.notifier {
             Some(notifier) => {
                 let (queue, workers) = queue::start(
-                    config.queue.capacity,
-                    config.queue.workers,
+                    queue::Sizing {
+                        capacity: config.queue.capacity,
+                        workers: config.queue.workers,
+                        wait: config.queue.wait,
+                    },
                     config.deadlines,
                     notifier,
                     Arc::clone(&dependencies.metrics),

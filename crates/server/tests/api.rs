@@ -17,8 +17,8 @@ use webex_push_adapters::persistence::DatabaseConfig;
 use webex_push_adapters::webex::sign;
 use webex_push_domain::ports::MockRegistrationPort;
 use webex_push_domain::{
-    ApnsEnvironment, CallEnded, DeliveryReport, IdentityPort, IncomingCall, IncomingCallPort,
-    NewMessage, NotifyError, PersonId, RegistrationError,
+    ApnsEnvironment, CallEnded, Claim, DeliveryReport, Event, IdentityPort, IncomingCall,
+    IncomingCallPort, Job, NewMessage, NotifyError, PersonId, RegistrationError,
 };
 use webex_push_domain::{Channel, Device, DeviceToken, Push, PushContent, PushOutcome};
 
@@ -72,14 +72,23 @@ impl RecordingNotifier {
 
 #[async_trait]
 impl IncomingCallPort for RecordingNotifier {
-    async fn ring(&self, call: IncomingCall) -> Result<DeliveryReport, NotifyError> {
-        self.pass(Relayed::Ring(call)).await
+    async fn accept(&self, _: &Job) -> Result<Claim, NotifyError> {
+        Ok(Claim::Devices(Vec::new()))
     }
-    async fn end_call(&self, ended: CallEnded) -> Result<DeliveryReport, NotifyError> {
-        self.pass(Relayed::Ended(ended)).await
+    async fn relay(
+        &self,
+        job: Job,
+        _: Option<Vec<Device>>,
+    ) -> Result<DeliveryReport, NotifyError> {
+        self.pass(match job.event {
+            Event::Ring(call) => Relayed::Ring(call),
+            Event::CallEnded(ended) => Relayed::Ended(ended),
+            Event::Message(message) => Relayed::Message(message),
+        })
+        .await
     }
-    async fn notify_message(&self, message: NewMessage) -> Result<DeliveryReport, NotifyError> {
-        self.pass(Relayed::Message(message)).await
+    async fn take_over(&self, _: usize) -> Result<(Vec<Job>, u64), NotifyError> {
+        Ok((Vec::new(), 0))
     }
 }
 
@@ -98,6 +107,7 @@ struct Options {
     secrets: Vec<&'static str>,
     gate: Option<Arc<Semaphore>>,
     queue_capacity: usize,
+    queue_wait: Duration,
     workers: usize,
     admin_token: Option<&'static str>,
     identity: Option<Arc<dyn IdentityPort>>,
@@ -112,6 +122,7 @@ impl Default for Options {
             secrets: Vec::new(),
             gate: None,
             queue_capacity: 64,
+            queue_wait: Duration::from_millis(100),
             workers: 2,
             admin_token: None,
             identity: None,
@@ -130,6 +141,7 @@ impl TestApp {
             .collect();
         config.queue.capacity = options.queue_capacity;
         config.queue.workers = options.workers;
+        config.queue.wait = options.queue_wait;
         config.http.shutdown_timeout = Duration::from_secs(5);
         config.admin_token = options
             .admin_token

@@ -45,8 +45,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret as _;
 use tracing::{Instrument as _, Span};
 use webex_push_domain::{
-    ApnsEnvironment, BoxError, Channel, Claim, Device, DeviceToken, PersonId, Registration,
-    RegistrationError, RegistrationPort,
+    ApnsEnvironment, BoxError, Channel, Claim, Device, DeviceToken, EventClaim, EventKey,
+    PersonId, Registration, RegistrationError, RegistrationPort, ReplicaId, TakeOver,
 };
 
 use config::Target;
@@ -54,7 +54,6 @@ pub use config::{
     DEFAULT_POSTGRES_POOL_SIZE, DEFAULT_SQLITE_PATH, DEFAULT_SQLITE_POOL_SIZE, DatabaseConfig,
     DatabaseUrlError, default_database_url,
 };
-use schema::IntoDevice;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -674,29 +673,50 @@ fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
 }
 
-/// [`RegistrationPort::mark_event_seen`] on Postgres, committed asynchronously.
-const PG_MARK_EVENT_SEEN: &str = concat!(
-    "INSERT INTO seen_events (key, seen_at) SELECT $1, $2 FROM ",
-    async_commit!(),
-    " ON CONFLICT (key) DO NOTHING"
-);
+/// The event's key recorded for its job ([`RegistrationPort::claim`] on SQLite): one
+/// row changed when it is new, or was recorded by the same job before.
+const SQLITE_CLAIM_EVENT: &str = "INSERT INTO seen_events (key, seen_at, job, event, deliver_by, holder) \
+     VALUES (?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (key) DO UPDATE SET seen_at = seen_events.seen_at \
+     WHERE seen_events.job = excluded.job";
 
-/// The claim for the device rows read: `Duplicate` when the person has devices and the
-/// key had been recorded before.
-fn claim_from_rows<R>(rows: Vec<R>, fresh: bool) -> Result<Claim, StoreError>
-where
-    R: IntoDevice,
-{
-    let devices = rows
-        .into_iter()
-        .map(IntoDevice::into_device)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(if fresh || devices.is_empty() {
-        Claim::Devices(devices)
-    } else {
-        Claim::Duplicate(devices)
-    })
-}
+/// At most `$2` events seen before `$1` ([`RegistrationPort::prune_seen_events`]).
+const PG_PRUNE_SEEN_EVENTS: &str = "DELETE FROM seen_events WHERE key IN (\
+     SELECT key FROM seen_events WHERE seen_at < $1 LIMIT $2)";
+const SQLITE_PRUNE_SEEN_EVENTS: &str = "DELETE FROM seen_events WHERE rowid IN (\
+     SELECT rowid FROM seen_events WHERE seen_at < ? LIMIT ?)";
+
+/// The caller says it is alive ([`RegistrationPort::take_over_events`]); replicas
+/// silent for a day are forgotten.
+const PG_REPLICA_ALIVE: &str = "WITH forgotten AS (DELETE FROM replicas \
+     WHERE alive_at < $2 - interval '1 day') \
+     INSERT INTO replicas (id, alive_at) VALUES ($1, $2) \
+     ON CONFLICT (id) DO UPDATE SET alive_at = excluded.alive_at";
+const SQLITE_REPLICA_ALIVE: &str = "INSERT INTO replicas (id, alive_at) VALUES (?, ?) \
+     ON CONFLICT (id) DO UPDATE SET alive_at = excluded.alive_at";
+
+/// Unfinished events past their deadline (`$1`) whose holder is not alive (has not
+/// said so since `$2`): forgotten.
+const PG_EXPIRE_ORPHANS: &str = "UPDATE seen_events SET event = NULL, holder = NULL \
+     WHERE event IS NOT NULL AND deliver_by <= $1 \
+     AND (holder IS NULL OR holder NOT IN (SELECT id FROM replicas WHERE alive_at >= $2))";
+const SQLITE_EXPIRE_ORPHANS: &str = "UPDATE seen_events SET event = NULL, holder = NULL \
+     WHERE event IS NOT NULL AND deliver_by <= ?1 \
+     AND (holder IS NULL OR holder NOT IN (SELECT id FROM replicas WHERE alive_at >= ?2))";
+
+/// At most `$4` unfinished events within their deadline (`$2`) whose holder is not
+/// alive (since `$3`), soonest deadline first, made `$1`'s. `SKIP LOCKED`: two replicas
+/// taking over at once split the events instead of waiting for each other.
+const PG_TAKE_OVER: &str = "UPDATE seen_events SET holder = $1 WHERE key IN (\
+     SELECT key FROM seen_events WHERE event IS NOT NULL AND deliver_by > $2 \
+     AND (holder IS NULL OR holder NOT IN (SELECT id FROM replicas WHERE alive_at >= $3)) \
+     ORDER BY deliver_by LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     RETURNING job, event, deliver_by";
+const SQLITE_TAKE_OVER: &str = "UPDATE seen_events SET holder = ?1 WHERE key IN (\
+     SELECT key FROM seen_events WHERE event IS NOT NULL AND deliver_by > ?2 \
+     AND (holder IS NULL OR holder NOT IN (SELECT id FROM replicas WHERE alive_at >= ?3)) \
+     ORDER BY deliver_by LIMIT ?4) \
+     RETURNING job, event, deliver_by";
 
 #[async_trait]
 impl RegistrationPort for DieselRegistrationStore {
@@ -904,108 +924,196 @@ impl RegistrationPort for DieselRegistrationStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(backend = self.backend_name()))]
-    async fn mark_event_seen(
-        &self,
-        key: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, RegistrationError> {
-        let key = key.to_owned();
-        let at = stored_time(at);
-        self.run(move |pools| match pools {
-            // The unique key decides, so two replicas racing on one event agree.
-            Pools::Postgres(pool) => on_postgres(pool, |conn| {
-                let inserted = diesel::sql_query(PG_MARK_EVENT_SEEN)
-                    .bind::<sql_types::Text, _>(&key)
-                    .bind::<sql_types::Timestamptz, _>(at)
-                    .execute(conn)?;
-                Ok(inserted > 0)
-            }),
-            Pools::Sqlite(pool) => {
-                use schema::sqlite::seen_events;
-                let inserted = diesel::insert_into(seen_events::table)
-                    .values((seen_events::key.eq(&key), seen_events::seen_at.eq(at)))
-                    .on_conflict_do_nothing()
-                    .execute(&mut *pool.get()?)?;
-                Ok(inserted > 0)
-            }
-        })
-        .await
-    }
-
-    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %person, channel = %channel))]
-    async fn claim_event_devices(
-        &self,
-        key: Option<&str>,
-        at: DateTime<Utc>,
-        person: &PersonId,
-        channel: Channel,
-    ) -> Result<Claim, RegistrationError> {
-        let key = key.map(str::to_owned);
-        let at = stored_time(at);
-        let person_uuid = person.uuid();
-        let channel = channel.as_str();
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %claim.person, channel = %claim.channel))]
+    async fn claim(&self, claim: &EventClaim) -> Result<Claim, RegistrationError> {
+        let request = pg_batches::ClaimRequest {
+            key: claim.key.as_ref().map(|key| key.as_str().to_owned()),
+            at: stored_time(claim.at),
+            person: claim.person.uuid(),
+            channel: claim.channel.as_str(),
+            job: claim.job.uuid(),
+            event: claim.event.clone(),
+            deliver_by: stored_time(claim.deliver_by),
+            holder: claim.holder.uuid(),
+        };
         // This runs for every webhook: on Postgres one statement claims the events of
         // every webhook waiting at that moment; on SQLite, one blocking hop.
         if let Some(batches) = &self.batches {
-            return batches
-                .claim(pg_batches::ClaimRequest {
-                    key,
-                    at,
-                    person: person_uuid,
-                    channel,
-                })
-                .await;
+            return batches.claim(request).await;
         }
         self.run(move |pools| match pools {
             // Not reached (a Postgres store has its batches); the same statement, alone.
-            Pools::Postgres(pool) => on_postgres(pool, |conn| {
-                let request = pg_batches::ClaimRequest {
-                    key: key.clone(),
-                    at,
-                    person: person_uuid,
-                    channel,
-                };
-                pg_batches::claim_alone(conn, &request)
-            }),
+            Pools::Postgres(pool) => {
+                on_postgres(pool, |conn| pg_batches::claim_alone(conn, &request))
+            }
             Pools::Sqlite(pool) => {
-                use schema::sqlite::{DeviceRow, devices, person_key, seen_events};
+                use schema::sqlite::{DeviceRow, devices, person_key};
                 let conn: &mut SqliteConnection = &mut *pool.get()?;
                 // Two statements on one connection, not one transaction: SQLite has one
                 // writer, and an immediate transaction would take the write lock even
                 // for the many people without devices. A registration landing between
                 // the two is harmless: the event is claimed for the devices read.
                 let rows = devices::table
-                    .filter(devices::person_uuid.eq(person_key(person_uuid)))
-                    .filter(devices::channel.eq(channel))
+                    .filter(devices::person_uuid.eq(person_key(request.person)))
+                    .filter(devices::channel.eq(request.channel))
                     .select(DeviceRow::as_select())
                     .load(conn)?;
-                let fresh = match &key {
+                let fresh = match &request.key {
                     Some(key) if !rows.is_empty() => {
-                        diesel::insert_into(seen_events::table)
-                            .values((seen_events::key.eq(&key), seen_events::seen_at.eq(at)))
-                            .on_conflict_do_nothing()
+                        diesel::sql_query(SQLITE_CLAIM_EVENT)
+                            .bind::<sql_types::Text, _>(key)
+                            .bind::<sql_types::TimestamptzSqlite, _>(request.at)
+                            .bind::<sql_types::Text, _>(request.job.hyphenated().to_string())
+                            .bind::<sql_types::Text, _>(&request.event)
+                            .bind::<sql_types::TimestamptzSqlite, _>(request.deliver_by)
+                            .bind::<sql_types::Text, _>(request.holder.hyphenated().to_string())
                             .execute(conn)?
                             > 0
                     }
                     _ => true,
                 };
-                claim_from_rows(rows, fresh)
+                let devices = rows
+                    .into_iter()
+                    .map(DeviceRow::into_device)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Claim::new(devices, fresh))
             }
         })
         .await
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend_name()))]
-    async fn prune_seen_events(&self, before: DateTime<Utc>) -> Result<u64, RegistrationError> {
-        let before = stored_time(before);
-        self.run(move |pools| {
-            on_backend!(pools, |conn| {
-                let pruned =
-                    diesel::delete(seen_events::table.filter(seen_events::seen_at.lt(before)))
+    async fn finish_event(&self, key: &EventKey) -> Result<(), RegistrationError> {
+        let key = key.as_str().to_owned();
+        if let Some(batches) = &self.batches {
+            return batches.finish(key).await;
+        }
+        // Only SQLite gets here: a Postgres store has its batches.
+        self.run(move |pools| match pools {
+            Pools::Postgres(pool) => on_postgres(pool, |conn| {
+                pg_batches::finish_alone(conn, &key)
+            }),
+            Pools::Sqlite(pool) => {
+                use schema::sqlite::seen_events;
+                diesel::update(
+                    seen_events::table
+                        .filter(seen_events::key.eq(&key))
+                        .filter(seen_events::event.is_not_null()),
+                )
+                .set((
+                    seen_events::event.eq(None::<String>),
+                    seen_events::holder.eq(None::<String>),
+                ))
+                .execute(&mut *pool.get()?)?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), limit))]
+    async fn take_over_events(
+        &self,
+        holder: ReplicaId,
+        at: DateTime<Utc>,
+        alive_since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<TakeOver, RegistrationError> {
+        let at = stored_time(at);
+        let alive_since = stored_time(alive_since);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let holder = holder.uuid();
+        self.run(move |pools| match pools {
+            Pools::Postgres(pool) => on_postgres(pool, |conn| {
+                conn.write_transaction(|conn| {
+                    use sql_types::{BigInt, Timestamptz, Uuid as SqlUuid};
+                    diesel::sql_query(PG_REPLICA_ALIVE)
+                        .bind::<SqlUuid, _>(holder)
+                        .bind::<Timestamptz, _>(at)
                         .execute(conn)?;
-                Ok(pruned as u64)
-            })
+                    let expired = diesel::sql_query(PG_EXPIRE_ORPHANS)
+                        .bind::<Timestamptz, _>(at)
+                        .bind::<Timestamptz, _>(alive_since)
+                        .execute(conn)?;
+                    let rows: Vec<schema::pg::TakenRow> = if limit > 0 {
+                        diesel::sql_query(PG_TAKE_OVER)
+                            .bind::<SqlUuid, _>(holder)
+                            .bind::<Timestamptz, _>(at)
+                            .bind::<Timestamptz, _>(alive_since)
+                            .bind::<BigInt, _>(limit)
+                            .load(conn)?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok(TakeOver {
+                        events: rows
+                            .into_iter()
+                            .filter_map(schema::pg::TakenRow::into_stored)
+                            .collect(),
+                        expired: expired as u64,
+                    })
+                })
+            }),
+            Pools::Sqlite(pool) => {
+                use sql_types::{BigInt, Text, TimestamptzSqlite};
+                let conn: &mut SqliteConnection = &mut *pool.get()?;
+                let holder = holder.hyphenated().to_string();
+                conn.write_transaction(|conn| {
+                    diesel::sql_query(SQLITE_REPLICA_ALIVE)
+                        .bind::<Text, _>(&holder)
+                        .bind::<TimestamptzSqlite, _>(at)
+                        .execute(conn)?;
+                    let expired = diesel::sql_query(SQLITE_EXPIRE_ORPHANS)
+                        .bind::<TimestamptzSqlite, _>(at)
+                        .bind::<TimestamptzSqlite, _>(alive_since)
+                        .execute(conn)?;
+                    let rows: Vec<schema::sqlite::TakenRow> = if limit > 0 {
+                        diesel::sql_query(SQLITE_TAKE_OVER)
+                            .bind::<Text, _>(&holder)
+                            .bind::<TimestamptzSqlite, _>(at)
+                            .bind::<TimestamptzSqlite, _>(alive_since)
+                            .bind::<BigInt, _>(limit)
+                            .load(conn)?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok(TakeOver {
+                        events: rows
+                            .into_iter()
+                            .filter_map(schema::sqlite::TakenRow::into_stored)
+                            .collect(),
+                        expired: expired as u64,
+                    })
+                })
+            }
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), limit))]
+    async fn prune_seen_events(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, RegistrationError> {
+        let before = stored_time(before);
+        let limit = i64::from(limit);
+        // One bounded batch: a long backlog is pruned by calling again, so no statement
+        // holds its locks, or grows the WAL, for long.
+        self.run(move |pools| {
+            let pruned = match pools {
+                Pools::Postgres(pool) => on_postgres(pool, |conn| {
+                    Ok(diesel::sql_query(PG_PRUNE_SEEN_EVENTS)
+                        .bind::<sql_types::Timestamptz, _>(before)
+                        .bind::<sql_types::BigInt, _>(limit)
+                        .execute(conn)?)
+                })?,
+                Pools::Sqlite(pool) => diesel::sql_query(SQLITE_PRUNE_SEEN_EVENTS)
+                    .bind::<sql_types::TimestamptzSqlite, _>(before)
+                    .bind::<sql_types::BigInt, _>(limit)
+                    .execute(&mut *pool.get()?)?,
+            };
+            Ok(pruned as u64)
         })
         .await
     }

@@ -1,6 +1,7 @@
-//! The two Postgres statements every webhook and every push runs, batched across
-//! concurrent callers ([`Batcher`]): claiming an event (de-duplication and the device
-//! lookup) and recording a push's outcome.
+//! The Postgres statements every webhook and every push runs, batched across
+//! concurrent callers ([`Batcher`]): claiming an event (de-duplication, the device
+//! lookup and the record another replica would relay it from), recording a push's
+//! outcome, and finishing a relayed event.
 //!
 //! Each batch is one statement over arrays (`unnest`), so it costs one blocking hop,
 //! one checkout and one round trip however many events it carries, and answers each
@@ -15,8 +16,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::serialize::ToSql;
-use diesel::sql_types::{Array, HasSqlType, Text, Timestamptz, Untyped, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Text, Timestamptz, Untyped, Uuid as SqlUuid};
 use futures::future::join_all;
 use uuid::Uuid;
 use webex_push_domain::{BoxError, Claim, RegistrationError};
@@ -33,30 +33,45 @@ const CLAIMS_PER_BATCH: usize = 256;
 /// would only wait for each other.
 const OUTCOME_SLOTS: usize = 1;
 const OUTCOMES_PER_BATCH: usize = 512;
+/// Finishing touches only rows of relayed events, each once: no two batches overlap.
+const FINISH_SLOTS: usize = 1;
+const FINISHES_PER_BATCH: usize = 512;
 
-/// [`RegistrationPort::claim_event_devices`](webex_push_domain::RegistrationPort::claim_event_devices)
-/// for many events in one statement, over four arrays: each event's key (`''` for an
-/// event without one: it is never recorded and always fresh), when it was seen, its
-/// person and its channel. A key is inserted only when its person has devices on the
-/// channel; every device row says which event it answers (`n`, from 1) and whether this
-/// statement recorded that event's key (`fresh`). One snapshot for both parts; the
-/// unique key decides between replicas racing on one event. The keys of one batch must
-/// differ. The insert commits without waiting for the WAL flush (see `async_commit!`).
+/// [`RegistrationPort::claim`](webex_push_domain::RegistrationPort::claim) for many
+/// events in one statement, over eight arrays: each event's key (`''` for an event
+/// without one: it is never recorded and always fresh), when it was seen, its person,
+/// its channel, its job, the event as stored, its deadline and its holder. A key is
+/// recorded only when its person has devices on the channel; every device row says
+/// which event it answers (`n`, from 1) and whether that event's key is this job's
+/// (`fresh`): recorded now, or by the same job before. The upsert touches only a row
+/// of the same job and is checked against the latest committed row, so a retry whose
+/// first try is still committing waits for it, then finds it its own. One snapshot for
+/// the device part; the unique key decides between replicas racing on one event. The
+/// keys of one batch must differ. Committed without waiting for the WAL flush (see
+/// `async_commit!`): a replica crash loses nothing, a Postgres crash may lose the last
+/// fraction of a second of records.
 ///
-/// The text around the four array parameters, which [`Statement`] puts in place.
-const CLAIM_EVENTS: [&str; 5] = [
+/// The text around the eight array parameters, which [`ClaimEvents`] puts in place.
+const CLAIM_EVENTS: [&str; 9] = [
     "WITH input AS (SELECT * FROM unnest(",
     "::text[], ",
     "::timestamptz[], ",
     "::uuid[], ",
+    "::text[], ",
+    "::uuid[], ",
+    "::text[], ",
+    "::timestamptz[], ",
     concat!(
-        "::text[]) WITH ORDINALITY AS input (key, seen_at, person_uuid, channel, n)), ",
-        "claimed AS (INSERT INTO seen_events (key, seen_at) SELECT input.key, input.seen_at",
-        " FROM input, ",
+        "::uuid[]) WITH ORDINALITY",
+        " AS input (key, seen_at, person_uuid, channel, job, event, deliver_by, holder, n)), ",
+        "claimed AS (INSERT INTO seen_events (key, seen_at, job, event, deliver_by, holder)",
+        " SELECT input.key, input.seen_at, input.job, input.event, input.deliver_by,",
+        " input.holder FROM input, ",
         async_commit!(),
         " WHERE input.key <> '' AND EXISTS (SELECT 1 FROM devices",
         " WHERE devices.person_uuid = input.person_uuid AND devices.channel = input.channel)",
-        " ON CONFLICT (key) DO NOTHING RETURNING key) ",
+        " ON CONFLICT (key) DO UPDATE SET seen_at = seen_events.seen_at",
+        " WHERE seen_events.job = excluded.job RETURNING key) ",
         "SELECT input.n, devices.token, devices.channel, devices.person_uuid, devices.person_id,",
         " devices.environment, devices.bundle_id, devices.registered_at, devices.last_outcome,",
         " devices.last_outcome_at,",
@@ -64,6 +79,18 @@ const CLAIM_EVENTS: [&str; 5] = [
         " FROM input JOIN devices",
         " ON devices.person_uuid = input.person_uuid AND devices.channel = input.channel"
     ),
+];
+
+/// [`RegistrationPort::finish_event`](webex_push_domain::RegistrationPort::finish_event)
+/// for many keys in one statement: the records of relayed events are dropped, so no
+/// replica takes them over. Committed without waiting for the WAL flush.
+const FINISH_EVENTS: [&str; 2] = [
+    concat!(
+        "UPDATE seen_events SET event = NULL, holder = NULL FROM ",
+        async_commit!(),
+        " WHERE seen_events.event IS NOT NULL AND seen_events.key = ANY("
+    ),
+    "::text[])",
 ];
 
 /// [`RegistrationPort::record_outcome`](webex_push_domain::RegistrationPort::record_outcome)
@@ -90,91 +117,72 @@ const RECORD_OUTCOMES: [&str; 5] = [
     ),
 ];
 
-/// A fixed statement over four array parameters, `A` to `D`, of SQL types `SA` to `SD`.
+/// Declares a fixed statement over array parameters: a struct holding the binds, and
+/// the text around them (`text`, one part more than binds).
 ///
-/// Unlike `diesel::sql_query`, which Diesel never prepares for reuse, this one is
-/// prepared once per connection (its text is fixed, `M` names it in Diesel's statement
-/// cache) and then only bound and executed: Postgres parses and plans it once, not on
-/// every batch.
-struct Statement<'a, M, SA, SB, SC, SD, A: ?Sized, B: ?Sized, C: ?Sized, D: ?Sized> {
-    text: &'static [&'static str; 5],
-    binds: (&'a A, &'a B, &'a C, &'a D),
-    types: std::marker::PhantomData<(M, SA, SB, SC, SD)>,
+/// Unlike `diesel::sql_query`, which Diesel never prepares for reuse, such a statement
+/// is prepared once per connection (its text is fixed and its type names it in
+/// Diesel's statement cache) and then only bound and executed: Postgres parses and
+/// plans it once, not on every batch.
+macro_rules! prepared {
+    ($(#[$doc:meta])* $name:ident = $text:expr; $($field:ident: $rust:ty => $sql:ty),+ $(,)?) => {
+        $(#[$doc])*
+        struct $name<'a> {
+            $($field: &'a $rust),+
+        }
+
+        impl QueryFragment<Pg> for $name<'_> {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+                let mut text = $text.iter();
+                $(
+                    out.push_sql(text.next().copied().unwrap_or_default());
+                    out.push_bind_param::<$sql, _>(self.$field)?;
+                )+
+                out.push_sql(text.next().copied().unwrap_or_default());
+                Ok(())
+            }
+        }
+
+        impl QueryId for $name<'_> {
+            type QueryId = $name<'static>;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+
+        impl Query for $name<'_> {
+            type SqlType = Untyped;
+        }
+
+        impl RunQueryDsl<PgConnection> for $name<'_> {}
+    };
 }
 
-impl<M, SA, SB, SC, SD, A, B, C, D> QueryFragment<Pg>
-    for Statement<'_, M, SA, SB, SC, SD, A, B, C, D>
-where
-    Pg: HasSqlType<SA> + HasSqlType<SB> + HasSqlType<SC> + HasSqlType<SD>,
-    A: ToSql<SA, Pg> + ?Sized,
-    B: ToSql<SB, Pg> + ?Sized,
-    C: ToSql<SC, Pg> + ?Sized,
-    D: ToSql<SD, Pg> + ?Sized,
-{
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let [first, second, third, fourth, rest] = self.text;
-        out.push_sql(first);
-        out.push_bind_param::<SA, _>(self.binds.0)?;
-        out.push_sql(second);
-        out.push_bind_param::<SB, _>(self.binds.1)?;
-        out.push_sql(third);
-        out.push_bind_param::<SC, _>(self.binds.2)?;
-        out.push_sql(fourth);
-        out.push_bind_param::<SD, _>(self.binds.3)?;
-        out.push_sql(rest);
-        Ok(())
-    }
+prepared! {
+    /// [`CLAIM_EVENTS`] with its parameters.
+    ClaimEvents = CLAIM_EVENTS;
+    keys: [&'a str] => Array<Text>,
+    seen_at: [DateTime<Utc>] => Array<Timestamptz>,
+    persons: [Uuid] => Array<SqlUuid>,
+    channels: [&'a str] => Array<Text>,
+    jobs: [Uuid] => Array<SqlUuid>,
+    events: [&'a str] => Array<Text>,
+    deliver_by: [DateTime<Utc>] => Array<Timestamptz>,
+    holders: [Uuid] => Array<SqlUuid>,
 }
 
-impl<M: 'static, SA, SB, SC, SD, A: ?Sized, B: ?Sized, C: ?Sized, D: ?Sized> QueryId
-    for Statement<'_, M, SA, SB, SC, SD, A, B, C, D>
-{
-    type QueryId = M;
-    const HAS_STATIC_QUERY_ID: bool = true;
+prepared! {
+    /// [`RECORD_OUTCOMES`] with its parameters.
+    RecordOutcomes = RECORD_OUTCOMES;
+    tokens: [&'a str] => Array<Text>,
+    outcomes: [&'a str] => Array<Text>,
+    at: [DateTime<Utc>] => Array<Timestamptz>,
+    environments: [&'a str] => Array<Text>,
 }
 
-impl<M, SA, SB, SC, SD, A: ?Sized, B: ?Sized, C: ?Sized, D: ?Sized> Query
-    for Statement<'_, M, SA, SB, SC, SD, A, B, C, D>
-{
-    type SqlType = Untyped;
+prepared! {
+    /// [`FINISH_EVENTS`] with its parameter.
+    FinishEvents = FINISH_EVENTS;
+    keys: [&'a str] => Array<Text>,
 }
-
-impl<M, SA, SB, SC, SD, A: ?Sized, B: ?Sized, C: ?Sized, D: ?Sized> RunQueryDsl<PgConnection>
-    for Statement<'_, M, SA, SB, SC, SD, A, B, C, D>
-{
-}
-
-/// The names of the two statements in Diesel's statement cache.
-struct ClaimEventsStatement;
-struct RecordOutcomesStatement;
-
-/// [`CLAIM_EVENTS`] with its parameters: keys, times, persons, channels.
-type ClaimEvents<'a> = Statement<
-    'a,
-    ClaimEventsStatement,
-    Array<Text>,
-    Array<Timestamptz>,
-    Array<SqlUuid>,
-    Array<Text>,
-    [&'a str],
-    [DateTime<Utc>],
-    [Uuid],
-    [&'a str],
->;
-
-/// [`RECORD_OUTCOMES`] with its parameters: tokens, outcomes, times, environments.
-type RecordOutcomes<'a> = Statement<
-    'a,
-    RecordOutcomesStatement,
-    Array<Text>,
-    Array<Text>,
-    Array<Timestamptz>,
-    Array<Text>,
-    [&'a str],
-    [&'a str],
-    [DateTime<Utc>],
-    [&'a str],
->;
 
 /// One event to claim.
 #[derive(Debug, Clone)]
@@ -183,6 +191,10 @@ pub(crate) struct ClaimRequest {
     pub(crate) at: DateTime<Utc>,
     pub(crate) person: Uuid,
     pub(crate) channel: &'static str,
+    pub(crate) job: Uuid,
+    pub(crate) event: String,
+    pub(crate) deliver_by: DateTime<Utc>,
+    pub(crate) holder: Uuid,
 }
 
 /// One push outcome to record.
@@ -198,6 +210,7 @@ pub(crate) struct Outcome {
 pub(crate) struct PgBatches {
     claims: Batcher<Claims>,
     outcomes: Batcher<Outcomes>,
+    finishes: Batcher<Finishes>,
 }
 
 impl PgBatches {
@@ -215,6 +228,12 @@ impl PgBatches {
                 OUTCOMES_PER_BATCH,
                 "record_outcome",
             ),
+            finishes: Batcher::new(
+                Finishes(db.clone()),
+                FINISH_SLOTS,
+                FINISHES_PER_BATCH,
+                "finish_event",
+            ),
         }
     }
 
@@ -224,6 +243,10 @@ impl PgBatches {
 
     pub(crate) async fn record_outcome(&self, outcome: Outcome) -> Result<(), RegistrationError> {
         self.outcomes.submit(outcome).await
+    }
+
+    pub(crate) async fn finish(&self, key: String) -> Result<(), RegistrationError> {
+        self.finishes.submit(key).await
     }
 }
 
@@ -258,15 +281,25 @@ fn claim_statement(
     let seen_at: Vec<DateTime<Utc>> = sent.iter().map(|&index| requests[index].at).collect();
     let persons: Vec<Uuid> = sent.iter().map(|&index| requests[index].person).collect();
     let channels: Vec<&str> = sent.iter().map(|&index| requests[index].channel).collect();
+    let jobs: Vec<Uuid> = sent.iter().map(|&index| requests[index].job).collect();
+    let events: Vec<&str> = sent
+        .iter()
+        .map(|&index| requests[index].event.as_str())
+        .collect();
+    let deliver_by: Vec<DateTime<Utc>> = sent
+        .iter()
+        .map(|&index| requests[index].deliver_by)
+        .collect();
+    let holders: Vec<Uuid> = sent.iter().map(|&index| requests[index].holder).collect();
     let statement = ClaimEvents {
-        text: &CLAIM_EVENTS,
-        binds: (
-            keys.as_slice(),
-            seen_at.as_slice(),
-            persons.as_slice(),
-            channels.as_slice(),
-        ),
-        types: std::marker::PhantomData,
+        keys: &keys,
+        seen_at: &seen_at,
+        persons: &persons,
+        channels: &channels,
+        jobs: &jobs,
+        events: &events,
+        deliver_by: &deliver_by,
+        holders: &holders,
     };
     let rows: Vec<ClaimRow> = statement.load(conn)?;
 
@@ -298,13 +331,11 @@ fn claim_statement(
                 Ok(devices) => devices.clone(),
                 Err(_) => return Err(StoreError::Corrupt("a stored device row is invalid")),
             };
-            // A repeat of a key earlier in the batch was not recorded by this request.
-            let fresh = *fresh && sent[position] == index;
-            Ok(if fresh || devices.is_empty() {
-                Claim::Devices(devices)
-            } else {
-                Claim::Duplicate(devices)
-            })
+            // A repeat of a key earlier in the batch was not recorded by this request,
+            // unless it is the same job's.
+            let first = sent[position];
+            let fresh = *fresh && (first == index || requests[first].job == requests[index].job);
+            Ok(Claim::new(devices, fresh))
         })
         .collect())
 }
@@ -317,6 +348,12 @@ pub(crate) fn claim_alone(
     claim_statement(conn, std::slice::from_ref(request))?
         .pop()
         .unwrap_or(Err(StoreError::Corrupt("a claim without an answer")))
+}
+
+/// One finish in a statement of its own.
+pub(crate) fn finish_alone(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
+    FinishEvents { keys: &[key] }.execute(conn)?;
+    Ok(())
 }
 
 struct Claims(Database);
@@ -422,6 +459,33 @@ impl Batch for Outcomes {
     }
 }
 
+struct Finishes(Database);
+
+impl Batch for Finishes {
+    type Item = String;
+    type Output = ();
+
+    async fn run(&self, keys: Vec<String>) -> Vec<Result<(), RegistrationError>> {
+        let count = keys.len();
+        // One statement however many keys, and none of them can fail alone: a key that
+        // is unknown or already finished updates nothing.
+        let result = self
+            .0
+            .run(move |pools| {
+                on_postgres(postgres(pools)?, |conn| {
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    FinishEvents { keys: &keys }.execute(conn)?;
+                    Ok(())
+                })
+            })
+            .await;
+        match result {
+            Ok(()) => (0..count).map(|_| Ok(())).collect(),
+            Err(error) => share(error, count),
+        }
+    }
+}
+
 fn record_statement(conn: &mut PgConnection, outcomes: &[Outcome]) -> Result<(), StoreError> {
     let tokens: Vec<&str> = outcomes.iter().map(|o| o.token.as_str()).collect();
     let results: Vec<&str> = outcomes.iter().map(|o| o.outcome.as_str()).collect();
@@ -432,14 +496,10 @@ fn record_statement(conn: &mut PgConnection, outcomes: &[Outcome]) -> Result<(),
         .collect();
     // A token removed meanwhile updates nothing, which is what the port asks.
     let statement = RecordOutcomes {
-        text: &RECORD_OUTCOMES,
-        binds: (
-            tokens.as_slice(),
-            results.as_slice(),
-            at.as_slice(),
-            environments.as_slice(),
-        ),
-        types: std::marker::PhantomData,
+        tokens: &tokens,
+        outcomes: &results,
+        at: &at,
+        environments: &environments,
     };
     statement.execute(conn)?;
     Ok(())

@@ -12,7 +12,7 @@ pub(crate) mod pg {
     use chrono::{DateTime, Utc};
     use diesel::prelude::*;
     use uuid::Uuid;
-    use webex_push_domain::Device;
+    use webex_push_domain::{Device, JobId, StoredEvent};
 
     use crate::persistence::StoreError;
 
@@ -36,6 +36,17 @@ pub(crate) mod pg {
         seen_events (key) {
             key -> Text,
             seen_at -> Timestamptz,
+            job -> Nullable<Uuid>,
+            event -> Nullable<Text>,
+            deliver_by -> Nullable<Timestamptz>,
+            holder -> Nullable<Uuid>,
+        }
+    }
+
+    diesel::table! {
+        replicas (id) {
+            id -> Uuid,
+            alive_at -> Timestamptz,
         }
     }
 
@@ -70,9 +81,25 @@ pub(crate) mod pg {
         pub(crate) fresh: bool,
     }
 
-    impl super::IntoDevice for DeviceRow {
-        fn into_device(self) -> Result<Device, StoreError> {
-            DeviceRow::into_device(self)
+    /// An unfinished event taken over from a replica that stopped.
+    #[derive(QueryableByName)]
+    pub(crate) struct TakenRow {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Uuid>)]
+        job: Option<Uuid>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        event: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+        deliver_by: Option<DateTime<Utc>>,
+    }
+
+    impl TakenRow {
+        /// `None` for a row written before events were stored with their job.
+        pub(crate) fn into_stored(self) -> Option<StoredEvent> {
+            Some(StoredEvent {
+                job: JobId::from_uuid(self.job?),
+                event: self.event?,
+                deliver_by: self.deliver_by?,
+            })
         }
     }
 
@@ -97,7 +124,7 @@ pub(crate) mod sqlite {
     use chrono::{DateTime, Utc};
     use diesel::prelude::*;
     use uuid::Uuid;
-    use webex_push_domain::Device;
+    use webex_push_domain::{Device, JobId, StoredEvent};
 
     use crate::persistence::StoreError;
 
@@ -121,6 +148,17 @@ pub(crate) mod sqlite {
         seen_events (key) {
             key -> Text,
             seen_at -> TimestamptzSqlite,
+            job -> Nullable<Text>,
+            event -> Nullable<Text>,
+            deliver_by -> Nullable<TimestamptzSqlite>,
+            holder -> Nullable<Text>,
+        }
+    }
+
+    diesel::table! {
+        replicas (id) {
+            id -> Text,
+            alive_at -> TimestamptzSqlite,
         }
     }
 
@@ -144,9 +182,25 @@ pub(crate) mod sqlite {
         last_outcome_at: Option<DateTime<Utc>>,
     }
 
-    impl super::IntoDevice for DeviceRow {
-        fn into_device(self) -> Result<Device, StoreError> {
-            DeviceRow::into_device(self)
+    /// An unfinished event taken over from a process that stopped.
+    #[derive(QueryableByName)]
+    pub(crate) struct TakenRow {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        job: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        event: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::TimestamptzSqlite>)]
+        deliver_by: Option<DateTime<Utc>>,
+    }
+
+    impl TakenRow {
+        /// `None` for a row written before events were stored with their job.
+        pub(crate) fn into_stored(self) -> Option<StoredEvent> {
+            Some(StoredEvent {
+                job: JobId::from_uuid(Uuid::try_parse(&self.job?).ok()?),
+                event: self.event?,
+                deliver_by: self.deliver_by?,
+            })
         }
     }
 
@@ -167,11 +221,6 @@ pub(crate) mod sqlite {
             })
         }
     }
-}
-
-/// A device row of either backend, parsed into the domain's device.
-pub(crate) trait IntoDevice {
-    fn into_device(self) -> Result<Device, StoreError>;
 }
 
 /// A device row in backend-neutral types, before it is parsed into domain values.

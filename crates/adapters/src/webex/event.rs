@@ -19,15 +19,14 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha1::{Digest as _, Sha1};
 use webex_push_domain::{
-    CallEnded, CallId, Caller, EventSource, IncomingCall, NewMessage, PersonId,
+    CallEnded, CallId, Caller, Event, EventSource, IncomingCall, NewMessage, PersonId,
 };
 
 /// What a webhook asks of us.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WebhookEvent {
-    Ring(IncomingCall),
-    CallEnded(CallEnded),
-    NewMessage(NewMessage),
+    /// An event to relay: a ring, a call that ended, a message.
+    Relay(Event),
     /// A resource, event or state that needs no push. Acknowledged, never an error.
     Ignored {
         resource: String,
@@ -37,13 +36,10 @@ pub enum WebhookEvent {
 }
 
 impl WebhookEvent {
-    /// A short label for logs (and, later, metrics): `ring`, `call_ended`, `message`,
-    /// `ignored`.
+    /// A short label for logs: the event's kind, or `ignored`.
     pub fn kind(&self) -> &'static str {
         match self {
-            WebhookEvent::Ring(_) => "ring",
-            WebhookEvent::CallEnded(_) => "call_ended",
-            WebhookEvent::NewMessage(_) => "message",
+            WebhookEvent::Relay(event) => event.kind().as_str(),
             WebhookEvent::Ignored { .. } => "ignored",
         }
     }
@@ -318,7 +314,7 @@ fn call_membership(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError
                 .actor_id
                 .and_then(|actor| PersonId::parse(actor).ok())
                 .filter(|actor| *actor != person);
-            WebhookEvent::Ring(IncomingCall {
+            WebhookEvent::Relay(Event::Ring(IncomingCall {
                 call_id,
                 callee: person,
                 caller: Caller {
@@ -328,23 +324,23 @@ fn call_membership(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError
                 occurred_at,
                 source,
                 sdk_payload: data_value(data),
-            })
+            }))
         }
         // Answered on one of the callee's devices: the others stop ringing.
-        "joined" => WebhookEvent::CallEnded(CallEnded {
+        "joined" => WebhookEvent::Relay(Event::CallEnded(CallEnded {
             call_id,
             person,
             occurred_at,
             source,
             answered_elsewhere: true,
-        }),
-        _ => WebhookEvent::CallEnded(CallEnded {
+        })),
+        _ => WebhookEvent::Relay(Event::CallEnded(CallEnded {
             call_id,
             person,
             occurred_at,
             source,
             answered_elsewhere: false,
-        }),
+        })),
     })
 }
 
@@ -404,21 +400,21 @@ fn telephony_call(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
     let occurred_at = envelope.occurred_at(&["eventTimestamp", "created"]);
     let source = EventSource::TelephonyCalls;
     Ok(match action {
-        Action::Ring => WebhookEvent::Ring(IncomingCall {
+        Action::Ring => WebhookEvent::Relay(Event::Ring(IncomingCall {
             call_id,
             callee: person,
             caller: remote_party(data)?,
             occurred_at,
             source,
             sdk_payload: data_value(data),
-        }),
-        Action::End { answered_elsewhere } => WebhookEvent::CallEnded(CallEnded {
+        })),
+        Action::End { answered_elsewhere } => WebhookEvent::Relay(Event::CallEnded(CallEnded {
             call_id,
             person,
             occurred_at,
             source,
             answered_elsewhere,
-        }),
+        })),
     })
 }
 
@@ -466,14 +462,14 @@ fn telephony_push(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
         Some(id) => call_id("data.callId", id)?,
         None => payload_call_id(&payload),
     };
-    Ok(WebhookEvent::Ring(IncomingCall {
+    Ok(WebhookEvent::Relay(Event::Ring(IncomingCall {
         call_id,
         callee: person,
         caller: remote_party(data)?,
         occurred_at: envelope.occurred_at(&["eventTimestamp", "created"]),
         source: EventSource::TelephonyPush,
         sdk_payload: Some(payload),
-    }))
+    })))
 }
 
 /// A call id for a push that names none: the payload's own `callId` when it has one,
@@ -514,7 +510,7 @@ fn message(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError> {
     if actor.as_ref() == Some(&recipient) {
         return Ok(envelope.ignored("the webhook owner's own message"));
     }
-    Ok(WebhookEvent::NewMessage(NewMessage {
+    Ok(WebhookEvent::Relay(Event::Message(NewMessage {
         message_id: data.required("id")?.to_owned(),
         room_id: data.required("roomId")?.to_owned(),
         room_type: data.optional("roomType")?.map(str::to_owned),
@@ -522,5 +518,5 @@ fn message(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError> {
         sender,
         sender_email: data.optional("personEmail")?.map(str::to_owned),
         occurred_at: envelope.occurred_at(&["created"]),
-    }))
+    })))
 }

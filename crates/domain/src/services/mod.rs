@@ -7,5 +7,5 @@ mod registration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use identity::{GuardError, RegistrationGuard};
-pub use notification::{Jitter, NotificationService, RetryPolicy};
+pub use notification::{HOLDER_TIMEOUT, Jitter, NotificationService, RetryPolicy};
 pub use registration::{RegisterError, RegistrationService};

@@ -1,11 +1,15 @@
-//! Relaying Webex events to a person's devices: fan-out, de-duplication, retries within
-//! a deadline, and clean-up of dead tokens.
+//! Relaying Webex events to a person's devices: the claim (de-duplication, and the
+//! record that lets another replica finish the job), fan-out, retries within the
+//! event's one deadline, clean-up of dead tokens, and taking over the jobs of replicas
+//! that stopped.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::TimeDelta;
 use futures::future::join_all;
 use rand::Rng as _;
 use tokio::time::{Instant, sleep, timeout_at};
@@ -13,11 +17,11 @@ use tracing::instrument;
 
 use super::Clock;
 use crate::ports::{
-    Claim, Deadlines, DeliveryReport, IncomingCallPort, NotifyError, PushGateway, RegistrationPort,
+    Claim, DeliveryReport, EventClaim, IncomingCallPort, NotifyError, PushGateway,
+    RegistrationError, RegistrationPort,
 };
 use crate::types::{
-    ApnsEnvironment, CallEnded, Device, DeviceToken, IncomingCall, NewMessage, PersonId, Push,
-    PushContent, PushOutcome,
+    ApnsEnvironment, Device, DeviceToken, Event, Job, Push, PushContent, PushOutcome, ReplicaId,
 };
 
 /// Exponential backoff for pushes APNs asks us to retry.
@@ -53,6 +57,16 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The first wait before claiming again an event the store could not serve; it doubles
+/// up to [`MAX_STORE_BACKOFF`]. A database fail-over takes seconds, a ring is worth 30.
+const FIRST_STORE_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_STORE_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A replica that has not said it is alive for this long is taken to have stopped,
+/// and its unfinished jobs are taken over. [`IncomingCallPort::take_over`] must be
+/// called well within it (the server calls it every 2 s).
+pub const HOLDER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Picks the actual delay given a backoff ceiling. The default is full jitter (uniform
 /// in `[0, ceiling]`), so replicas retrying after the same APNs hiccup spread out.
 pub type Jitter = Arc<dyn Fn(Duration) -> Duration + Send + Sync>;
@@ -79,10 +93,15 @@ enum DeviceResult {
 pub struct NotificationService {
     store: Arc<dyn RegistrationPort>,
     gateway: Arc<dyn PushGateway>,
-    deadlines: Deadlines,
     retry: RetryPolicy,
     clock: Arc<dyn Clock>,
     jitter: Jitter,
+    /// This process: the holder of the jobs it claims until they are finished.
+    replica: ReplicaId,
+    /// Whether the last call to `take_over` could say this replica is alive. After a
+    /// store outage every replica looks stopped to every other; taking over only after
+    /// one successful round gives the others the time to say they are alive too.
+    alive: Arc<AtomicBool>,
     /// Rejection reasons already logged at warn level: a misconfiguration rejects every
     /// push, and one warning per reason is enough to alert the operator.
     warned_reasons: Arc<Mutex<HashSet<String>>>,
@@ -92,17 +111,17 @@ impl NotificationService {
     pub fn new(
         store: Arc<dyn RegistrationPort>,
         gateway: Arc<dyn PushGateway>,
-        deadlines: Deadlines,
         retry: RetryPolicy,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
             gateway,
-            deadlines,
             retry,
             clock,
             jitter: Arc::new(full_jitter),
+            replica: ReplicaId::new(),
+            alive: Arc::default(),
             warned_reasons: Arc::default(),
         }
     }
@@ -117,64 +136,70 @@ impl NotificationService {
         self
     }
 
-    /// Sends `content` to every device of `person` on the content's channel, at most
-    /// once per `event_key`, retrying each device until `within` has passed.
-    async fn relay(
-        &self,
-        person: &PersonId,
-        event_key: Option<String>,
-        content: PushContent,
-        within: Duration,
-    ) -> Result<DeliveryReport, NotifyError> {
-        let deadline = Instant::now() + within;
-        let channel = content.channel();
-        // One step for the lookup and the de-duplication: a store that can answers both
-        // in one round trip, on the path of every webhook.
-        let claim = self
-            .store
-            .claim_event_devices(event_key.as_deref(), self.clock.now(), person, channel)
-            .await
-            .inspect_err(|error| {
-                tracing::warn!(error = %error, "devices not looked up or event not de-duplicated");
-            })?;
-        let (devices, duplicate) = match claim {
-            Claim::Devices(devices) => (devices, false),
-            Claim::Duplicate(devices) => (devices, true),
-        };
-        let devices: Vec<Device> = devices
-            .into_iter()
-            .filter(|device| {
-                // The store answers by channel; this is the last guard before a message
-                // or a call-ended notice could reach a VoIP token and get the app killed.
-                let fits = device.channel == channel;
-                if !fits {
-                    tracing::error!(
-                        token = %device.token,
-                        channel = %device.channel,
-                        expected = %channel,
-                        "store returned a device of the wrong channel; skipped",
-                    );
-                }
-                fits
-            })
-            .collect();
-        let mut report = DeliveryReport {
-            devices: devices.len(),
-            ..DeliveryReport::default()
-        };
-        if duplicate {
-            // The worker logs the outcome at info level; one line per event is enough.
-            tracing::debug!("event seen before; nothing sent");
-            report.duplicate = true;
-            return Ok(report);
-        }
-        if devices.is_empty() {
-            // Not marked as seen (the port's rule): an org-wide webhook reports many
-            // people who have no device here, and a write per such event would buy nothing.
-            tracing::debug!("no device to notify");
-            return Ok(report);
-        }
+    /// The replica this service claims jobs for.
+    pub fn replica(&self) -> ReplicaId {
+        self.replica
+    }
 
+    /// One claim of `job`, with the record another replica would need to finish it.
+    async fn claim(&self, job: &Job) -> Result<Claim, NotifyError> {
+        let event = serde_json::to_string(&job.event)
+            .map_err(|error| NotifyError::Unknown(Box::new(error)))?;
+        let claim = EventClaim {
+            key: job.event.key(),
+            job: job.id,
+            person: job.event.person().clone(),
+            channel: job.event.channel(),
+            at: self.clock.now(),
+            event,
+            deliver_by: job.deliver_by,
+            holder: self.replica,
+        };
+        Ok(self.store.claim(&claim).await?)
+    }
+
+    /// Claims `job` until the store answers or the deadline is near; the claim and how
+    /// many tries it took.
+    async fn claim_within(&self, job: &Job, deadline: Instant) -> Result<(Claim, u32), NotifyError> {
+        let mut backoff = FIRST_STORE_BACKOFF;
+        let mut attempts: u32 = 0;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(NotifyError::Late { attempts });
+            }
+            attempts += 1;
+            match timeout_at(deadline, self.claim(job)).await {
+                Ok(Ok(claim)) => return Ok((claim, attempts)),
+                // Nothing is known to be recorded, or it was recorded for this job, which
+                // the next try recognises: trying again cannot ring twice.
+                Ok(Err(NotifyError::Unavailable(source))) => {
+                    if Instant::now() + backoff >= deadline {
+                        tracing::warn!(attempts, error = %source, "store unavailable until the deadline");
+                        return Err(NotifyError::Late { attempts });
+                    }
+                    tracing::warn!(
+                        attempts,
+                        retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                        error = %source,
+                        "store unavailable; the event will be claimed again"
+                    );
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_STORE_BACKOFF);
+                }
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err(NotifyError::Late { attempts }),
+            }
+        }
+    }
+
+    /// Sends `content` to every device, retrying each until `deadline`.
+    async fn fan_out(
+        &self,
+        devices: &[Device],
+        content: PushContent,
+        deadline: Instant,
+        report: &mut DeliveryReport,
+    ) {
         let results = join_all(
             devices
                 .iter()
@@ -190,19 +215,7 @@ impl NotificationService {
                 DeviceResult::Kept => {}
             }
         }
-        // Debug: the push worker logs the same report at info level with the event's
-        // kind and timing, and a line per event is what a busy server can afford.
-        tracing::debug!(
-            devices = report.devices,
-            delivered = report.delivered,
-            removed = report.removed,
-            rejected = report.rejected,
-            gave_up = report.gave_up,
-            "relayed",
-        );
-        Ok(report)
     }
-
     /// Pushes `content` to one device, retrying until `deadline`, and updates the store
     /// with what APNs said. Store failures here are logged, never returned: one device's
     /// bookkeeping must not cost the other devices their push.
@@ -326,72 +339,211 @@ impl NotificationService {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         !warned.contains(reason) && warned.insert(reason.to_owned())
     }
+
+    /// Marks `job` relayed, so no replica takes it over. A failure is logged: the job
+    /// stays held by this replica, and only a replica that outlives it would push again.
+    async fn finish(&self, job: &Job) {
+        let Some(key) = job.event.key() else {
+            return;
+        };
+        if let Err(error) = self.store.finish_event(&key).await {
+            tracing::warn!(error = %error, "relayed event not marked finished");
+        }
+    }
+}
+
+/// The devices the store returned that the event may go to. The store answers by
+/// channel; this is the last guard before a message or a call-ended notice could
+/// reach a VoIP token and get the app killed.
+fn on_channel(devices: Vec<Device>, event: &Event) -> Vec<Device> {
+    let channel = event.channel();
+    devices
+        .into_iter()
+        .filter(|device| {
+            let fits = device.channel == channel;
+            if !fits {
+                tracing::error!(
+                    token = %device.token,
+                    channel = %device.channel,
+                    expected = %channel,
+                    "store returned a device of the wrong channel; skipped",
+                );
+            }
+            fits
+        })
+        .collect()
 }
 
 #[async_trait]
 impl IncomingCallPort for NotificationService {
-    #[instrument(
-        name = "ring",
-        skip_all,
-        fields(call_id = %call.call_id, person = %call.callee, source = call.source.as_str())
-    )]
-    async fn ring(&self, call: IncomingCall) -> Result<DeliveryReport, NotifyError> {
-        let key = format!("ring:{}:{}", call.callee.uuid(), call.call_id);
-        let callee = call.callee.clone();
-        let content = PushContent::IncomingCall(Arc::new(call));
-        self.relay(&callee, Some(key), content, self.deadlines.ring)
-            .await
+    #[instrument(name = "accept", skip_all, fields(job = %job.id, kind = job.event.kind().as_str()))]
+    async fn accept(&self, job: &Job) -> Result<Claim, NotifyError> {
+        self.claim(job).await
     }
 
     #[instrument(
-        name = "end_call",
+        name = "relay",
         skip_all,
-        fields(
-            call_id = %ended.call_id,
-            person = %ended.person,
-            source = ended.source.as_str(),
-            answered_elsewhere = ended.answered_elsewhere,
-        )
+        fields(job = %job.id, kind = job.event.kind().as_str(), person = %job.event.person())
     )]
-    async fn end_call(&self, ended: CallEnded) -> Result<DeliveryReport, NotifyError> {
-        let key = format!("ended:{}:{}", ended.person.uuid(), ended.call_id);
-        let person = ended.person.clone();
-        let content = PushContent::CallEnded(Arc::new(ended));
-        self.relay(&person, Some(key), content, self.deadlines.call_ended)
-            .await
+    async fn relay(
+        &self,
+        job: Job,
+        claimed: Option<Vec<Device>>,
+    ) -> Result<DeliveryReport, NotifyError> {
+        // The one deadline, counted from the webhook's arrival (or carried over from the
+        // replica that accepted the job), for the claim and every push alike.
+        let deadline = Instant::now() + job.time_left(self.clock.now());
+        let (claim, attempts) = match claimed {
+            Some(devices) => (Claim::Devices(devices), 0),
+            None => self.claim_within(&job, deadline).await.inspect_err(|error| {
+                tracing::warn!(error = %error, "event not claimed");
+            })?,
+        };
+        let (devices, duplicate) = match claim {
+            Claim::Devices(devices) => (devices, false),
+            Claim::Duplicate(devices) => (devices, true),
+        };
+        let devices = on_channel(devices, &job.event);
+        let mut report = DeliveryReport {
+            devices: devices.len(),
+            duplicate,
+            attempts,
+            ..DeliveryReport::default()
+        };
+        if duplicate {
+            // The worker logs the outcome at info level; one line per event is enough.
+            tracing::debug!("event seen before; nothing sent");
+            return Ok(report);
+        }
+        if devices.is_empty() {
+            // Not recorded (the port's rule): an org-wide webhook reports many people who
+            // have no device here, and a write per such event would buy nothing.
+            tracing::debug!("no device to notify");
+            return Ok(report);
+        }
+        if Instant::now() >= deadline {
+            // Claimed, but too late to be worth a push: a ring after the caller hung up.
+            self.finish(&job).await;
+            return Err(NotifyError::Late { attempts });
+        }
+        self.fan_out(&devices, job.event.clone().content(), deadline, &mut report)
+            .await;
+        self.finish(&job).await;
+        // Debug: the push worker logs the same report at info level with the event's
+        // kind and timing, and a line per event is what a busy server can afford.
+        tracing::debug!(
+            devices = report.devices,
+            delivered = report.delivered,
+            removed = report.removed,
+            rejected = report.rejected,
+            gave_up = report.gave_up,
+            "relayed",
+        );
+        Ok(report)
     }
 
-    #[instrument(
-        name = "notify_message",
-        skip_all,
-        fields(message_id = %message.message_id, person = %message.recipient)
-    )]
-    async fn notify_message(&self, message: NewMessage) -> Result<DeliveryReport, NotifyError> {
-        // Without an id the message cannot be told apart from others: better announced
-        // twice than never.
-        let key = (!message.message_id.trim().is_empty()).then(|| {
-            format!(
-                "message:{}:{}",
-                message.recipient.uuid(),
-                message.message_id
-            )
-        });
-        let recipient = message.recipient.clone();
-        let content = PushContent::Message(Arc::new(message));
-        self.relay(&recipient, key, content, self.deadlines.message)
+    #[instrument(name = "take_over", skip_all)]
+    async fn take_over(&self, limit: usize) -> Result<(Vec<Job>, u64), NotifyError> {
+        let now = self.clock.now();
+        let alive_since = now - TimeDelta::from_std(HOLDER_TIMEOUT).unwrap_or(TimeDelta::MAX);
+        // Only after a round in which this replica could say it is alive: see `alive`.
+        let limit = if self.alive.load(Ordering::Acquire) {
+            limit
+        } else {
+            0
+        };
+        let found = self
+            .store
+            .take_over_events(self.replica, now, alive_since, limit)
             .await
+            .inspect_err(|_| self.alive.store(false, Ordering::Release))
+            .map_err(|error: RegistrationError| NotifyError::from(error))?;
+        self.alive.store(true, Ordering::Release);
+        let jobs = found
+            .events
+            .into_iter()
+            .filter_map(|stored| match serde_json::from_str::<Event>(&stored.event) {
+                Ok(event) => Some(Job {
+                    id: stored.job,
+                    event,
+                    deliver_by: stored.deliver_by,
+                }),
+                Err(error) => {
+                    tracing::error!(job = %stored.job, error = %error, "stored event unreadable; not relayed");
+                    None
+                }
+            })
+            .collect::<Vec<_>>();
+        if !jobs.is_empty() || found.expired > 0 {
+            tracing::warn!(
+                taken_over = jobs.len(),
+                expired = found.expired,
+                "took over the unfinished events of a replica that stopped"
+            );
+        }
+        Ok((jobs, found.expired))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{MockPushGateway, MockRegistrationPort, RegistrationError};
+    use crate::ports::{
+        Deadlines, MockPushGateway, MockRegistrationPort, RegistrationError, StoredEvent,
+        TakeOver,
+    };
     use crate::services::ManualClock;
-    use crate::types::{CallId, Caller, Channel, EventSource};
+    use crate::types::{
+        CallEnded, CallId, Caller, Channel, EventSource, IncomingCall, JobId, NewMessage,
+        PersonId,
+    };
     use chrono::{DateTime, TimeDelta, Utc};
     use mockall::predicate::{always, eq};
+    use std::collections::HashMap;
     use uuid::Uuid;
+
+    /// The three use cases as the push worker drives them: a job received now, claimed
+    /// by the relay itself.
+    impl NotificationService {
+        async fn ring(&self, call: IncomingCall) -> Result<DeliveryReport, NotifyError> {
+            self.relay(self.job(Event::Ring(call)), None).await
+        }
+
+        async fn end_call(&self, ended: CallEnded) -> Result<DeliveryReport, NotifyError> {
+            self.relay(self.job(Event::CallEnded(ended)), None).await
+        }
+
+        async fn notify_message(
+            &self,
+            message: NewMessage,
+        ) -> Result<DeliveryReport, NotifyError> {
+            self.relay(self.job(Event::Message(message)), None).await
+        }
+
+        fn job(&self, event: Event) -> Job {
+            Job::received(event, self.clock.now(), &Deadlines::default())
+        }
+    }
+
+    /// A claim answered like a real store: the key recorded once, fresh again for the
+    /// job that recorded it, nothing recorded for a person without devices.
+    fn claims_with(
+        log: Arc<Mutex<HashMap<String, JobId>>>,
+        devices: impl Fn(&PersonId, Channel) -> Vec<Device> + Send + 'static,
+    ) -> impl FnMut(&EventClaim) -> Result<Claim, RegistrationError> + Send + 'static {
+        move |claim| {
+            let found = devices(&claim.person, claim.channel);
+            let fresh = match &claim.key {
+                Some(key) if !found.is_empty() => {
+                    let mut log = log.lock().unwrap();
+                    *log.entry(key.as_str().to_owned()).or_insert(claim.job) == claim.job
+                }
+                _ => true,
+            };
+            Ok(Claim::new(found, fresh))
+        }
+    }
 
     fn start() -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000, 0).unwrap()
@@ -501,14 +653,14 @@ mod tests {
         devices: Vec<Device>,
     ) -> MockRegistrationPort {
         let mut store = MockRegistrationPort::new();
+        let person = person.clone();
         store
-            .expect_devices_of()
-            .with(eq(person.clone()), eq(channel))
-            .returning(move |_, _| Ok(devices.clone()));
-        let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
-        store
-            .expect_mark_event_seen()
-            .returning(move |key, _| Ok(seen.lock().unwrap().insert(key.to_owned())));
+            .expect_claim()
+            .returning(claims_with(Arc::default(), move |asked, on| {
+                assert_eq!((asked, on), (&person, channel));
+                devices.clone()
+            }));
+        store.expect_finish_event().returning(|_| Ok(()));
         store.expect_unregister().never();
         store
     }
@@ -521,7 +673,6 @@ mod tests {
         NotificationService::new(
             Arc::new(store),
             Arc::new(gateway),
-            Deadlines::default(),
             RetryPolicy {
                 base: Duration::from_millis(100),
                 max: Duration::from_secs(2),
@@ -582,6 +733,7 @@ mod tests {
             DeliveryReport {
                 devices: 3,
                 delivered: 3,
+                attempts: 1,
                 ..DeliveryReport::default()
             }
         );
@@ -625,7 +777,6 @@ mod tests {
         let service = NotificationService::new(
             Arc::new(store),
             Arc::new(gateway),
-            Deadlines::default(),
             RetryPolicy::default(),
             tokio_clock(),
         );
@@ -708,6 +859,7 @@ mod tests {
             DeliveryReport {
                 devices: 1,
                 removed: 1,
+                attempts: 1,
                 ..DeliveryReport::default()
             }
         );
@@ -749,6 +901,7 @@ mod tests {
             report,
             DeliveryReport {
                 devices: 1,
+                attempts: 1,
                 ..DeliveryReport::default()
             }
         );
@@ -815,6 +968,7 @@ mod tests {
             DeliveryReport {
                 devices: 1,
                 gave_up: 1,
+                attempts: 1,
                 ..DeliveryReport::default()
             }
         );
@@ -902,6 +1056,7 @@ mod tests {
             DeliveryReport {
                 devices: 2,
                 rejected: 2,
+                attempts: 1,
                 ..DeliveryReport::default()
             }
         );
@@ -944,21 +1099,21 @@ mod tests {
         let callee = person();
         let uuid = callee.uuid();
         let mut store = MockRegistrationPort::new();
-        store.expect_devices_of().returning(move |person, channel| {
-            Ok(vec![device(
-                person,
-                if channel == Channel::Voip { "a1" } else { "b2" },
-                channel,
-                None,
-            )])
-        });
         let keys = Arc::new(Mutex::new(Vec::new()));
-        let on_mark = keys.clone();
-        store.expect_mark_event_seen().returning(move |key, at| {
-            assert_eq!(at, start());
-            on_mark.lock().unwrap().push(key.to_owned());
-            Ok(true)
+        let on_claim = keys.clone();
+        store.expect_claim().returning(move |claim| {
+            assert_eq!(claim.at, start());
+            let key = claim.key.as_ref().unwrap().as_str().to_owned();
+            on_claim.lock().unwrap().push(key);
+            let fill = if claim.channel == Channel::Voip { "a1" } else { "b2" };
+            Ok(Claim::Devices(vec![device(
+                &claim.person,
+                fill,
+                claim.channel,
+                None,
+            )]))
         });
+        store.expect_finish_event().returning(|_| Ok(()));
         accept_outcomes(&mut store);
         let sent = Sent::default();
         let service = service(
@@ -1066,34 +1221,36 @@ mod tests {
         assert_eq!(tokens_of(&sent), HashSet::from([token("b2")]));
     }
 
-    #[tokio::test]
-    async fn an_unreachable_store_means_unavailable_and_nothing_is_pushed() {
+    #[tokio::test(start_paused = true)]
+    async fn a_store_unreachable_until_the_deadline_means_late_and_nothing_is_pushed() {
         let callee = person();
         let mut store = MockRegistrationPort::new();
         store
-            .expect_devices_of()
-            .returning(|_, _| Err(RegistrationError::Unavailable("connection refused".into())));
-        store.expect_mark_event_seen().never();
+            .expect_claim()
+            .returning(|_| Err(RegistrationError::Unavailable("connection refused".into())));
+        store.expect_finish_event().never();
         let mut gateway = MockPushGateway::new();
         gateway.expect_send().never();
         let service = service(store, gateway);
+        let began = Instant::now();
 
         let error = service.ring(call(&callee, "call-1")).await.unwrap_err();
 
-        assert!(matches!(error, NotifyError::Unavailable(_)));
+        let NotifyError::Late { attempts } = error else {
+            panic!("expected late, got {error:?}");
+        };
+        assert!(attempts > 5, "kept trying: {attempts}");
+        assert!(began.elapsed() <= Deadlines::default().ring);
     }
 
     #[tokio::test]
-    async fn a_store_failing_to_deduplicate_means_unavailable_and_nothing_is_pushed() {
+    async fn a_store_failing_for_good_means_unknown_and_nothing_is_pushed() {
         let callee = person();
         let mut store = MockRegistrationPort::new();
-        let devices = vec![device(&callee, "a1", Channel::Alert, None)];
         store
-            .expect_devices_of()
-            .returning(move |_, _| Ok(devices.clone()));
-        store
-            .expect_mark_event_seen()
-            .returning(|_, _| Err(RegistrationError::Unavailable("pool timed out".into())));
+            .expect_claim()
+            .times(1)
+            .returning(|_| Err(RegistrationError::Unknown("bug".into())));
         let mut gateway = MockPushGateway::new();
         gateway.expect_send().never();
         let service = service(store, gateway);
@@ -1103,7 +1260,68 @@ mod tests {
             .await
             .unwrap_err();
 
-        assert!(matches!(error, NotifyError::Unavailable(_)));
+        assert!(matches!(error, NotifyError::Unknown(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_back_before_the_deadline_rings_once_as_the_same_job() {
+        let callee = person();
+        let devices = vec![device(&callee, "a1", Channel::Voip, None)];
+        let mut store = MockRegistrationPort::new();
+        let log = Arc::new(Mutex::new(HashMap::new()));
+        let mut answer = claims_with(log.clone(), move |_, _| devices.clone());
+        let jobs = Arc::new(Mutex::new(Vec::new()));
+        let seen_jobs = jobs.clone();
+        let mut tries = 0;
+        store.expect_claim().returning(move |claim| {
+            tries += 1;
+            seen_jobs.lock().unwrap().push(claim.job);
+            // The first try is recorded, but its answer is lost (a timeout): unknown.
+            let answered = answer(claim);
+            if tries <= 3 {
+                Err(RegistrationError::Unavailable("timed out".into()))
+            } else {
+                answered
+            }
+        });
+        store.expect_finish_event().times(1).returning(|_| Ok(()));
+        accept_outcomes(&mut store);
+        let sent = Sent::default();
+        let service = service(
+            store,
+            gateway(&sent, |_, _| delivered(ApnsEnvironment::Production)),
+        );
+
+        let report = service.ring(call(&callee, "call-1")).await.unwrap();
+
+        assert!(!report.duplicate);
+        assert_eq!(report.delivered, 1);
+        assert_eq!(report.attempts, 4);
+        let jobs = jobs.lock().unwrap();
+        assert!(jobs.iter().all(|job| *job == jobs[0]), "one job: {jobs:?}");
+        assert_eq!(sent.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_past_its_deadline_pushes_nothing() {
+        let callee = person();
+        let mut store = MockRegistrationPort::new();
+        store.expect_claim().never();
+        let mut gateway = MockPushGateway::new();
+        gateway.expect_send().never();
+        let clock = ManualClock::new(start());
+        let service = NotificationService::new(
+            Arc::new(store),
+            Arc::new(gateway),
+            RetryPolicy::default(),
+            Arc::new(clock.clone()),
+        );
+        let job = service.job(Event::Ring(call(&callee, "call-1")));
+        clock.advance(TimeDelta::seconds(31));
+
+        let error = service.relay(job, None).await.unwrap_err();
+
+        assert!(matches!(error, NotifyError::Late { attempts: 0 }));
     }
 
     #[tokio::test]
@@ -1154,15 +1372,25 @@ mod tests {
     async fn a_person_without_devices_gets_nothing_and_the_event_is_not_recorded() {
         let callee = person();
         let mut store = MockRegistrationPort::new();
-        store.expect_devices_of().returning(|_, _| Ok(Vec::new()));
-        store.expect_mark_event_seen().never();
+        let log = Arc::new(Mutex::new(HashMap::new()));
+        store
+            .expect_claim()
+            .returning(claims_with(log.clone(), |_, _| Vec::new()));
+        store.expect_finish_event().never();
         let mut gateway = MockPushGateway::new();
         gateway.expect_send().never();
         let service = service(store, gateway);
 
         let report = service.ring(call(&callee, "call-1")).await.unwrap();
 
-        assert_eq!(report, DeliveryReport::default());
+        assert_eq!(
+            report,
+            DeliveryReport {
+                attempts: 1,
+                ..DeliveryReport::default()
+            }
+        );
+        assert!(log.lock().unwrap().is_empty());
     }
 
     #[test]
@@ -1184,223 +1412,105 @@ mod tests {
         assert!(zero.ceiling(0) > Duration::ZERO);
     }
 
-    /// The answer a [`ClaimingStore`] gives to a claim.
-    type ClaimAnswer = Box<
-        dyn Fn(Option<&str>, DateTime<Utc>, &PersonId, Channel) -> Result<Claim, RegistrationError>
-            + Send
-            + Sync,
-    >;
-
-    /// A store that overrides the one-step claim, as the Diesel store does; every other
-    /// method goes to a mock. (mockall cannot mock the claim itself: it takes an
-    /// `Option<&str>`.)
-    struct ClaimingStore {
-        mock: MockRegistrationPort,
-        claim: ClaimAnswer,
-    }
-
-    #[async_trait]
-    impl RegistrationPort for ClaimingStore {
-        async fn register(
-            &self,
-            registration: &crate::types::Registration,
-            at: DateTime<Utc>,
-        ) -> Result<(), RegistrationError> {
-            self.mock.register(registration, at).await
-        }
-        async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError> {
-            self.mock.unregister(token).await
-        }
-        async fn devices_of(
-            &self,
-            person: &PersonId,
-            channel: Channel,
-        ) -> Result<Vec<Device>, RegistrationError> {
-            self.mock.devices_of(person, channel).await
-        }
-        async fn all_devices_of(
-            &self,
-            person: &PersonId,
-        ) -> Result<Vec<Device>, RegistrationError> {
-            self.mock.all_devices_of(person).await
-        }
-        async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, RegistrationError> {
-            self.mock.device(token).await
-        }
-        async fn remove_unless_registered_since(
-            &self,
-            token: &DeviceToken,
-            since: DateTime<Utc>,
-        ) -> Result<bool, RegistrationError> {
-            self.mock.remove_unless_registered_since(token, since).await
-        }
-        async fn record_outcome(
-            &self,
-            token: &DeviceToken,
-            outcome: &str,
-            environment: Option<ApnsEnvironment>,
-            at: DateTime<Utc>,
-        ) -> Result<(), RegistrationError> {
-            self.mock
-                .record_outcome(token, outcome, environment, at)
-                .await
-        }
-        async fn mark_event_seen(
-            &self,
-            key: &str,
-            at: DateTime<Utc>,
-        ) -> Result<bool, RegistrationError> {
-            self.mock.mark_event_seen(key, at).await
-        }
-        async fn claim_event_devices(
-            &self,
-            key: Option<&str>,
-            at: DateTime<Utc>,
-            person: &PersonId,
-            channel: Channel,
-        ) -> Result<Claim, RegistrationError> {
-            (self.claim)(key, at, person, channel)
-        }
-        async fn prune_seen_events(&self, before: DateTime<Utc>) -> Result<u64, RegistrationError> {
-            self.mock.prune_seen_events(before).await
-        }
-        async fn ping(&self) -> Result<(), RegistrationError> {
-            self.mock.ping().await
-        }
-    }
-
-    fn claiming_service(store: ClaimingStore, gateway: MockPushGateway) -> NotificationService {
-        NotificationService::new(
-            Arc::new(store),
-            Arc::new(gateway),
-            Deadlines::default(),
-            RetryPolicy::default(),
-            Arc::new(ManualClock::new(start())),
-        )
+    #[test]
+    fn a_claim_is_a_duplicate_only_when_another_job_recorded_it_and_there_are_devices() {
+        let callee = person();
+        let devices = vec![device(&callee, "a1", Channel::Alert, None)];
+        assert_eq!(
+            Claim::new(devices.clone(), true),
+            Claim::Devices(devices.clone())
+        );
+        assert_eq!(
+            Claim::new(devices.clone(), false),
+            Claim::Duplicate(devices)
+        );
+        assert_eq!(Claim::new(Vec::new(), false), Claim::Devices(Vec::new()));
     }
 
     #[tokio::test]
-    async fn a_store_that_claims_in_one_step_is_asked_once_per_event() {
+    async fn an_accepted_job_is_claimed_with_its_record_and_relayed_without_a_second_claim() {
         let callee = person();
-        let uuid = callee.uuid();
-        let devices = vec![
-            device(&callee, "a1", Channel::Voip, None),
-            device(&callee, "b2", Channel::Voip, None),
-        ];
-        let mut mock = MockRegistrationPort::new();
-        mock.expect_devices_of().never();
-        mock.expect_mark_event_seen().never();
-        mock.expect_record_outcome().returning(|_, _, _, _| Ok(()));
-        let expected_key = format!("ring:{uuid}:call-1");
-        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-        let claims = seen.clone();
-        let store = ClaimingStore {
-            mock,
-            claim: Box::new(move |key, at, person, channel| {
-                assert_eq!(key, Some(expected_key.as_str()));
-                assert_eq!(at, start());
-                assert_eq!(person.uuid(), uuid);
-                assert_eq!(channel, Channel::Voip);
-                let mut claims = claims.lock().unwrap();
-                claims.push(key.unwrap_or_default().to_owned());
-                Ok(if claims.len() == 1 {
-                    Claim::Devices(devices.clone())
-                } else {
-                    Claim::Duplicate(devices.clone())
-                })
-            }),
-        };
+        let devices = vec![device(&callee, "a1", Channel::Voip, None)];
+        let mut store = MockRegistrationPort::new();
+        let claims = Arc::new(Mutex::new(Vec::<EventClaim>::new()));
+        let on_claim = claims.clone();
+        let answer = devices.clone();
+        store.expect_claim().times(1).returning(move |claim| {
+            on_claim.lock().unwrap().push(claim.clone());
+            Ok(Claim::Devices(answer.clone()))
+        });
+        let finished = Arc::new(Mutex::new(Vec::new()));
+        let on_finish = finished.clone();
+        store.expect_finish_event().returning(move |key| {
+            on_finish.lock().unwrap().push(key.clone());
+            Ok(())
+        });
+        accept_outcomes(&mut store);
         let sent = Sent::default();
-        let service = claiming_service(
+        let service = service(
             store,
             gateway(&sent, |_, _| delivered(ApnsEnvironment::Production)),
         );
+        let job = service.job(Event::Ring(call(&callee, "call-1")));
 
-        let first = service.ring(call(&callee, "call-1")).await.unwrap();
-        let again = service.ring(call(&callee, "call-1")).await.unwrap();
-
-        assert_eq!(
-            first,
-            DeliveryReport {
-                devices: 2,
-                delivered: 2,
-                ..DeliveryReport::default()
-            }
-        );
-        assert_eq!(
-            again,
-            DeliveryReport {
-                duplicate: true,
-                devices: 2,
-                ..DeliveryReport::default()
-            }
-        );
-        assert_eq!(sent.lock().unwrap().len(), 2);
-        assert_eq!(seen.lock().unwrap().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_failed_claim_means_unavailable_and_nothing_is_pushed() {
-        let callee = person();
-        let store = ClaimingStore {
-            mock: MockRegistrationPort::new(),
-            claim: Box::new(|_, _, _, _| {
-                Err(RegistrationError::Unavailable("pool timed out".into()))
-            }),
+        let Claim::Devices(claimed) = service.accept(&job).await.unwrap() else {
+            panic!("a fresh claim")
         };
-        let mut gateway = MockPushGateway::new();
-        gateway.expect_send().never();
-        let service = claiming_service(store, gateway);
+        let report = service.relay(job.clone(), Some(claimed)).await.unwrap();
 
-        let error = service.ring(call(&callee, "call-1")).await.unwrap_err();
-
-        assert!(matches!(error, NotifyError::Unavailable(_)));
+        assert_eq!(report.delivered, 1);
+        assert_eq!(report.attempts, 0);
+        let claims = claims.lock().unwrap();
+        let claim = &claims[0];
+        assert_eq!(claim.job, job.id);
+        assert_eq!(claim.deliver_by, start() + TimeDelta::seconds(30));
+        assert_eq!(claim.holder, service.replica());
+        let stored: Event = serde_json::from_str(&claim.event).unwrap();
+        assert_eq!(stored, job.event);
+        assert_eq!(*finished.lock().unwrap(), vec![job.event.key().unwrap()]);
     }
 
     #[tokio::test]
-    async fn by_default_a_claim_looks_up_then_marks_and_spares_people_without_devices() {
+    async fn jobs_are_taken_over_only_after_a_round_that_said_this_replica_is_alive() {
         let callee = person();
+        let event = Event::Ring(call(&callee, "call-1"));
+        let stored = StoredEvent {
+            job: JobId::new(),
+            event: serde_json::to_string(&event).unwrap(),
+            deliver_by: start() + TimeDelta::seconds(20),
+        };
+        let unreadable = StoredEvent {
+            job: JobId::new(),
+            event: "{not json".into(),
+            deliver_by: start() + TimeDelta::seconds(20),
+        };
         let mut store = MockRegistrationPort::new();
-        let devices = vec![device(&callee, "a1", Channel::Alert, None)];
-        let answer = devices.clone();
+        let limits = Arc::new(Mutex::new(Vec::new()));
+        let on_take = limits.clone();
         store
-            .expect_devices_of()
-            .with(eq(callee.clone()), eq(Channel::Alert))
-            .times(3)
-            .returning(move |_, _| Ok(answer.clone()));
-        let nobody = person();
-        store
-            .expect_devices_of()
-            .with(eq(nobody.clone()), eq(Channel::Alert))
-            .times(1)
-            .returning(|_, _| Ok(Vec::new()));
-        let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
-        store
-            .expect_mark_event_seen()
-            .with(eq("k1".to_owned()), eq(start()))
-            .times(2)
-            .returning(move |key, _| Ok(seen.lock().unwrap().insert(key.to_owned())));
+            .expect_take_over_events()
+            .returning(move |_, at, alive_since, limit| {
+                assert_eq!(at - alive_since, TimeDelta::seconds(10));
+                on_take.lock().unwrap().push(limit);
+                Ok(TakeOver {
+                    events: if limit > 0 {
+                        vec![stored.clone(), unreadable.clone()]
+                    } else {
+                        Vec::new()
+                    },
+                    expired: 2,
+                })
+            });
+        let service = service(store, MockPushGateway::new());
 
-        let fresh = store
-            .claim_event_devices(Some("k1"), start(), &callee, Channel::Alert)
-            .await
-            .unwrap();
-        let again = store
-            .claim_event_devices(Some("k1"), start(), &callee, Channel::Alert)
-            .await
-            .unwrap();
-        let unkeyed = store
-            .claim_event_devices(None, start(), &callee, Channel::Alert)
-            .await
-            .unwrap();
-        let none = store
-            .claim_event_devices(Some("k2"), start(), &nobody, Channel::Alert)
-            .await
-            .unwrap();
+        let (first, _) = service.take_over(8).await.unwrap();
+        let (second, expired) = service.take_over(8).await.unwrap();
 
-        assert_eq!(fresh, Claim::Devices(devices.clone()));
-        assert_eq!(again, Claim::Duplicate(devices.clone()));
-        assert_eq!(unkeyed, Claim::Devices(devices));
-        assert_eq!(none, Claim::Devices(Vec::new()));
+        assert!(first.is_empty());
+        assert_eq!(*limits.lock().unwrap(), vec![0, 8]);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].event, event);
+        assert_eq!(second[0].deliver_by, start() + TimeDelta::seconds(20));
+        assert_eq!(expired, 2);
     }
 }

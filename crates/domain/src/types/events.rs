@@ -1,11 +1,15 @@
 //! What the Webex webhook tells us, in domain terms: a call to ring, a call that
-//! ended, a message to announce.
+//! ended, a message to announce; and the job of relaying one of them before it is
+//! worthless.
 
 use std::fmt;
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
 
-use super::PersonId;
+use super::{Channel, PersonId, PushContent};
 
 /// A Webex call id (or call session id), opaque to us; at most 256 bytes.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -28,6 +32,19 @@ impl CallId {
 impl fmt::Debug for CallId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "CallId({})", self.0)
+    }
+}
+
+impl serde::Serialize for CallId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CallId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let id = String::deserialize(deserializer)?;
+        Self::parse(&id).ok_or_else(|| serde::de::Error::custom("empty or overlong call id"))
     }
 }
 
@@ -62,7 +79,7 @@ impl EventSource {
 }
 
 /// Who is calling, as far as the event tells. Every field may be missing.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Caller {
     pub name: Option<String>,
     pub number: Option<String>,
@@ -93,7 +110,7 @@ impl fmt::Debug for Caller {
 }
 
 /// A call that should ring the callee's phones.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IncomingCall {
     pub call_id: CallId,
     pub callee: PersonId,
@@ -106,7 +123,7 @@ pub struct IncomingCall {
 }
 
 /// A call that ended, or was answered elsewhere: the callee's phones stop ringing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CallEnded {
     pub call_id: CallId,
     pub person: PersonId,
@@ -116,7 +133,7 @@ pub struct CallEnded {
 }
 
 /// A new message for `recipient`. Webex never sends the text in the event.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewMessage {
     pub message_id: String,
     pub room_id: String,
@@ -137,5 +154,307 @@ impl fmt::Debug for NewMessage {
             .field("recipient", &self.recipient)
             .field("sender", &self.sender)
             .finish_non_exhaustive()
+    }
+}
+
+/// What one webhook asks us to relay: the one event type from the webhook reader to
+/// the push workers and the durable record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "event", rename_all = "snake_case")]
+pub enum Event {
+    Ring(IncomingCall),
+    CallEnded(CallEnded),
+    Message(NewMessage),
+}
+
+/// The kinds of [`Event`], one vocabulary for logs and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Ring,
+    CallEnded,
+    Message,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Ring => "ring",
+            EventKind::CallEnded => "call_ended",
+            EventKind::Message => "message",
+        }
+    }
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Ring(_) => EventKind::Ring,
+            Event::CallEnded(_) => EventKind::CallEnded,
+            Event::Message(_) => EventKind::Message,
+        }
+    }
+
+    /// The person whose devices the event is for.
+    pub fn person(&self) -> &PersonId {
+        match self {
+            Event::Ring(call) => &call.callee,
+            Event::CallEnded(ended) => &ended.person,
+            Event::Message(message) => &message.recipient,
+        }
+    }
+
+    /// The channel its pushes travel on: only a ring ever goes to a VoIP token.
+    pub fn channel(&self) -> Channel {
+        match self {
+            Event::Ring(_) => Channel::Voip,
+            Event::CallEnded(_) | Event::Message(_) => Channel::Alert,
+        }
+    }
+
+    /// The Webex resource it came from (messages have one).
+    pub fn source(&self) -> EventSource {
+        match self {
+            Event::Ring(call) => call.source,
+            Event::CallEnded(ended) => ended.source,
+            Event::Message(_) => EventSource::Messages,
+        }
+    }
+
+    /// The key that tells a re-delivery of this event (by Webex, or to another replica)
+    /// from a new one: kind, person and Webex id. A message without an id has none: it
+    /// cannot be told apart from others, and is better announced twice than never.
+    pub fn key(&self) -> Option<EventKey> {
+        match self {
+            Event::Ring(call) => Some(EventKey::new("ring", &call.callee, call.call_id.as_str())),
+            Event::CallEnded(ended) => Some(EventKey::new(
+                "ended",
+                &ended.person,
+                ended.call_id.as_str(),
+            )),
+            Event::Message(message) => (!message.message_id.trim().is_empty())
+                .then(|| EventKey::new("message", &message.recipient, &message.message_id)),
+        }
+    }
+
+    /// How long after the webhook arrived the event is still worth relaying.
+    pub fn deadline(&self, deadlines: &Deadlines) -> Duration {
+        match self {
+            Event::Ring(_) => deadlines.ring,
+            Event::CallEnded(_) => deadlines.call_ended,
+            Event::Message(_) => deadlines.message,
+        }
+    }
+
+    /// What its pushes say.
+    pub fn content(self) -> PushContent {
+        match self {
+            Event::Ring(call) => PushContent::IncomingCall(call.into()),
+            Event::CallEnded(ended) => PushContent::CallEnded(ended.into()),
+            Event::Message(message) => PushContent::Message(message.into()),
+        }
+    }
+}
+
+/// How long each kind of push may keep retrying before it is worthless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// A ring is worthless after the caller gives up (~30 s).
+    pub ring: Duration,
+    pub call_ended: Duration,
+    pub message: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            ring: Duration::from_secs(30),
+            call_ended: Duration::from_secs(60),
+            message: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The key an event is de-duplicated under, at most [`EventKey::MAX_LEN`] bytes: a
+/// Webex id that would make it longer is replaced by its SHA-256, so any id fits a
+/// database index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventKey(String);
+
+impl EventKey {
+    pub const MAX_LEN: usize = 256;
+
+    /// The key of the event of `kind` with Webex id `id` for `person`.
+    pub fn new(kind: &str, person: &PersonId, id: &str) -> Self {
+        let key = format!("{kind}:{}:{id}", person.uuid());
+        if key.len() <= Self::MAX_LEN {
+            return Self(key);
+        }
+        let digest: String = Sha256::digest(id.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        Self(format!("{kind}:{}:sha256:{digest}", person.uuid()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One accepted webhook's job, shared by all its retries (and by the replica that
+/// takes it over): a retry whose earlier try may have been recorded recognises that
+/// record as its own, while another delivery of the same event is a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A replica of the server: the holder of the events it accepted until they are
+/// delivered. A new one for every process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplicaId(Uuid);
+
+impl ReplicaId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for ReplicaId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An event to relay, with its identity and the moment it becomes worthless.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub event: Event,
+    /// When pushing it stops being worth anything: the webhook's arrival plus the
+    /// event's deadline, computed once ([`Job::received`]) and stored with the claim,
+    /// so every retry and every replica honours the same moment.
+    pub deliver_by: DateTime<Utc>,
+}
+
+impl Job {
+    /// The job of an event whose webhook arrived at `received`.
+    pub fn received(event: Event, received: DateTime<Utc>, deadlines: &Deadlines) -> Self {
+        let deadline = TimeDelta::from_std(event.deadline(deadlines)).unwrap_or(TimeDelta::MAX);
+        Self {
+            id: JobId::new(),
+            deliver_by: received.checked_add_signed(deadline).unwrap_or(received),
+            event,
+        }
+    }
+
+    /// How long is left at `now` (zero once the deadline has passed).
+    pub fn time_left(&self, now: DateTime<Utc>) -> Duration {
+        (self.deliver_by - now).to_std().unwrap_or(Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person() -> PersonId {
+        PersonId::from_uuid(Uuid::new_v4())
+    }
+
+    fn message(id: &str) -> Event {
+        Event::Message(NewMessage {
+            message_id: id.into(),
+            room_id: "room".into(),
+            room_type: None,
+            recipient: person(),
+            sender: None,
+            sender_email: None,
+            occurred_at: Utc::now(),
+        })
+    }
+
+    #[test]
+    fn a_key_over_the_bound_is_a_digest_and_still_tells_ids_apart() {
+        let long = message(&"m".repeat(5_000));
+        let key = long.key().unwrap();
+        assert!(key.as_str().len() <= EventKey::MAX_LEN, "{key}");
+        assert!(key.as_str().starts_with("message:"));
+        assert!(key.as_str().contains(":sha256:"));
+        let Event::Message(mut other) = long.clone() else {
+            unreachable!()
+        };
+        other.message_id.push('n');
+        assert_ne!(Event::Message(other).key(), Some(key.clone()));
+        assert_eq!(long.key(), Some(key));
+        assert!(!message("short").key().unwrap().as_str().contains("sha256"));
+    }
+
+    #[test]
+    fn an_event_survives_its_stored_form() {
+        let call = Event::Ring(IncomingCall {
+            call_id: CallId::parse("call-1").unwrap(),
+            callee: PersonId::parse(
+                "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9mNWIzNjE4Ny1jOGRkLTQ3MjctOGIyZi1mOWM0NDdmMjkwNDY",
+            )
+            .unwrap(),
+            caller: Caller {
+                name: Some("Ada".into()),
+                ..Caller::default()
+            },
+            occurred_at: Utc::now(),
+            source: EventSource::TelephonyPush,
+            sdk_payload: Some(serde_json::json!({"aps": {}, "data": [1, "two"]})),
+        });
+        let stored = serde_json::to_string(&call).unwrap();
+        let read: Event = serde_json::from_str(&stored).unwrap();
+        assert_eq!(read, call);
+        let Event::Ring(read) = read else {
+            unreachable!()
+        };
+        assert!(read.callee.original().starts_with("Y2lz"));
+    }
+
+    #[test]
+    fn the_deadline_counts_from_arrival() {
+        let at = Utc::now();
+        let job = Job::received(message("m"), at, &Deadlines::default());
+        assert_eq!(job.deliver_by, at + TimeDelta::seconds(300));
+        assert_eq!(job.time_left(at + TimeDelta::seconds(299)), Duration::from_secs(1));
+        assert_eq!(job.time_left(at + TimeDelta::seconds(301)), Duration::ZERO);
     }
 }

@@ -9,7 +9,10 @@ mod registration;
 
 pub use access_token::{AccessToken, AccessTokenError};
 pub use device_token::{DeviceToken, DeviceTokenError};
-pub use events::{CallEnded, CallId, Caller, EventSource, IncomingCall, NewMessage};
+pub use events::{
+    CallEnded, CallId, Caller, Deadlines, Event, EventKey, EventKind, EventSource, IncomingCall, Job,
+    JobId, NewMessage, ReplicaId,
+};
 pub use person_id::{PersonId, PersonIdError};
 pub use push::{Push, PushContent, PushOutcome};
 pub use registration::{

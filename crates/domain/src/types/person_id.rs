@@ -127,6 +127,20 @@ impl fmt::Display for PersonId {
     }
 }
 
+/// Stored (a durable event record) as the original spelling, parsed again when read.
+impl serde::Serialize for PersonId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.original)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PersonId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let original = String::deserialize(deserializer)?;
+        Self::parse(&original).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for PersonId {
     type Err = PersonIdError;
 

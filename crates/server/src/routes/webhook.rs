@@ -6,12 +6,11 @@ use std::sync::Arc;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use webex_push_adapters::webex::{SIGNATURE_HEADER, WebhookEvent, parse_event, verify_signature};
-use webex_push_domain::EventSource;
 
 use super::{method_not_allowed, read_body};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::queue::{EnqueueError, Job, PushQueue};
+use crate::queue::{Accepted, EnqueueError, PushQueue};
 use crate::request_id::RequestId;
 use crate::startup::Limits;
 
@@ -82,18 +81,10 @@ async fn accept(
             tracing::warn!(error = %error, outcome = "malformed", "webhook refused");
             ApiError::MalformedWebhook(error)
         })?;
-        let job = match event {
-            WebhookEvent::Ring(call) => {
-                resource = call.source.as_str();
-                Job::Ring(call)
-            }
-            WebhookEvent::CallEnded(ended) => {
-                resource = ended.source.as_str();
-                Job::CallEnded(ended)
-            }
-            WebhookEvent::NewMessage(message) => {
-                resource = EventSource::Messages.as_str();
-                Job::Message(message)
+        let event = match event {
+            WebhookEvent::Relay(event) => {
+                resource = event.source().as_str();
+                event
             }
             WebhookEvent::Ignored {
                 resource: name,
@@ -112,12 +103,12 @@ async fn accept(
             }
         };
         let queue = state.queue.as_ref().ok_or(ApiError::ApnsNotConfigured)?;
-        let kind = job.kind();
+        let kind = event.kind().as_str();
         let request_id = request
             .extensions()
             .get::<RequestId>()
             .map(|id| Arc::clone(&id.0));
-        queue.enqueue(job, request_id).map_err(|error| {
+        let accepted = queue.accept(event, request_id).await.map_err(|error| {
             tracing::warn!(kind, error = %error, "webhook refused: event not queued");
             match error {
                 EnqueueError::Full => ApiError::QueueFull,
@@ -127,6 +118,7 @@ async fn accept(
         tracing::info!(
             kind,
             depth = queue.depth(),
+            recorded = accepted == Accepted::Recorded,
             outcome = "queued",
             "webhook accepted"
         );
