@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use chrono::{DateTime, TimeZone as _, Utc};
+use chrono::{DateTime, SubsecRound as _, TimeZone as _, Utc};
 use secrecy::SecretString;
 use uuid::Uuid;
 use webex_push_adapters::persistence::{DatabaseConfig, DieselRegistrationStore, StoreSetupError};
@@ -164,8 +164,11 @@ trait Seen {
         channel: Channel,
     ) -> Result<Claim, RegistrationError>;
 
-    async fn mark_event_seen(&self, raw: &str, at: DateTime<Utc>)
-    -> Result<bool, RegistrationError>;
+    async fn mark_event_seen(
+        &self,
+        raw: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, RegistrationError>;
 }
 
 #[async_trait::async_trait]
@@ -194,7 +197,13 @@ impl Seen for DieselRegistrationStore {
             self.register(&device, at).await?;
         }
         let claim = self
-            .claim(&claim_of(Some(raw), JobId::new(), at, &witness, Channel::Voip))
+            .claim(&claim_of(
+                Some(raw),
+                JobId::new(),
+                at,
+                &witness,
+                Channel::Voip,
+            ))
             .await?;
         Ok(matches!(claim, Claim::Devices(_)))
     }
@@ -246,7 +255,221 @@ for_both_backends!(
     ping_answers_while_the_database_is_up,
     migrations_apply_revert_and_apply_again,
     a_store_without_migrations_reports_missing_tables_as_unknown_until_migrated,
+    a_retry_of_the_same_job_finds_its_own_claim_and_another_job_a_duplicate,
+    a_message_id_of_five_kilobytes_is_claimed_once,
+    unfinished_events_of_a_stopped_replica_are_taken_over_once_and_finished_ones_never,
+    a_million_old_keys_are_pruned_in_bounded_batches_until_caught_up,
 );
+
+async fn a_retry_of_the_same_job_finds_its_own_claim_and_another_job_a_duplicate(h: Harness) {
+    let ada = person();
+    h.store.register(&registration(&ada), t0()).await.unwrap();
+    let other = h.replica().await;
+    let job = JobId::new();
+    let first = h
+        .store
+        .claim(&claim_of(Some("call-1"), job, t0(), &ada, Channel::Voip))
+        .await
+        .unwrap();
+    // The same job again, as after a timeout whose statement did commit, on another
+    // replica or connection: still its own claim, so it rings.
+    let retried = other
+        .claim(&claim_of(
+            Some("call-1"),
+            job,
+            t0() + secs(1),
+            &ada,
+            Channel::Voip,
+        ))
+        .await
+        .unwrap();
+    let redelivered = other
+        .claim(&claim_of(
+            Some("call-1"),
+            JobId::new(),
+            t0(),
+            &ada,
+            Channel::Voip,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, Claim::Devices(ref d) if d.len() == 1),
+        "{first:?}"
+    );
+    assert_eq!(retried, first);
+    assert!(
+        matches!(redelivered, Claim::Duplicate(_)),
+        "{redelivered:?}"
+    );
+
+    // Two tries of one job racing each other: both are the job's own.
+    let raced = claim_of(Some("call-2"), JobId::new(), t0(), &ada, Channel::Voip);
+    let (a, b) = tokio::join!(h.store.claim(&raced), other.claim(&raced));
+    assert!(matches!(a.unwrap(), Claim::Devices(_)));
+    assert!(matches!(b.unwrap(), Claim::Devices(_)));
+}
+
+async fn a_message_id_of_five_kilobytes_is_claimed_once(h: Harness) {
+    use webex_push_domain::{Event, NewMessage};
+    let ada = person();
+    h.store.register(&registration(&ada), t0()).await.unwrap();
+    let message = |id: String| {
+        Event::Message(NewMessage {
+            message_id: id,
+            room_id: "room".into(),
+            room_type: None,
+            recipient: ada.clone(),
+            sender: None,
+            sender_email: None,
+            occurred_at: t0(),
+        })
+    };
+    let long = "M".repeat(5 * 1024);
+    let claim = |event: &Event| EventClaim {
+        key: event.key(),
+        job: JobId::new(),
+        person: ada.clone(),
+        channel: Channel::Alert,
+        at: t0(),
+        event: serde_json::to_string(event).unwrap(),
+        deliver_by: t0() + secs(300),
+        holder: ReplicaId::new(),
+    };
+    let event = message(long.clone());
+    let first = h.store.claim(&claim(&event)).await.unwrap();
+    let again = h.store.claim(&claim(&event)).await.unwrap();
+    let other = h
+        .store
+        .claim(&claim(&message(format!("{long}N"))))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, Claim::Devices(ref d) if d.len() == 1),
+        "{first:?}"
+    );
+    assert!(matches!(again, Claim::Duplicate(_)), "{again:?}");
+    assert!(matches!(other, Claim::Devices(_)), "{other:?}");
+}
+
+async fn unfinished_events_of_a_stopped_replica_are_taken_over_once_and_finished_ones_never(
+    h: Harness,
+) {
+    let ada = person();
+    h.store.register(&registration(&ada), t0()).await.unwrap();
+    let stopped = ReplicaId::new();
+    let alive = ReplicaId::new();
+    let taker = ReplicaId::new();
+    let mut claims = Vec::new();
+    for (raw, holder, deliver_by) in [
+        ("unfinished", stopped, t0() + secs(30)),
+        ("finished", stopped, t0() + secs(30)),
+        ("late", stopped, t0() - secs(1)),
+        ("held", alive, t0() + secs(30)),
+    ] {
+        let mut claim = claim_of(Some(raw), JobId::new(), t0() - secs(5), &ada, Channel::Voip);
+        claim.holder = holder;
+        claim.deliver_by = deliver_by;
+        h.store.claim(&claim).await.unwrap();
+        claims.push(claim);
+    }
+    h.store.finish_event(&key_of("finished")).await.unwrap();
+    // `alive` and `stopped` said so at t0 - 20 s; `alive` again just now.
+    let long_ago = t0() - secs(20);
+    h.store
+        .take_over_events(stopped, long_ago, long_ago, 0)
+        .await
+        .unwrap();
+    h.store
+        .take_over_events(alive, t0(), long_ago, 0)
+        .await
+        .unwrap();
+
+    let alive_since = t0() - secs(10);
+    let other = h.replica().await;
+    let (a, b) = tokio::join!(
+        h.store.take_over_events(taker, t0(), alive_since, 10),
+        other.take_over_events(ReplicaId::new(), t0(), alive_since, 10)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let taken: Vec<_> = a.events.iter().chain(&b.events).collect();
+    assert_eq!(taken.len(), 1, "taken over once: {taken:?}");
+    assert_eq!(taken[0].job, claims[0].job);
+    assert_eq!(taken[0].event, claims[0].event);
+    assert_eq!(taken[0].deliver_by, claims[0].deliver_by.trunc_subsecs(6));
+    assert_eq!(
+        a.expired + b.expired,
+        1,
+        "the late one is forgotten, counted once"
+    );
+
+    // The taker is alive now: nobody takes its event from it, and once finished it is
+    // gone for good.
+    let again = other
+        .take_over_events(ReplicaId::new(), t0() + secs(1), t0(), 10)
+        .await
+        .unwrap();
+    assert!(again.events.is_empty(), "{again:?}");
+    h.store.finish_event(&key_of("unfinished")).await.unwrap();
+    let later = other
+        .take_over_events(ReplicaId::new(), t0() + secs(20), t0() + secs(19), 10)
+        .await
+        .unwrap();
+    assert!(
+        later.events.iter().all(|e| e.job == claims[3].job),
+        "only the event of `alive`, which stopped saying so: {later:?}"
+    );
+    // Still de-duplicated after all that.
+    assert!(!h.store.mark_event_seen("unfinished", t0()).await.unwrap());
+}
+
+async fn a_million_old_keys_are_pruned_in_bounded_batches_until_caught_up(h: Harness) {
+    use diesel::{Connection as _, RunQueryDsl as _};
+    const OLD: u32 = 1_000_000;
+    assert!(h.store.mark_event_seen("recent", t0()).await.unwrap());
+    match &h.db {
+        Db::Postgres(db) => {
+            let mut conn = diesel::PgConnection::establish(db.url()).unwrap();
+            diesel::sql_query(format!(
+                "INSERT INTO seen_events (key, seen_at) SELECT 'old:' || n, \
+                 TIMESTAMPTZ '2026-11-01 00:00:00+00' FROM generate_series(1, {OLD}) AS n"
+            ))
+            .execute(&mut conn)
+            .unwrap();
+        }
+        Db::Sqlite(db) => {
+            let mut conn =
+                diesel::SqliteConnection::establish(&db.path().to_string_lossy()).unwrap();
+            diesel::sql_query(format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {OLD}) \
+                 INSERT INTO seen_events (key, seen_at) \
+                 SELECT 'old:' || i, '2026-11-01 00:00:00+00:00' FROM n"
+            ))
+            .execute(&mut conn)
+            .unwrap();
+        }
+    }
+    let batch = 20_000;
+    let mut batches = Vec::new();
+    loop {
+        let pruned = h
+            .store
+            .prune_seen_events(t0() - secs(3600), batch)
+            .await
+            .unwrap();
+        batches.push(pruned);
+        if pruned < u64::from(batch) {
+            break;
+        }
+    }
+    assert_eq!(batches.iter().sum::<u64>(), u64::from(OLD));
+    assert!(batches.iter().all(|&n| n <= u64::from(batch)));
+    assert_eq!(batches.len(), 51, "{batches:?}");
+    assert!(
+        !h.store.mark_event_seen("recent", t0()).await.unwrap(),
+        "the recent key is kept"
+    );
+}
 
 async fn registered_tokens_are_found_by_person_and_channel(h: Harness) {
     let ada = person();
@@ -773,7 +996,13 @@ async fn a_claim_for_a_person_without_devices_records_nothing(h: Harness) {
         h.store.mark_event_seen(&key, t0()).await.unwrap(),
         "the key was not recorded"
     );
-    assert_eq!(h.store.prune_seen_events(t0() + secs(1), 1_000).await.unwrap(), 1);
+    assert_eq!(
+        h.store
+            .prune_seen_events(t0() + secs(1), 1_000)
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 async fn claims_and_marks_share_one_record_of_seen_events(h: Harness) {
@@ -800,8 +1029,20 @@ async fn claims_and_marks_share_one_record_of_seen_events(h: Harness) {
     assert!(!h.store.mark_event_seen(&claimed, t0()).await.unwrap());
 
     // The claim stored its time: pruning before it keeps it, after it forgets it.
-    assert_eq!(h.store.prune_seen_events(t0() + secs(1), 1_000).await.unwrap(), 1);
-    assert_eq!(h.store.prune_seen_events(t0() + secs(11), 1_000).await.unwrap(), 1);
+    assert_eq!(
+        h.store
+            .prune_seen_events(t0() + secs(1), 1_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        h.store
+            .prune_seen_events(t0() + secs(11), 1_000)
+            .await
+            .unwrap(),
+        1
+    );
     let claim = h
         .store
         .claim_event_devices(Some(&claimed), t0() + secs(20), &ada, Channel::Voip)
@@ -822,11 +1063,17 @@ async fn pruning_forgets_only_events_seen_before_the_cutoff(h: Harness) {
     assert!(h.store.mark_event_seen(recent, t0()).await.unwrap());
 
     assert_eq!(
-        h.store.prune_seen_events(t0() - secs(3600), 1_000).await.unwrap(),
+        h.store
+            .prune_seen_events(t0() - secs(3600), 1_000)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
-        h.store.prune_seen_events(t0() - secs(3600), 1_000).await.unwrap(),
+        h.store
+            .prune_seen_events(t0() - secs(3600), 1_000)
+            .await
+            .unwrap(),
         0
     );
     assert!(
@@ -837,7 +1084,13 @@ async fn pruning_forgets_only_events_seen_before_the_cutoff(h: Harness) {
         !h.store.mark_event_seen(recent, t0()).await.unwrap(),
         "kept: still seen"
     );
-    assert_eq!(h.store.prune_seen_events(t0() + secs(1), 1_000).await.unwrap(), 2);
+    assert_eq!(
+        h.store
+            .prune_seen_events(t0() + secs(1), 1_000)
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 async fn sql_injection_strings_are_stored_and_returned_verbatim(h: Harness) {
@@ -876,7 +1129,10 @@ async fn sql_injection_strings_are_stored_and_returned_verbatim(h: Harness) {
         "tables intact"
     );
     assert_eq!(
-        h.store.prune_seen_events(t0() + secs(1), 1_000).await.unwrap(),
+        h.store
+            .prune_seen_events(t0() + secs(1), 1_000)
+            .await
+            .unwrap(),
         nasty.len() as u64
     );
 }

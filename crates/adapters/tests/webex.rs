@@ -167,7 +167,8 @@ fn a_notified_membership_without_person_or_call_is_refused_naming_the_field() {
 
 #[test]
 fn an_incoming_webex_calling_call_rings_the_webhook_owner_with_the_caller() {
-    let WebhookEvent::Relay(Event::Ring(call)) = parse(&telephony_call("created", alerting_call())) else {
+    let WebhookEvent::Relay(Event::Ring(call)) = parse(&telephony_call("created", alerting_call()))
+    else {
         panic!("expected a ring");
     };
     assert_eq!(call.callee, PersonId::parse(CALLEE_UUID).unwrap());
@@ -221,7 +222,9 @@ fn telephony_call_disconnected_deleted_or_answered_elsewhere_ends_the_ringing() 
     disconnected["state"] = json!("disconnected");
     disconnected["eventType"] = json!("disconnected");
     disconnected["disconnected"] = json!("2025-06-01T12:00:09.000Z");
-    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&telephony_call("updated", disconnected)) else {
+    let WebhookEvent::Relay(Event::CallEnded(ended)) =
+        parse(&telephony_call("updated", disconnected))
+    else {
         panic!("expected the call to end");
     };
     assert!(!ended.answered_elsewhere);
@@ -230,12 +233,15 @@ fn telephony_call_disconnected_deleted_or_answered_elsewhere_ends_the_ringing() 
     let mut elsewhere = alerting_call();
     elsewhere["state"] = json!("disconnected");
     elsewhere["completedElsewhere"] = json!(true);
-    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&telephony_call("updated", elsewhere)) else {
+    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&telephony_call("updated", elsewhere))
+    else {
         panic!("expected the call to end");
     };
     assert!(ended.answered_elsewhere);
 
-    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&telephony_call("deleted", alerting_call())) else {
+    let WebhookEvent::Relay(Event::CallEnded(ended)) =
+        parse(&telephony_call("deleted", alerting_call()))
+    else {
         panic!("a deleted call ends");
     };
     assert_eq!(
@@ -246,7 +252,8 @@ fn telephony_call_disconnected_deleted_or_answered_elsewhere_ends_the_ringing() 
     let mut connected = alerting_call();
     connected["state"] = json!("connected");
     connected["eventType"] = json!("connected");
-    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&telephony_call("updated", connected)) else {
+    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse(&telephony_call("updated", connected))
+    else {
         panic!("an answered call stops ringing elsewhere");
     };
     assert!(ended.answered_elsewhere);

@@ -3,6 +3,7 @@
 
 mod check;
 mod jwt;
+mod proxy;
 mod script;
 mod server;
 mod tls;
@@ -17,6 +18,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use check::{MAX_PAYLOAD, MAX_VOIP_PAYLOAD};
+pub use proxy::FaultProxy;
 pub use script::{Failure, Script};
 
 use jwt::{JwtRegistry, JwtVerifier, lock};

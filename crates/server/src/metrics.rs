@@ -431,7 +431,8 @@ impl RegistrationPort for MeteredStore {
     }
 
     async fn finish_event(&self, key: &EventKey) -> Result<(), RegistrationError> {
-        self.timed("finish_event", self.inner.finish_event(key)).await
+        self.timed("finish_event", self.inner.finish_event(key))
+            .await
     }
 
     async fn take_over_events(
@@ -443,8 +444,7 @@ impl RegistrationPort for MeteredStore {
     ) -> Result<TakeOver, RegistrationError> {
         self.timed(
             "take_over_events",
-            self.inner
-                .take_over_events(holder, at, alive_since, limit),
+            self.inner.take_over_events(holder, at, alive_since, limit),
         )
         .await
     }
@@ -454,8 +454,11 @@ impl RegistrationPort for MeteredStore {
         before: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, RegistrationError> {
-        self.timed("prune_seen_events", self.inner.prune_seen_events(before, limit))
-            .await
+        self.timed(
+            "prune_seen_events",
+            self.inner.prune_seen_events(before, limit),
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<(), RegistrationError> {

@@ -349,7 +349,10 @@ async fn work(
 /// Relays one queued job and logs what became of it; the outcome label.
 async fn relay(notifier: &dyn IncomingCallPort, queued: Queued) -> &'static str {
     let Queued {
-        job, claim, received, ..
+        job,
+        claim,
+        received,
+        ..
     } = queued;
     let result: Result<DeliveryReport, NotifyError> = match claim {
         Some(Claim::Duplicate(devices)) => Ok(DeliveryReport {
@@ -385,7 +388,8 @@ async fn relay(notifier: &dyn IncomingCallPort, queued: Queued) -> &'static str 
             tracing::warn!(
                 attempts,
                 elapsed_ms,
-                "event dropped: its deadline passed before it could be relayed"
+                why = "its deadline passed before it could be relayed",
+                "event dropped late"
             );
             "late"
         }
@@ -539,13 +543,15 @@ mod tests {
             Arc::clone(&counting) as Arc<dyn IncomingCallPort>,
             Arc::clone(&metrics),
         );
-        assert_eq!(
-            queue.accept(ring(0), None).await,
-            Ok(Accepted::InMemory)
-        );
+        assert_eq!(queue.accept(ring(0), None).await, Ok(Accepted::InMemory));
         workers.drain(Duration::from_secs(5)).await;
         assert_eq!(counting.unclaimed.load(Ordering::SeqCst), 1);
-        assert!(metrics.render().unwrap().contains("events_unrecorded_total 1"));
+        assert!(
+            metrics
+                .render()
+                .unwrap()
+                .contains("events_unrecorded_total 1")
+        );
     }
 
     #[tokio::test]

@@ -75,11 +75,7 @@ impl IncomingCallPort for RecordingNotifier {
     async fn accept(&self, _: &Job) -> Result<Claim, NotifyError> {
         Ok(Claim::Devices(Vec::new()))
     }
-    async fn relay(
-        &self,
-        job: Job,
-        _: Option<Vec<Device>>,
-    ) -> Result<DeliveryReport, NotifyError> {
+    async fn relay(&self, job: Job, _: Option<Vec<Device>>) -> Result<DeliveryReport, NotifyError> {
         self.pass(match job.event {
             Event::Ring(call) => Relayed::Ring(call),
             Event::CallEnded(ended) => Relayed::Ended(ended),

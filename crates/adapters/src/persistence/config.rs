@@ -101,10 +101,9 @@ impl Target {
         let url = url.expose_secret().trim();
         let lower = url.to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            return Ok(Target::Postgres(SecretString::from(with_connect_timeout(
-                url,
-                connect_timeout,
-            ))));
+            return Ok(Target::Postgres(SecretString::from(
+                with_connection_guards(url, connect_timeout),
+            )));
         }
         if lower.starts_with("sqlite:") {
             let path = url["sqlite:".len()..]
@@ -129,15 +128,30 @@ impl Target {
     }
 }
 
-/// Adds libpq's `connect_timeout` (whole seconds, at least 1) unless the URL sets one,
-/// so a black-holed server fails a connection attempt instead of hanging it.
-fn with_connect_timeout(url: &str, timeout: Duration) -> String {
-    if url.contains("connect_timeout=") {
-        return url.to_owned();
+/// Adds libpq's guards against a network that silently stops answering, each unless
+/// the URL sets it: `connect_timeout` (whole seconds, at least 1), so a black-holed
+/// server fails a connection attempt instead of hanging it; TCP keepalives after 5 s
+/// idle, every 2 s, 3 lost; and `tcp_user_timeout` of 10 s, so a connection whose
+/// packets go unanswered fails in seconds rather than the kernel's 15 minutes.
+fn with_connection_guards(url: &str, connect_timeout: Duration) -> String {
+    let connect_timeout = connect_timeout.as_secs().max(1).to_string();
+    let guards = [
+        ("connect_timeout", connect_timeout.as_str()),
+        ("keepalives", "1"),
+        ("keepalives_idle", "5"),
+        ("keepalives_interval", "2"),
+        ("keepalives_count", "3"),
+        ("tcp_user_timeout", "10000"),
+    ];
+    let mut url = url.to_owned();
+    for (name, value) in guards {
+        if url.contains(&format!("{name}=")) {
+            continue;
+        }
+        let separator = if url.contains('?') { '&' } else { '?' };
+        url = format!("{url}{separator}{name}={value}");
     }
-    let seconds = timeout.as_secs().max(1);
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}connect_timeout={seconds}")
+    url
 }
 
 #[cfg(test)]
@@ -194,19 +208,23 @@ mod tests {
         );
     }
 
+    const GUARDS: &str = "keepalives=1&keepalives_idle=5&keepalives_interval=2\
+                          &keepalives_count=3&tcp_user_timeout=10000";
+
     #[test]
-    fn postgres_urls_get_a_connect_timeout_unless_they_have_one() {
+    fn postgres_urls_get_a_connect_timeout_and_keepalives_unless_they_have_them() {
         assert_eq!(
             postgres_url("postgres://u:p@db:5432/push"),
-            "postgres://u:p@db:5432/push?connect_timeout=4"
+            format!("postgres://u:p@db:5432/push?connect_timeout=4&{GUARDS}")
         );
         assert_eq!(
             postgres_url("postgresql://db/push?sslmode=require"),
-            "postgresql://db/push?sslmode=require&connect_timeout=4"
+            format!("postgresql://db/push?sslmode=require&connect_timeout=4&{GUARDS}")
         );
         assert_eq!(
-            postgres_url("postgres://db/push?connect_timeout=9"),
-            "postgres://db/push?connect_timeout=9"
+            postgres_url("postgres://db/push?connect_timeout=9&tcp_user_timeout=0"),
+            "postgres://db/push?connect_timeout=9&tcp_user_timeout=0&keepalives=1\
+             &keepalives_idle=5&keepalives_interval=2&keepalives_count=3"
         );
     }
 

@@ -28,7 +28,7 @@ mod pg_batches;
 mod schema;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,8 +45,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret as _;
 use tracing::{Instrument as _, Span};
 use webex_push_domain::{
-    ApnsEnvironment, BoxError, Channel, Claim, Device, DeviceToken, EventClaim, EventKey,
-    PersonId, Registration, RegistrationError, RegistrationPort, ReplicaId, TakeOver,
+    ApnsEnvironment, BoxError, Channel, Claim, Device, DeviceToken, EventClaim, EventKey, PersonId,
+    Registration, RegistrationError, RegistrationPort, ReplicaId, TakeOver,
 };
 
 use config::Target;
@@ -209,7 +209,14 @@ pub struct DieselRegistrationStore {
 /// The pools and how long one operation on them may take.
 #[derive(Clone)]
 struct Database {
-    pools: Pools,
+    /// Replaced as a whole when its connections are stuck (see
+    /// [`Database::abandon_stuck_connections`]).
+    pools: Arc<RwLock<Pools>>,
+    /// Builds a fresh Postgres pool (`None` on SQLite, where nothing goes over a
+    /// network).
+    fresh_pool: Option<Arc<dyn Fn() -> Result<PgPool, diesel::r2d2::PoolError> + Send + Sync>>,
+    /// When the pool was last replaced: once per operation timeout is enough.
+    replaced_at: Arc<Mutex<Option<std::time::Instant>>>,
     /// The longest one operation may take, checkout included; past it the caller gets
     /// `Unavailable` even if the blocking thread is still stuck in libpq.
     operation_timeout: Duration,
@@ -391,6 +398,7 @@ impl DieselRegistrationStore {
         let tuning = Tuning {
             statement_timeout: config.statement_timeout,
         };
+        let mut fresh_pool = None;
         let pools = match &target {
             Target::Postgres(url) => {
                 let url = url.expose_secret();
@@ -407,12 +415,15 @@ impl DieselRegistrationStore {
                     .unwrap_or(DEFAULT_POSTGRES_POOL_SIZE)
                     .max(1);
                 tracing::info!(backend, pool_size = size, "using the Postgres database");
-                Pools::Postgres(
-                    pool_builder(size, config, tuning)
+                let (config, url) = (config.clone(), url.to_owned());
+                let build = move || {
+                    pool_builder(size, &config, tuning)
                         .test_on_check_out(false)
-                        .build(PgManager(ConnectionManager::new(url)))
-                        .map_err(|source| StoreSetupError::Pool { backend, source })?,
-                )
+                        .build(PgManager(ConnectionManager::new(url.clone())))
+                };
+                let pool = build().map_err(|source| StoreSetupError::Pool { backend, source })?;
+                fresh_pool = Some(Arc::new(build) as Arc<_>);
+                Pools::Postgres(pool)
             }
             Target::Sqlite(path) => {
                 let path_text = sqlite_path_text(path);
@@ -447,20 +458,22 @@ impl DieselRegistrationStore {
                 )?)
             }
         };
+        let batches = matches!(pools, Pools::Postgres(_));
         let db = Database {
-            pools,
+            pools: Arc::new(RwLock::new(pools)),
+            fresh_pool,
+            replaced_at: Arc::default(),
             operation_timeout: config.checkout_timeout
                 + config.statement_timeout
                 + Duration::from_secs(1),
         };
-        let batches = matches!(db.pools, Pools::Postgres(_))
-            .then(|| Arc::new(pg_batches::PgBatches::new(&db)));
+        let batches = batches.then(|| Arc::new(pg_batches::PgBatches::new(&db)));
         Ok(Self { db, batches })
     }
 
     /// `"postgres"` or `"sqlite"`, for logs and metrics.
     pub fn backend_name(&self) -> &'static str {
-        match self.db.pools {
+        match self.db.pools() {
             Pools::Postgres(_) => "postgres",
             Pools::Sqlite(_) => "sqlite",
         }
@@ -468,7 +481,7 @@ impl DieselRegistrationStore {
 
     /// Connections `(in_use, idle)` right now, for metrics.
     pub fn pool_state(&self) -> (u32, u32) {
-        let state = match &self.db.pools {
+        let state = match &self.db.pools() {
             Pools::Postgres(pool) => pool.state(),
             Pools::Sqlite(pool) => pool.state(),
         };
@@ -537,7 +550,7 @@ impl DieselRegistrationStore {
         &self,
         f: impl FnOnce(&Pools) -> Result<T, StoreSetupError> + Send + 'static,
     ) -> Result<T, StoreSetupError> {
-        let pools = self.db.pools.clone();
+        let pools = self.db.pools();
         let span = Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(|| f(&pools)))
             .await
@@ -554,13 +567,58 @@ impl DieselRegistrationStore {
 }
 
 impl Database {
+    /// The pools operations run on now.
+    fn pools(&self) -> Pools {
+        self.pools
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the Postgres pool after an operation outlived its timeout: its thread is
+    /// stuck in libpq on a connection nothing answers (a network that drops packets
+    /// silently), and so may the pool's other connections be. Until the kernel gives up
+    /// such a socket (libpq's keepalives and `tcp_user_timeout` say when), it keeps its
+    /// pool slot; a fresh pool opens fresh connections at once, and the old one closes
+    /// its connections as their threads let go of them.
+    fn abandon_stuck_connections(&self) {
+        let Some(fresh_pool) = &self.fresh_pool else {
+            return;
+        };
+        {
+            let mut replaced_at = self
+                .replaced_at
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if replaced_at.is_some_and(|at| at.elapsed() < self.operation_timeout) {
+                return;
+            }
+            *replaced_at = Some(std::time::Instant::now());
+        }
+        match fresh_pool() {
+            Ok(pool) => {
+                *self
+                    .pools
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Pools::Postgres(pool);
+                tracing::warn!(
+                    "a database operation outlived its timeout: its connections are \
+                     abandoned and new ones opened"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "a fresh database pool could not be built")
+            }
+        }
+    }
+
     /// Runs `f` on the blocking pool inside the caller's span, bounded by the operation
     /// timeout, and sorts its error into the port's variants.
     async fn run<T: Send + 'static>(
         &self,
         f: impl Fn(&Pools) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, RegistrationError> {
-        let pools = self.pools.clone();
+        let pools = self.pools();
         let span = Span::current();
         let task = tokio::task::spawn_blocking(move || {
             span.in_scope(|| match f(&pools) {
@@ -588,6 +646,7 @@ impl Database {
             Ok(Err(join_error)) => Err(RegistrationError::Unknown(Box::new(join_error))),
             Err(elapsed) => {
                 tracing::warn!(timeout = ?self.operation_timeout, "database operation timed out");
+                self.abandon_stuck_connections();
                 Err(RegistrationError::Unavailable(Box::new(elapsed)))
             }
         }
@@ -990,9 +1049,7 @@ impl RegistrationPort for DieselRegistrationStore {
         }
         // Only SQLite gets here: a Postgres store has its batches.
         self.run(move |pools| match pools {
-            Pools::Postgres(pool) => on_postgres(pool, |conn| {
-                pg_batches::finish_alone(conn, &key)
-            }),
+            Pools::Postgres(pool) => on_postgres(pool, |conn| pg_batches::finish_alone(conn, &key)),
             Pools::Sqlite(pool) => {
                 use schema::sqlite::seen_events;
                 diesel::update(

@@ -160,7 +160,11 @@ impl NotificationService {
 
     /// Claims `job` until the store answers or the deadline is near; the claim and how
     /// many tries it took.
-    async fn claim_within(&self, job: &Job, deadline: Instant) -> Result<(Claim, u32), NotifyError> {
+    async fn claim_within(
+        &self,
+        job: &Job,
+        deadline: Instant,
+    ) -> Result<(Claim, u32), NotifyError> {
         let mut backoff = FIRST_STORE_BACKOFF;
         let mut attempts: u32 = 0;
         loop {
@@ -396,9 +400,12 @@ impl IncomingCallPort for NotificationService {
         let deadline = Instant::now() + job.time_left(self.clock.now());
         let (claim, attempts) = match claimed {
             Some(devices) => (Claim::Devices(devices), 0),
-            None => self.claim_within(&job, deadline).await.inspect_err(|error| {
-                tracing::warn!(error = %error, "event not claimed");
-            })?,
+            None => self
+                .claim_within(&job, deadline)
+                .await
+                .inspect_err(|error| {
+                    tracing::warn!(error = %error, "event not claimed");
+                })?,
         };
         let (devices, duplicate) = match claim {
             Claim::Devices(devices) => (devices, false),
@@ -490,13 +497,11 @@ impl IncomingCallPort for NotificationService {
 mod tests {
     use super::*;
     use crate::ports::{
-        Deadlines, MockPushGateway, MockRegistrationPort, RegistrationError, StoredEvent,
-        TakeOver,
+        Deadlines, MockPushGateway, MockRegistrationPort, RegistrationError, StoredEvent, TakeOver,
     };
     use crate::services::ManualClock;
     use crate::types::{
-        CallEnded, CallId, Caller, Channel, EventSource, IncomingCall, JobId, NewMessage,
-        PersonId,
+        CallEnded, CallId, Caller, Channel, EventSource, IncomingCall, JobId, NewMessage, PersonId,
     };
     use chrono::{DateTime, TimeDelta, Utc};
     use mockall::predicate::{always, eq};
@@ -514,10 +519,7 @@ mod tests {
             self.relay(self.job(Event::CallEnded(ended)), None).await
         }
 
-        async fn notify_message(
-            &self,
-            message: NewMessage,
-        ) -> Result<DeliveryReport, NotifyError> {
+        async fn notify_message(&self, message: NewMessage) -> Result<DeliveryReport, NotifyError> {
             self.relay(self.job(Event::Message(message)), None).await
         }
 
@@ -1105,7 +1107,11 @@ mod tests {
             assert_eq!(claim.at, start());
             let key = claim.key.as_ref().unwrap().as_str().to_owned();
             on_claim.lock().unwrap().push(key);
-            let fill = if claim.channel == Channel::Voip { "a1" } else { "b2" };
+            let fill = if claim.channel == Channel::Voip {
+                "a1"
+            } else {
+                "b2"
+            };
             Ok(Claim::Devices(vec![device(
                 &claim.person,
                 fill,

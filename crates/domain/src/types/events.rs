@@ -454,7 +454,10 @@ mod tests {
         let at = Utc::now();
         let job = Job::received(message("m"), at, &Deadlines::default());
         assert_eq!(job.deliver_by, at + TimeDelta::seconds(300));
-        assert_eq!(job.time_left(at + TimeDelta::seconds(299)), Duration::from_secs(1));
+        assert_eq!(
+            job.time_left(at + TimeDelta::seconds(299)),
+            Duration::from_secs(1)
+        );
         assert_eq!(job.time_left(at + TimeDelta::seconds(301)), Duration::ZERO);
     }
 }

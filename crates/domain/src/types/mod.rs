@@ -10,8 +10,8 @@ mod registration;
 pub use access_token::{AccessToken, AccessTokenError};
 pub use device_token::{DeviceToken, DeviceTokenError};
 pub use events::{
-    CallEnded, CallId, Caller, Deadlines, Event, EventKey, EventKind, EventSource, IncomingCall, Job,
-    JobId, NewMessage, ReplicaId,
+    CallEnded, CallId, Caller, Deadlines, Event, EventKey, EventKind, EventSource, IncomingCall,
+    Job, JobId, NewMessage, ReplicaId,
 };
 pub use person_id::{PersonId, PersonIdError};
 pub use push::{Push, PushContent, PushOutcome};

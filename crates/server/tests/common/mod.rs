@@ -175,6 +175,8 @@ pub struct Harness {
     _dir: tempfile::TempDir,
     /// Requests the stand-in had once the start-up warm-up was done.
     pub warm_up_requests: u64,
+    /// The environment the server was started with, for a second replica.
+    envs: Vec<(String, String)>,
 }
 
 impl Harness {
@@ -187,6 +189,18 @@ impl Harness {
     /// As [`Harness::start`], with more environment variables.
     pub async fn start_with(push_workers: usize, extra: &[(&str, String)]) -> Self {
         let db = TestDatabase::postgres();
+        let url = db.url().to_owned();
+        Self::start_on(db, url, push_workers, extra).await
+    }
+
+    /// As [`Harness::start_with`], on `db` reached through `database_url` (a proxy in
+    /// front of it, say).
+    pub async fn start_on(
+        db: TestDatabase,
+        database_url: String,
+        push_workers: usize,
+        extra: &[(&str, String)],
+    ) -> Self {
         let key = p256::SecretKey::random(&mut rand::thread_rng());
         let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
         let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
@@ -207,7 +221,7 @@ impl Harness {
             ("PORT", "0".into()),
             ("HOST", "127.0.0.1".into()),
             ("HTTP_WORKERS", "2".into()),
-            ("DATABASE_URL", db.url().to_owned()),
+            ("DATABASE_URL", database_url),
             ("DATABASE_POOL_SIZE", "4".into()),
             ("DATABASE_CONNECT_TIMEOUT_SECS", "2".into()),
             ("DATABASE_CHECKOUT_TIMEOUT_SECS", "1".into()),
@@ -226,14 +240,9 @@ impl Harness {
         ];
         envs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         envs.extend(extra.iter().cloned());
-        let mut server = Server::spawn(&envs);
-        server.wait_until_listening().await;
-        // The background warm-up sends one request; wait for it so counts are exact.
-        server
-            .wait_for_log("`APNs connection warmed up`", |l| {
-                message_is(l, "APNs connection warmed up")
-            })
-            .await;
+        let envs: Vec<(String, String)> =
+            envs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let server = Self::spawn_server(&envs).await;
         let warm_up_requests = standin.stats().requests;
         Self {
             server,
@@ -242,7 +251,26 @@ impl Harness {
             http: reqwest::Client::new(),
             _dir: dir,
             warm_up_requests,
+            envs,
         }
+    }
+
+    async fn spawn_server(envs: &[(String, String)]) -> Server {
+        let envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let mut server = Server::spawn(&envs);
+        server.wait_until_listening().await;
+        // The background warm-up sends one request; wait for it so counts are exact.
+        server
+            .wait_for_log("`APNs connection warmed up`", |l| {
+                message_is(l, "APNs connection warmed up")
+            })
+            .await;
+        server
+    }
+
+    /// Another replica: the same binary, database, stand-in and settings.
+    pub async fn replica(&self) -> Server {
+        Self::spawn_server(&self.envs).await
     }
 
     /// The directory holding the APNs key file and the stand-in's CA.
