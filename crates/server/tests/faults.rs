@@ -695,3 +695,50 @@ async fn a_store_down_for_25_of_a_ring_s_30_s_rings_nothing_after_the_deadline()
         "the ring was tried once the store was back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_restart_relays_what_was_accepted_and_not_yet_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("push.db");
+    let h = Harness::start_on(
+        webex_push_test_support::TestDatabase::postgres(),
+        format!("sqlite://{}", file.display()),
+        4,
+        &[("ADMIN_TOKEN", ADMIN.to_owned())],
+    )
+    .await;
+    let ada = Person::new(1);
+    h.register_ok(&ada.uuid, &ada.voip, &ada.alert).await;
+    // Apple fails this phone until the process is gone, so the ring is still being
+    // retried when it is killed.
+    let unavailable = apns_standin::Failure::Status {
+        status: 503,
+        reason: "ServiceUnavailable".into(),
+    };
+    h.standin.script().fail_token(&ada.voip, unavailable);
+    assert_eq!(post_ring(&h, "before-crash", &ada.uuid).await, 204);
+    eventually(&h, "a first try at Apple", async || {
+        h.standin.stats().requests > h.warm_up_requests
+    })
+    .await;
+    h.server.signal("KILL");
+    h.standin.script().clear_token(&ada.voip);
+
+    let restarted = h.replica().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    while rings_of(&h, &ada.voip) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the accepted ring was not relayed after the restart; log:\n{}",
+            restarted.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rings_of(&h, &ada.voip), 1);
+    assert_eq!(
+        restarted.count_logs(|l| message_is(l, "job taken over")),
+        1,
+        "{}",
+        restarted.log_text()
+    );
+}
