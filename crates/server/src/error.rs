@@ -83,6 +83,11 @@ pub enum ApiError {
     AccessTokenRejected,
     #[error("the access token belongs to another person")]
     PersonMismatch,
+    #[error(
+        "a device token is registered to another person; that person must unregister it \
+         (DELETE /register/{{token}}) before it can be registered again"
+    )]
+    TokenTaken,
     #[error("Webex cannot be asked who holds the access token right now; retry later")]
     IdentityUnavailable(#[source] BoxError),
     #[error("this resource does not answer that method (allowed: {0})")]
@@ -130,6 +135,7 @@ impl ApiError {
             ApiError::AccessTokenRequired => "access-token-required",
             ApiError::AccessTokenRejected => "access-token-rejected",
             ApiError::PersonMismatch => "person-mismatch",
+            ApiError::TokenTaken => "token-registered-elsewhere",
             ApiError::IdentityUnavailable(_) => "identity-unavailable",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Internal(_) => "internal",
@@ -156,6 +162,7 @@ impl ApiError {
             ApiError::AccessTokenRequired => "Access token required",
             ApiError::AccessTokenRejected => "Access token rejected",
             ApiError::PersonMismatch => "Person mismatch",
+            ApiError::TokenTaken => "Token registered to another person",
             ApiError::IdentityUnavailable(_) => "Identity provider unavailable",
             ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::Internal(_) => "Internal server error",
@@ -209,6 +216,7 @@ impl ResponseError for ApiError {
             | ApiError::AccessTokenRequired
             | ApiError::AccessTokenRejected => StatusCode::UNAUTHORIZED,
             ApiError::PersonMismatch => StatusCode::FORBIDDEN,
+            ApiError::TokenTaken => StatusCode::CONFLICT,
             ApiError::QueueFull
             | ApiError::ShuttingDown
             | ApiError::ApnsNotConfigured
@@ -317,6 +325,8 @@ impl From<RegisterError> for ApiError {
                 "distinct",
                 "the VoIP token and the message token must be different tokens",
             )]),
+            RegisterError::Guard(error) => error.into(),
+            RegisterError::TokenTaken => ApiError::TokenTaken,
             RegisterError::Unavailable(source) => ApiError::Unavailable(source),
             RegisterError::Unknown(source) => ApiError::Internal(source),
         }

@@ -9,7 +9,6 @@ pub mod error;
 pub mod housekeeping;
 pub mod metrics;
 pub mod queue;
-pub mod registrar;
 pub mod request_id;
 pub mod routes;
 pub mod startup;

@@ -23,7 +23,6 @@ use crate::config::Config;
 use crate::housekeeping;
 use crate::metrics::{MeteredGateway, MeteredStore, Metrics};
 use crate::queue::{self, PushWorkers};
-use crate::registrar::Registrar;
 use crate::request_id;
 use crate::routes::admin::AdminState;
 use crate::routes::{self, health::Readiness, webhook::WebhookState};
@@ -191,14 +190,13 @@ impl Application {
             }
             None => (None, None),
         };
-        let registrar = web::Data::new(Registrar::new(
+        let registrations = web::Data::new(
             RegistrationService::new(
                 Arc::clone(&dependencies.store),
                 Arc::clone(&dependencies.clock),
-            ),
-            RegistrationGuard::new(dependencies.identity),
-            Arc::clone(&dependencies.store),
-        ));
+            )
+            .guarded_by(RegistrationGuard::new(dependencies.identity)),
+        );
         let admin = config.admin_token.clone().map(|token| {
             web::Data::new(AdminState {
                 token,
@@ -231,7 +229,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             let mut app = App::new()
                 .wrap(middleware::from_fn(request_id::middleware))
-                .app_data(registrar.clone())
+                .app_data(registrations.clone())
                 .app_data(readiness.clone())
                 .app_data(webhook.clone())
                 .app_data(limits.clone())

@@ -1225,6 +1225,7 @@ impl TestApp {
 #[tokio::test]
 async fn identity_proof_lets_the_holder_register_and_refuses_a_mismatched_person() {
     let mut store = MockRegistrationPort::new();
+    store.expect_device().returning(|_| Ok(None));
     store.expect_register().times(1).returning(|_, _| Ok(()));
     let app = identity_app(store).await;
 
@@ -1248,6 +1249,36 @@ async fn identity_proof_lets_the_holder_register_and_refuses_a_mismatched_person
     let response = app.register_as(Some(DOWN_ACCESS), &ada).await;
     assert!(response.headers().contains_key("retry-after"));
     problem(response, 503).await;
+}
+
+#[tokio::test]
+async fn identity_proof_refuses_to_move_another_persons_token_with_a_conflict() {
+    let mut store = MockRegistrationPort::new();
+    // The VoIP token is Bob's; the message token is nobody's yet.
+    store.expect_device().returning(|token| {
+        Ok((token.as_str() == voip_token()).then(|| {
+            let mut bobs = device(&voip_token(), Channel::Voip, None);
+            bobs.person = PersonId::parse(OTHER_UUID).unwrap();
+            bobs
+        }))
+    });
+    store.expect_register().never();
+    let app = identity_app(store).await;
+
+    let body = problem(
+        app.register_as(Some(ADA_ACCESS), &original_registration())
+            .await,
+        409,
+    )
+    .await;
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("#token-registered-elsewhere"),
+        "{body}"
+    );
+    assert!(body["detail"].as_str().unwrap().contains("unregister"), "{body}");
 }
 
 #[tokio::test]

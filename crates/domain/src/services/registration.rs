@@ -1,12 +1,13 @@
-//! Registering and unregistering an app install's device tokens.
+//! Registering and unregistering an app install's device tokens, behind the
+//! proof-of-identity guard: the one place that decides who may bind or unbind a device.
 
 use std::sync::Arc;
 
 use tracing::instrument;
 
-use super::Clock;
+use super::{Clock, GuardError, RegistrationGuard};
 use crate::ports::{BoxError, RegistrationError, RegistrationPort};
-use crate::types::{DeviceToken, Registration};
+use crate::types::{AccessToken, DeviceToken, Registration};
 
 /// Why a registration was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,15 @@ pub enum RegisterError {
     /// gets alerts makes iOS kill the app: refused as invalid input.
     #[error("the VoIP token and the alert token must be different tokens")]
     SameTokenForBothChannels,
+    /// The request did not prove it may change this person's (or this device's)
+    /// registrations.
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    /// With proof of identity on, a device token registered to another person moves
+    /// only once that person has unregistered it: otherwise whoever learnt a token
+    /// could take another person's calls.
+    #[error("the device token is registered to another person")]
+    TokenTaken,
     /// The store cannot be reached; nothing was stored; the caller may try again later.
     #[error("registration store unavailable")]
     Unavailable(#[source] BoxError),
@@ -38,11 +48,23 @@ impl From<RegistrationError> for RegisterError {
 pub struct RegistrationService {
     store: Arc<dyn RegistrationPort>,
     clock: Arc<dyn Clock>,
+    guard: RegistrationGuard,
 }
 
 impl RegistrationService {
+    /// Without proof of identity (the original relay's behaviour).
     pub fn new(store: Arc<dyn RegistrationPort>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            guard: RegistrationGuard::off(),
+        }
+    }
+
+    /// Registration changes must pass `guard`.
+    pub fn guarded_by(mut self, guard: RegistrationGuard) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// Stores both tokens of `registration`, replacing whatever they were registered as
@@ -58,10 +80,26 @@ impl RegistrationService {
             environment = ?registration.environment,
         )
     )]
-    pub async fn register(&self, registration: Registration) -> Result<(), RegisterError> {
+    pub async fn register(
+        &self,
+        proof: Option<&AccessToken>,
+        registration: Registration,
+    ) -> Result<(), RegisterError> {
         if registration.voip_token == registration.alert_token {
             tracing::debug!("refused: the same token for both channels");
             return Err(RegisterError::SameTokenForBothChannels);
+        }
+        self.guard
+            .ensure_may_register(proof, &registration.person)
+            .await?;
+        if self.guard.is_enabled() {
+            for (token, _) in registration.tokens() {
+                let owner = self.store.device(token).await?.map(|device| device.person);
+                if owner.is_some_and(|owner| owner != registration.person) {
+                    tracing::info!(%token, "refused: the token is registered to another person");
+                    return Err(RegisterError::TokenTaken);
+                }
+            }
         }
         let at = self.clock.now();
         self.store
@@ -72,10 +110,21 @@ impl RegistrationService {
         Ok(())
     }
 
-    /// Forgets `token`, whatever its channel. Idempotent: removing an unknown token
-    /// succeeds too. Returns whether the token was there.
+    /// Forgets `token`, whatever its channel, once the holder of `proof` is shown to own
+    /// it (when the guard is on). Idempotent: removing an unknown token succeeds too.
+    /// Returns whether the token was there.
     #[instrument(name = "unregister", skip_all, fields(token = %token))]
-    pub async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError> {
+    pub async fn unregister(
+        &self,
+        proof: Option<&AccessToken>,
+        token: &DeviceToken,
+    ) -> Result<bool, RegisterError> {
+        if self.guard.is_enabled() {
+            let owner = self.store.device(token).await?.map(|device| device.person);
+            self.guard
+                .ensure_may_unregister(proof, owner.as_ref())
+                .await?;
+        }
         let removed = self
             .store
             .unregister(token)
@@ -134,7 +183,78 @@ mod tests {
         store
             .expect_unregister()
             .returning(move |token| Ok(on_unregister.lock().unwrap().remove(token).is_some()));
+        let on_device = rows.clone();
+        store.expect_device().returning(move |token| {
+            Ok(on_device
+                .lock()
+                .unwrap()
+                .get(token)
+                .map(|(person, at)| crate::types::Device {
+                    token: token.clone(),
+                    channel: crate::types::Channel::Voip,
+                    person: person.clone(),
+                    environment: None,
+                    bundle_id: None,
+                    registered_at: *at,
+                    last_outcome: None,
+                    last_outcome_at: None,
+                }))
+        });
         store
+    }
+
+    /// A guard that knows two access tokens: `ada`'s and `bob`'s.
+    fn guard_of(ada: &PersonId, bob: &PersonId) -> RegistrationGuard {
+        let mut identity = crate::ports::MockIdentityPort::new();
+        let (ada, bob) = (ada.clone(), bob.clone());
+        identity
+            .expect_person_for_token()
+            .returning(move |token| match token.expose() {
+                "ada-token" => Ok(ada.clone()),
+                "bob-token" => Ok(bob.clone()),
+                _ => Err(crate::ports::IdentityError::Rejected),
+            });
+        RegistrationGuard::new(Some(Arc::new(identity)))
+    }
+
+    #[tokio::test]
+    async fn with_proof_on_a_token_of_another_person_moves_only_once_its_owner_let_it_go() {
+        let rows = Rows::default();
+        let ada = PersonId::from_uuid(Uuid::new_v4());
+        let bob = PersonId::from_uuid(Uuid::new_v4());
+        let service =
+            RegistrationService::new(Arc::new(upserting_store(&rows)), Arc::new(start))
+                .guarded_by(guard_of(&ada, &bob));
+        let ada_proof = AccessToken::parse("ada-token").unwrap();
+        let bob_proof = AccessToken::parse("bob-token").unwrap();
+        service
+            .register(Some(&ada_proof), registration(&ada, "a1", "b2"))
+            .await
+            .unwrap();
+
+        let taken = service
+            .register(Some(&bob_proof), registration(&bob, "a1", "c3"))
+            .await
+            .unwrap_err();
+        assert!(matches!(taken, RegisterError::TokenTaken), "{taken:?}");
+        assert_eq!(rows.lock().unwrap().len(), 2, "nothing stored");
+        let not_his = service
+            .unregister(Some(&bob_proof), &token("a1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(not_his, RegisterError::Guard(GuardError::Mismatch)));
+
+        assert!(service.unregister(Some(&ada_proof), &token("a1")).await.unwrap());
+        service
+            .register(Some(&bob_proof), registration(&bob, "a1", "c3"))
+            .await
+            .unwrap();
+        assert_eq!(rows.lock().unwrap()[&token("a1")].0, bob);
+        // Ada registering her own tokens again is fine.
+        service
+            .register(Some(&ada_proof), registration(&ada, "d4", "b2"))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -147,12 +267,12 @@ mod tests {
         let bob = PersonId::from_uuid(Uuid::new_v4());
 
         service
-            .register(registration(&ada, "a1", "b2"))
+            .register(None, registration(&ada, "a1", "b2"))
             .await
             .unwrap();
         clock.advance(TimeDelta::minutes(10));
         service
-            .register(registration(&bob, "a1", "c3"))
+            .register(None, registration(&bob, "a1", "c3"))
             .await
             .unwrap();
 
@@ -177,7 +297,7 @@ mod tests {
             .times(1)
             .returning(|_, _| Ok(()));
         let service = RegistrationService::new(Arc::new(store), Arc::new(start));
-        service.register(expected).await.unwrap();
+        service.register(None, expected).await.unwrap();
     }
 
     #[tokio::test]
@@ -188,7 +308,7 @@ mod tests {
             RegistrationService::new(Arc::new(store), Arc::new(ManualClock::new(start())));
         let person = PersonId::from_uuid(Uuid::new_v4());
         let error = service
-            .register(registration(&person, "a1", "a1"))
+            .register(None, registration(&person, "a1", "a1"))
             .await
             .unwrap_err();
         assert!(matches!(error, RegisterError::SameTokenForBothChannels));
@@ -204,7 +324,7 @@ mod tests {
             RegistrationService::new(Arc::new(store), Arc::new(ManualClock::new(start())));
         let person = PersonId::from_uuid(Uuid::new_v4());
         let error = service
-            .register(registration(&person, "a1", "b2"))
+            .register(None, registration(&person, "a1", "b2"))
             .await
             .unwrap_err();
         assert!(matches!(error, RegisterError::Unavailable(_)));
@@ -219,13 +339,13 @@ mod tests {
         );
         let person = PersonId::from_uuid(Uuid::new_v4());
         service
-            .register(registration(&person, "a1", "b2"))
+            .register(None, registration(&person, "a1", "b2"))
             .await
             .unwrap();
 
-        assert!(service.unregister(&token("a1")).await.unwrap());
-        assert!(!service.unregister(&token("a1")).await.unwrap());
-        assert!(!service.unregister(&token("ff")).await.unwrap());
+        assert!(service.unregister(None, &token("a1")).await.unwrap());
+        assert!(!service.unregister(None, &token("a1")).await.unwrap());
+        assert!(!service.unregister(None, &token("ff")).await.unwrap());
         let rows = rows.lock().unwrap();
         assert_eq!(rows.keys().collect::<Vec<_>>(), vec![&token("b2")]);
     }

@@ -6,12 +6,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
 use webex_push_domain::{
     AccessToken, ApnsEnvironment, BundleId, DeviceToken, DeviceTokenError, EmailAddress,
-    EmailError, PersonId, Registration,
+    EmailError, PersonId, Registration, RegistrationService,
 };
 
 use super::{method_not_allowed, read_body, require_json};
 use crate::error::{ApiError, FieldError};
-use crate::registrar::Registrar;
 use crate::startup::Limits;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -30,13 +29,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn register(
     request: HttpRequest,
     payload: web::Payload,
-    registrar: web::Data<Registrar>,
+    registrations: web::Data<RegistrationService>,
     limits: web::Data<Limits>,
 ) -> Result<HttpResponse, ApiError> {
     require_json(&request)?;
     let body = read_body(payload, limits.register_body, limits.request_timeout).await?;
     let registration = parse_registration(&body)?;
-    registrar
+    registrations
         .register(access_token(&request).as_ref(), registration)
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -45,11 +44,11 @@ async fn register(
 async fn unregister(
     request: HttpRequest,
     token: web::Path<String>,
-    registrar: web::Data<Registrar>,
+    registrations: web::Data<RegistrationService>,
 ) -> Result<HttpResponse, ApiError> {
     let token = DeviceToken::parse(&token)
         .map_err(|e| ApiError::Validation(vec![token_error("token", &e)]))?;
-    registrar
+    registrations
         .unregister(access_token(&request).as_ref(), &token)
         .await?;
     Ok(HttpResponse::NoContent().finish())
