@@ -1548,6 +1548,12 @@ mod sqlite_only {
             std::path::Path::new(&wal).exists(),
             "{wal} exists in WAL mode"
         );
+        // It holds every device token: its owner's only, and so are SQLite's side files.
+        use std::os::unix::fs::PermissionsExt as _;
+        for path in [file.path().display().to_string(), wal] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{path} is {mode:o}");
+        }
         assert_eq!(h.store.backend_name(), "sqlite");
     }
 
@@ -1558,14 +1564,14 @@ mod sqlite_only {
         ))
         .await
         .err()
-        .expect("a file in a missing directory cannot be opened");
-        assert!(matches!(error, StoreSetupError::OpenSqlite { .. }));
+        .expect("a file in a missing directory cannot be created");
+        assert!(matches!(error, StoreSetupError::CreateSqlite { .. }));
         let message = error.to_string();
         assert!(
             message.contains("/nonexistent-directory/webex-push.db"),
             "{message}"
         );
-        assert!(message.contains("Unable to open"), "{message}");
+        assert!(message.contains("No such file or directory"), "{message}");
 
         let error = DieselRegistrationStore::connect(&test_config("mysql://db/push".into()))
             .await

@@ -73,6 +73,12 @@ pub enum StoreSetupError {
         #[source]
         source: diesel::ConnectionError,
     },
+    #[error("cannot create the SQLite database {}: {source}", path.display())]
+    CreateSqlite {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the SQLite database {}: {source}", path.display())]
     OpenSqlite {
         path: std::path::PathBuf,
@@ -426,6 +432,7 @@ impl DieselRegistrationStore {
                 Pools::Postgres(pool)
             }
             Target::Sqlite(path) => {
+                create_private(path)?;
                 let path_text = sqlite_path_text(path);
                 let mut conn = SqliteConnection::establish(&path_text).map_err(|source| {
                     StoreSetupError::OpenSqlite {
@@ -720,6 +727,40 @@ fn apply_postgres_migrations(conn: &mut PgConnection) -> Result<Vec<String>, Sto
         .execute(conn)
         .map_err(lock_error)?;
     applied
+}
+
+/// Creates the SQLite file readable and writable by its owner only (`0600`) when it does
+/// not exist yet: it holds every device token. SQLite gives its `-wal` and `-shm` files
+/// the database file's permissions. An existing file keeps the permissions its
+/// operator chose, with a warning when others may read it.
+fn create_private(path: &Path) -> Result<(), StoreSetupError> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(metadata) = std::fs::metadata(path) {
+                let mode = metadata.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        path = %path.display(),
+                        mode = format!("{mode:o}"),
+                        "the SQLite database holds device tokens and is readable by other \
+                         users: chmod 600 it"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(source) => Err(StoreSetupError::CreateSqlite {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 fn sqlite_path_text(path: &Path) -> String {
