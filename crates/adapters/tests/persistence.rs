@@ -236,6 +236,7 @@ for_both_backends!(
     a_token_moves_to_the_person_who_registers_it_last,
     fifty_concurrent_registrations_of_one_token_leave_exactly_one_row,
     a_person_can_have_any_number_of_devices_on_each_channel,
+    trimming_keeps_the_most_recently_registered_devices_of_that_person_and_channel,
     every_spelling_of_a_person_finds_the_same_devices,
     unregister_removes_only_that_token_and_says_whether_it_was_there,
     a_token_registered_before_the_cutoff_is_removed,
@@ -623,6 +624,72 @@ async fn a_person_can_have_any_number_of_devices_on_each_channel(h: Harness) {
             .unwrap()
             .len(),
         3
+    );
+}
+
+async fn trimming_keeps_the_most_recently_registered_devices_of_that_person_and_channel(
+    h: Harness,
+) {
+    let ada = person();
+    let bob = person();
+    let phones: Vec<Registration> = (0..5).map(|_| registration(&ada)).collect();
+    for (i, phone) in phones.iter().enumerate() {
+        h.store
+            .register(phone, t0() + secs(i as i64))
+            .await
+            .unwrap();
+    }
+    // The oldest phone registers again: it is now the most recent.
+    h.store.register(&phones[0], t0() + secs(10)).await.unwrap();
+    h.store.register(&registration(&bob), t0()).await.unwrap();
+
+    let mut removed = h.store.trim_devices(&ada, Channel::Voip, 3).await.unwrap();
+    removed.sort();
+    let mut expected = vec![phones[1].voip_token.clone(), phones[2].voip_token.clone()];
+    expected.sort();
+    assert_eq!(removed, expected);
+    let mut kept: Vec<DeviceToken> = h
+        .store
+        .devices_of(&ada, Channel::Voip)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.token)
+        .collect();
+    kept.sort();
+    let mut expected: Vec<DeviceToken> = [0, 3, 4]
+        .iter()
+        .map(|&i| phones[i].voip_token.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(kept, expected);
+    // The other channel and the other person are untouched until trimmed themselves.
+    assert_eq!(
+        h.store
+            .devices_of(&ada, Channel::Alert)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        h.store.devices_of(&bob, Channel::Voip).await.unwrap().len(),
+        1
+    );
+    // Within the limit nothing goes.
+    assert!(
+        h.store
+            .trim_devices(&ada, Channel::Voip, 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.store
+            .trim_devices(&bob, Channel::Voip, 1)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

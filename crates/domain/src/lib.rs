@@ -13,8 +13,8 @@ pub use ports::{
 };
 pub use ports::{IdentityError, IdentityPort};
 pub use services::{
-    Clock, ManualClock, NotificationService, RegisterError, RegistrationService, RetryPolicy,
-    SystemClock,
+    Clock, ManualClock, NotificationService, RegisterError, Registered, RegistrationService,
+    RetryPolicy, SystemClock,
 };
 pub use services::{GuardError, RegistrationGuard};
 pub use types::*;

@@ -108,6 +108,18 @@ pub trait RegistrationPort: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<(), RegistrationError>;
 
+    /// Keeps only the `keep` most recently registered devices of `person` on `channel`
+    /// (ties broken by token) and removes the others; returns the tokens removed.
+    ///
+    /// MUST return `Unavailable` when the store cannot be reached; nothing is then
+    /// removed.
+    async fn trim_devices(
+        &self,
+        person: &PersonId,
+        channel: Channel,
+        keep: usize,
+    ) -> Result<Vec<DeviceToken>, RegistrationError>;
+
     /// Removes `token`, whatever its channel. Returns whether it was there: removing an
     /// unknown token is not an error.
     ///

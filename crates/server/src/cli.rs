@@ -66,6 +66,18 @@ pub struct AuthArgs {
     /// Webex's REST API, asked who holds an access token when REGISTER_AUTH=webex.
     #[arg(long, env = "WEBEX_API_URL", default_value = "https://webexapis.com")]
     pub webex_api_url: String,
+    /// Devices one person keeps per channel (VoIP, alert); registering one more
+    /// removes the least recently registered.
+    #[arg(long, env = "MAX_DEVICES_PER_PERSON", default_value_t = 10)]
+    pub max_devices_per_person: usize,
+    /// Registrations (`POST` and `DELETE /register`) one client address may make per
+    /// minute, also the burst an idle one may send; 0: unlimited. IPv6 counts per /64.
+    #[arg(long, env = "REGISTER_RATE_PER_MINUTE", default_value_t = 300)]
+    pub register_rate_per_minute: u32,
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For`
+    /// names the client; unset: the socket's peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -186,10 +198,20 @@ pub struct ApnsArgs {
 
 #[derive(Args, Clone)]
 pub struct WebhookArgs {
-    /// The Webex webhook secret(s), comma-separated to rotate; unset: webhooks are not
-    /// authenticated (warned at start-up).
+    /// The Webex webhook secret(s), comma-separated to rotate. Required when pushes go
+    /// to Apple, unless ALLOW_UNSIGNED_WEBHOOKS=true; set but blank is an error.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Accept unsigned webhooks even though pushes go to Apple's gateways: anyone who
+    /// finds the URL can then ring every registered phone.
+    #[arg(
+        long,
+        env = "ALLOW_UNSIGNED_WEBHOOKS",
+        default_value = "false",
+        value_parser = BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub allow_unsigned_webhooks: bool,
     /// Events waiting for a push worker; beyond it webhooks wait for room, then get
     /// 503 + Retry-After.
     #[arg(long, env = "PUSH_QUEUE_CAPACITY", default_value_t = 1024)]
@@ -258,12 +280,17 @@ impl Command {
     }
 }
 
+/// Variables whose blank value is an error rather than "unset": a blank secret is one
+/// empty Kubernetes secret key away from turning authentication off.
+const BLANK_IS_AN_ERROR: &[&str] = &["WEBHOOK_SECRET"];
+
 /// Unbinds every argument whose environment variable is set but blank, so clap falls
-/// back to the default instead of trying to parse `""`.
+/// back to the default instead of trying to parse `""` (except [`BLANK_IS_AN_ERROR`]).
 fn without_blank_env(command: clap::Command) -> clap::Command {
     let command = command.mut_args(|arg| {
         let blank = arg
             .get_env()
+            .filter(|name| !BLANK_IS_AN_ERROR.iter().any(|kept| name == kept))
             .and_then(std::env::var_os)
             .is_some_and(|value| value.to_string_lossy().trim().is_empty());
         if blank { arg.env(None::<&str>) } else { arg }

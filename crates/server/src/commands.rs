@@ -8,8 +8,8 @@ use webex_push_adapters::persistence::DieselRegistrationStore;
 use webex_push_domain::{ApnsEnvironment, Channel, DeviceToken, Push};
 
 use crate::admin::test_content;
-use crate::cli::{Command, MigrateArgs, PushArgs, ServeArgs};
-use crate::config::{self, Config};
+use crate::cli::{Command, MigrateArgs, PushArgs, RegisterAuth, ServeArgs};
+use crate::config::{self, Config, WebhookAuth};
 use crate::startup::{Application, ShutdownSignal};
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -83,6 +83,38 @@ async fn check(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 })
             }),
     );
+    let auth =
+        config::webhook_secrets(args.webhook.webhook_secret.as_deref()).and_then(|secrets| {
+            config::webhook_auth(
+                &secrets,
+                args.webhook.allow_unsigned_webhooks,
+                apns.as_ref(),
+            )
+        });
+    match step("webhook auth", auth.map_err(|e| e.to_string())) {
+        Some(WebhookAuth::Signed { secrets }) => {
+            println!("{:<22} (signed: {secrets} secret(s))", "");
+        }
+        Some(WebhookAuth::UnsignedAllowed) => println!(
+            "{:<22} WARNING: unsigned (ALLOW_UNSIGNED_WEBHOOKS=true): anyone who finds the URL can ring every registered phone",
+            ""
+        ),
+        Some(WebhookAuth::UnsignedNoRealPushes) => println!(
+            "{:<22} WARNING: unsigned (allowed while no push can reach Apple; set WEBHOOK_SECRET)",
+            ""
+        ),
+        None => failed = true,
+    }
+    match args.auth.register_auth {
+        RegisterAuth::Webex => println!(
+            "{:<22} ok (webex: registrations prove who they are)",
+            "register auth"
+        ),
+        RegisterAuth::Off => println!(
+            "{:<22} WARNING: off: anyone who knows a person id can register a device for them and receive their notices",
+            "register auth"
+        ),
+    }
     let client = match apns {
         Some(apns) => {
             let endpoint = apns.endpoint.clone();

@@ -7,13 +7,15 @@ use std::path::Path;
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use secrecy::SecretString;
 use webex_push_adapters::apns::{ApnsConfig, ApnsConfigError, ApnsKey, KeyId, TeamId};
 use webex_push_adapters::identity::WebexIdentityConfig;
 use webex_push_adapters::persistence::DatabaseConfig;
-use webex_push_domain::{ApnsEnvironment, BundleId, Deadlines, RetryPolicy};
+use webex_push_domain::{ApnsEnvironment, BundleId, Deadlines, RegistrationService, RetryPolicy};
 
 use crate::cli::{ApnsArgs, AuthArgs, DatabaseArgs, RegisterAuth, ServeArgs};
+use crate::rate_limit::{RateLimit, parse_trusted_proxies};
 
 /// A configuration value that cannot work. The message starts with the variable.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,8 @@ pub struct Config {
     pub apns: Option<ApnsConfig>,
     /// Empty: webhooks are not authenticated.
     pub webhook_secrets: Vec<SecretString>,
+    /// `ALLOW_UNSIGNED_WEBHOOKS`: unsigned webhooks accepted although pushes go to Apple.
+    pub allow_unsigned_webhooks: bool,
     pub queue: QueueSettings,
     pub deadlines: Deadlines,
     pub retry: RetryPolicy,
@@ -51,6 +55,8 @@ pub struct Config {
     pub admin_token: Option<SecretString>,
     /// `Some` with `REGISTER_AUTH=webex`: how to ask Webex who holds a token.
     pub register_auth: Option<WebexIdentityConfig>,
+    /// Devices per person and channel, registrations per client address.
+    pub register_limits: RegisterLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +93,15 @@ pub struct QueueSettings {
     pub seen_events_retention: Duration,
 }
 
+/// Limits on what one person or one client may register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterLimits {
+    pub devices_per_channel: usize,
+    /// `None`: unlimited.
+    pub rate: Option<RateLimit>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
 impl QueueSettings {
     pub const DEFAULT_SEEN_EVENTS_RETENTION: Duration = Duration::from_secs(24 * 3600);
 }
@@ -108,6 +123,7 @@ impl Config {
             database,
             apns: None,
             webhook_secrets: Vec::new(),
+            allow_unsigned_webhooks: false,
             queue: QueueSettings {
                 capacity: 1024,
                 workers: 256,
@@ -118,6 +134,12 @@ impl Config {
             retry: RetryPolicy::default(),
             admin_token: None,
             register_auth: None,
+            // Tests register freely from one address; they opt in to a rate.
+            register_limits: RegisterLimits {
+                devices_per_channel: RegistrationService::DEFAULT_DEVICES_PER_CHANNEL,
+                rate: None,
+                trusted_proxies: Vec::new(),
+            },
         }
     }
 
@@ -144,6 +166,13 @@ impl Config {
             // Zero would forget an event before Webex's re-delivery could be recognised.
             return Err(invalid("SEEN_EVENTS_RETENTION_HOURS", "must be at least 1"));
         }
+        let apns = apns_config(&args.apns)?;
+        let webhook_secrets = webhook_secrets(webhook.webhook_secret.as_deref())?;
+        webhook_auth(
+            &webhook_secrets,
+            webhook.allow_unsigned_webhooks,
+            apns.as_ref(),
+        )?;
         Ok(Self {
             http: HttpSettings {
                 host: http.host.trim().to_owned(),
@@ -155,8 +184,9 @@ impl Config {
                 register_body_limit: HttpSettings::REGISTER_BODY_LIMIT,
             },
             database: database_config(&args.database)?,
-            apns: apns_config(&args.apns)?,
-            webhook_secrets: webhook_secrets(webhook.webhook_secret.as_deref())?,
+            apns,
+            webhook_secrets,
+            allow_unsigned_webhooks: webhook.allow_unsigned_webhooks,
             queue: QueueSettings {
                 capacity: webhook.push_queue_capacity,
                 workers: webhook.push_workers,
@@ -169,6 +199,7 @@ impl Config {
             retry: RetryPolicy::default(),
             admin_token: admin_token(args.auth.admin_token.as_deref())?,
             register_auth: register_auth(&args.auth)?,
+            register_limits: register_limits(&args.auth)?,
         })
     }
 }
@@ -203,6 +234,26 @@ fn register_auth(args: &AuthArgs) -> Result<Option<WebexIdentityConfig>, ConfigE
             }))
         }
     }
+}
+
+fn register_limits(args: &AuthArgs) -> Result<RegisterLimits, ConfigError> {
+    if args.max_devices_per_person == 0 {
+        return Err(invalid("MAX_DEVICES_PER_PERSON", "must be at least 1"));
+    }
+    let trusted_proxies = args
+        .trusted_proxies
+        .as_deref()
+        .map(parse_trusted_proxies)
+        .transpose()
+        .map_err(|e| invalid("TRUSTED_PROXIES", e))?
+        .unwrap_or_default();
+    Ok(RegisterLimits {
+        devices_per_channel: args.max_devices_per_person,
+        rate: (args.register_rate_per_minute > 0).then_some(RateLimit {
+            per_minute: args.register_rate_per_minute,
+        }),
+        trusted_proxies,
+    })
 }
 
 /// Validates the database options (shared by `serve` and `migrate`).
@@ -323,6 +374,78 @@ fn read_ca_file(path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
+/// How webhooks are authenticated, as `/readyz`, `check` and the start-up log say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookAuth {
+    /// Checked against `WEBHOOK_SECRET` (this many secrets, during a rotation more
+    /// than one).
+    Signed { secrets: usize },
+    /// Not checked, as `ALLOW_UNSIGNED_WEBHOOKS=true` asked, though pushes go to Apple.
+    UnsignedAllowed,
+    /// Not checked; harmless for now: no APNs key, or pushes go to a stand-in
+    /// (`APNS_ENDPOINT`), so no real phone can be rung.
+    UnsignedNoRealPushes,
+}
+
+impl WebhookAuth {
+    /// Machine-readable: `signed`, `unsigned` or `unsigned-no-real-pushes`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookAuth::Signed { .. } => "signed",
+            WebhookAuth::UnsignedAllowed => "unsigned",
+            WebhookAuth::UnsignedNoRealPushes => "unsigned-no-real-pushes",
+        }
+    }
+}
+
+impl Config {
+    /// How this configuration authenticates webhooks (validated in `from_args`).
+    pub fn webhook_auth(&self) -> WebhookAuth {
+        match self.webhook_secrets.len() {
+            0 if self.apns.as_ref().is_some_and(pushes_to_apple) => WebhookAuth::UnsignedAllowed,
+            0 => WebhookAuth::UnsignedNoRealPushes,
+            secrets => WebhookAuth::Signed { secrets },
+        }
+    }
+}
+
+/// Fail closed: a configuration that can ring real phones (an APNs key and Apple's
+/// gateways) refuses to start without a webhook secret, unless told explicitly.
+pub fn webhook_auth(
+    secrets: &[SecretString],
+    allow_unsigned: bool,
+    apns: Option<&ApnsConfig>,
+) -> Result<WebhookAuth, ConfigError> {
+    let real_pushes = apns.is_some_and(pushes_to_apple);
+    match secrets.len() {
+        0 if real_pushes && !allow_unsigned => Err(invalid(
+            "WEBHOOK_SECRET",
+            "is required when pushes go to Apple (an APNs key without APNS_ENDPOINT): \
+             without it anyone who finds the URL can ring every registered phone. Set it \
+             to the secret of your Webex webhooks, or set ALLOW_UNSIGNED_WEBHOOKS=true to \
+             accept unsigned webhooks anyway",
+        )),
+        0 if real_pushes => Ok(WebhookAuth::UnsignedAllowed),
+        0 => Ok(WebhookAuth::UnsignedNoRealPushes),
+        secrets => Ok(WebhookAuth::Signed { secrets }),
+    }
+}
+
+/// Whether pushes reach Apple's gateways (no `APNS_ENDPOINT`, or one on
+/// `push.apple.com`) rather than a stand-in.
+fn pushes_to_apple(apns: &ApnsConfig) -> bool {
+    apns.endpoint.as_deref().is_none_or(|endpoint| {
+        endpoint
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .is_none_or(|host| {
+                let host = host.trim_end_matches('.').to_ascii_lowercase();
+                host == "push.apple.com" || host.ends_with(".push.apple.com")
+            })
+    })
+}
+
 /// Splits `WEBHOOK_SECRET` on commas; blanks around each secret are dropped.
 pub fn webhook_secrets(value: Option<&str>) -> Result<Vec<SecretString>, ConfigError> {
     let Some(value) = value else {
@@ -337,7 +460,8 @@ pub fn webhook_secrets(value: Option<&str>) -> Result<Vec<SecretString>, ConfigE
     if secrets.is_empty() {
         return Err(invalid(
             "WEBHOOK_SECRET",
-            "is set but holds no secret; unset it to accept unsigned webhooks",
+            "is set but holds no secret (blank, or only commas): set the secret of your \
+             Webex webhooks, or unset the variable",
         ));
     }
     Ok(secrets)
@@ -426,6 +550,106 @@ mod tests {
             "http://127.0.0.1:9/"
         );
         assert!(Cli::try_parse_env_from(["webex-push", "--register-auth", "maybe"]).is_err());
+    }
+
+    /// `serve`'s arguments for a real APNs key, plus `extra`.
+    fn with_key(extra: &[&str]) -> Result<Config, ConfigError> {
+        use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
+        let pem = p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .to_pkcs8_pem(LineEnding::LF)
+            .unwrap();
+        // `=`: the PEM's leading dashes would read as an option.
+        let key = format!("--apns-key={}", pem.as_str());
+        let mut args = vec![
+            key.as_str(),
+            "--apns-key-id",
+            "ABCDEFGHIJ",
+            "--apns-team-id",
+            "KLMNOPQRST",
+            "--apns-topic",
+            "com.example.app",
+        ];
+        args.extend_from_slice(extra);
+        serve(&args)
+    }
+
+    #[test]
+    fn pushes_to_apple_need_a_webhook_secret_unless_unsigned_is_allowed_explicitly() {
+        for endpoint in [
+            None,
+            Some("https://api.push.apple.com"),
+            Some("https://api.sandbox.push.apple.com:2197/"),
+            Some("api.push.apple.com"),
+        ] {
+            let mut args = Vec::new();
+            if let Some(endpoint) = endpoint {
+                args.extend(["--apns-endpoint", endpoint]);
+            }
+            let err = with_key(&args).unwrap_err().to_string();
+            assert!(err.starts_with("WEBHOOK_SECRET:"), "{endpoint:?}: {err}");
+            assert!(err.contains("ALLOW_UNSIGNED_WEBHOOKS=true"), "{err}");
+            args.extend(["--allow-unsigned-webhooks", "true"]);
+            let config = with_key(&args).unwrap();
+            assert_eq!(config.webhook_auth(), WebhookAuth::UnsignedAllowed);
+        }
+        let config = with_key(&["--webhook-secret", "s3cret,old"]).unwrap();
+        assert_eq!(config.webhook_auth(), WebhookAuth::Signed { secrets: 2 });
+        // A stand-in cannot ring a real phone; neither can a server without a key.
+        let config = with_key(&["--apns-endpoint", "https://127.0.0.1:8443"]).unwrap();
+        assert_eq!(config.webhook_auth(), WebhookAuth::UnsignedNoRealPushes);
+        let config = serve(&[]).unwrap();
+        assert_eq!(config.webhook_auth(), WebhookAuth::UnsignedNoRealPushes);
+    }
+
+    #[test]
+    fn a_blank_webhook_secret_is_an_error_whatever_else_is_set() {
+        for secret in ["", "   ", " , "] {
+            for config in [
+                serve(&["--webhook-secret", secret]),
+                with_key(&[
+                    "--webhook-secret",
+                    secret,
+                    "--allow-unsigned-webhooks",
+                    "true",
+                ]),
+            ] {
+                let err = config.unwrap_err().to_string();
+                assert!(err.starts_with("WEBHOOK_SECRET:"), "{secret:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn register_limits_default_and_are_validated() {
+        let config = serve(&[]).unwrap();
+        assert_eq!(config.register_limits.devices_per_channel, 10);
+        assert_eq!(
+            config.register_limits.rate,
+            Some(RateLimit { per_minute: 300 })
+        );
+        assert!(config.register_limits.trusted_proxies.is_empty());
+        let config = serve(&[
+            "--register-rate-per-minute",
+            "0",
+            "--max-devices-per-person",
+            "3",
+            "--trusted-proxies",
+            "10.0.0.0/8, 2001:db8::/32,192.0.2.1",
+        ])
+        .unwrap();
+        assert_eq!(config.register_limits.rate, None);
+        assert_eq!(config.register_limits.devices_per_channel, 3);
+        assert_eq!(config.register_limits.trusted_proxies.len(), 3);
+        for (args, variable) in [
+            (
+                vec!["--max-devices-per-person", "0"],
+                "MAX_DEVICES_PER_PERSON:",
+            ),
+            (vec!["--trusted-proxies", "10.0.0.0/33"], "TRUSTED_PROXIES:"),
+        ] {
+            let err = serve(&args).unwrap_err().to_string();
+            assert!(err.starts_with(variable), "{args:?}: {err}");
+        }
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub enum ApiError {
     BadSignature(#[source] SignatureError),
     #[error("too many events are waiting to be pushed")]
     QueueFull,
+    #[error("too many registration requests from this address; retry after {} s", retry_after.as_secs())]
+    RateLimited { retry_after: Duration },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("no APNs key is loaded, so nothing can be pushed")]
@@ -136,6 +138,7 @@ impl ApiError {
             ApiError::AccessTokenRejected => "access-token-rejected",
             ApiError::PersonMismatch => "person-mismatch",
             ApiError::TokenTaken => "token-registered-elsewhere",
+            ApiError::RateLimited { .. } => "rate-limited",
             ApiError::IdentityUnavailable(_) => "identity-unavailable",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Internal(_) => "internal",
@@ -163,6 +166,7 @@ impl ApiError {
             ApiError::AccessTokenRejected => "Access token rejected",
             ApiError::PersonMismatch => "Person mismatch",
             ApiError::TokenTaken => "Token registered to another person",
+            ApiError::RateLimited { .. } => "Too many requests",
             ApiError::IdentityUnavailable(_) => "Identity provider unavailable",
             ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::Internal(_) => "Internal server error",
@@ -191,6 +195,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::QueueFull => Some(RETRY_QUEUE),
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
             ApiError::Unavailable(_)
             | ApiError::NotReady(_)
             | ApiError::ShuttingDown
@@ -217,6 +222,7 @@ impl ResponseError for ApiError {
             | ApiError::AccessTokenRejected => StatusCode::UNAUTHORIZED,
             ApiError::PersonMismatch => StatusCode::FORBIDDEN,
             ApiError::TokenTaken => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueFull
             | ApiError::ShuttingDown
             | ApiError::ApnsNotConfigured

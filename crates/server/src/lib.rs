@@ -9,6 +9,7 @@ pub mod error;
 pub mod housekeeping;
 pub mod metrics;
 pub mod queue;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 pub mod startup;

@@ -92,6 +92,10 @@ pub struct Metrics {
     taken_over: Counter,
     /// Unfinished jobs found past their deadline with no live holder: never relayed.
     expired: Counter,
+    /// Devices removed because their person registered more than the limit.
+    evicted: Counter,
+    /// Registrations refused because their client address went past its rate.
+    rate_limited: Counter,
     pub store_duration: Family<StoreLabels, Histogram, StageHistogram>,
     queue_depth: Gauge,
     pool: Family<PoolLabels, Gauge>,
@@ -192,6 +196,18 @@ impl Metrics {
             "Accepted events whose replica stopped and whose deadline passed before any replica took them over",
             expired.clone(),
         );
+        let evicted = Counter::default();
+        registry.register(
+            "devices_evicted",
+            "Devices removed because their person registered more than MAX_DEVICES_PER_PERSON on one channel",
+            evicted.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "registrations_rate_limited",
+            "Registration requests refused with 429: their client address went past REGISTER_RATE_PER_MINUTE",
+            rate_limited.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "push_queue_depth",
@@ -222,6 +238,8 @@ impl Metrics {
             unrecorded,
             taken_over,
             expired,
+            evicted,
+            rate_limited,
             store_duration,
             queue_depth,
             pool,
@@ -242,6 +260,14 @@ impl Metrics {
 
     pub fn count_expired(&self, expired: u64) {
         self.expired.inc_by(expired);
+    }
+
+    pub fn count_evicted(&self, devices: usize) {
+        self.evicted.inc_by(devices as u64);
+    }
+
+    pub fn count_rate_limited(&self) {
+        self.rate_limited.inc();
     }
 
     /// Where `push_queue_depth` is read at scrape time.
@@ -376,6 +402,19 @@ impl RegistrationPort for MeteredStore {
     ) -> Result<(), RegistrationError> {
         self.timed("register", self.inner.register(registration, at))
             .await
+    }
+
+    async fn trim_devices(
+        &self,
+        person: &PersonId,
+        channel: Channel,
+        keep: usize,
+    ) -> Result<Vec<DeviceToken>, RegistrationError> {
+        self.timed(
+            "trim_devices",
+            self.inner.trim_devices(person, channel, keep),
+        )
+        .await
     }
 
     async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError> {

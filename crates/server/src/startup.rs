@@ -19,10 +19,11 @@ use webex_push_domain::{
 };
 
 use crate::admin::{AdminService, DetailedPushGateway};
-use crate::config::Config;
+use crate::config::{Config, WebhookAuth};
 use crate::housekeeping;
 use crate::metrics::{MeteredGateway, MeteredStore, Metrics};
 use crate::queue::{self, PushWorkers};
+use crate::rate_limit::RegisterRateLimiter;
 use crate::request_id;
 use crate::routes::admin::AdminState;
 use crate::routes::{self, health::Readiness, webhook::WebhookState};
@@ -163,10 +164,24 @@ impl Application {
     /// Binds the port and builds the app on given ports. Must run inside a Tokio
     /// runtime: it starts the push workers.
     pub fn build_with(config: &Config, dependencies: Dependencies) -> std::io::Result<Self> {
-        if config.webhook_secrets.is_empty() {
+        match config.webhook_auth() {
+            WebhookAuth::Signed { .. } => {}
+            WebhookAuth::UnsignedAllowed => tracing::warn!(
+                "ALLOW_UNSIGNED_WEBHOOKS=true and no WEBHOOK_SECRET: webhooks are accepted \
+                 without checking their signature, so anyone who finds the URL can ring \
+                 every registered phone with a caller of their choosing"
+            ),
+            WebhookAuth::UnsignedNoRealPushes => tracing::warn!(
+                "WEBHOOK_SECRET is not set: webhooks are accepted unsigned, which is only \
+                 allowed while no push can reach Apple (no APNs key, or APNS_ENDPOINT set); \
+                 with a key for Apple's gateways the server refuses to start without it"
+            ),
+        }
+        if config.register_auth.is_none() {
             tracing::warn!(
-                "WEBHOOK_SECRET is not set: webhooks are accepted without checking their \
-                 signature, so anyone who finds the URL can ring phones"
+                "REGISTER_AUTH=off: anyone who knows a person id can register a device for \
+                 that person and receive their call and message notices; set \
+                 REGISTER_AUTH=webex once the apps send their Webex access token"
             );
         }
         let listener = TcpListener::bind((config.http.host.as_str(), config.http.port))?;
@@ -195,8 +210,13 @@ impl Application {
                 Arc::clone(&dependencies.store),
                 Arc::clone(&dependencies.clock),
             )
-            .guarded_by(RegistrationGuard::new(dependencies.identity)),
+            .guarded_by(RegistrationGuard::new(dependencies.identity))
+            .keeping(config.register_limits.devices_per_channel),
         );
+        let rate_limiter = web::Data::new(RegisterRateLimiter::new(
+            config.register_limits.rate,
+            config.register_limits.trusted_proxies.clone(),
+        ));
         let admin = config.admin_token.clone().map(|token| {
             web::Data::new(AdminState {
                 token,
@@ -214,6 +234,8 @@ impl Application {
         let readiness = web::Data::new(Readiness {
             store: dependencies.store,
             apns_loaded: queue.is_some(),
+            webhook_auth: config.webhook_auth(),
+            register_auth: config.register_auth.is_some(),
             ping_timeout: Duration::from_secs(3),
         });
         let webhook = web::Data::new(WebhookState {
@@ -230,6 +252,7 @@ impl Application {
             let mut app = App::new()
                 .wrap(middleware::from_fn(request_id::middleware))
                 .app_data(registrations.clone())
+                .app_data(rate_limiter.clone())
                 .app_data(readiness.clone())
                 .app_data(webhook.clone())
                 .app_data(limits.clone())

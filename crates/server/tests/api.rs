@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use webex_push::admin::DetailedPushGateway;
+use webex_push::rate_limit::{RateLimit, parse_trusted_proxies};
 use webex_push::{Application, Config, Dependencies};
 use webex_push_adapters::apns::ApnsAnswer;
 use webex_push_adapters::identity::{WebexIdentity, WebexIdentityConfig};
@@ -108,6 +109,8 @@ struct Options {
     admin_token: Option<&'static str>,
     identity: Option<Arc<dyn IdentityPort>>,
     test_pushes: Option<Arc<dyn DetailedPushGateway>>,
+    register_rate: Option<RateLimit>,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Options {
@@ -123,13 +126,23 @@ impl Default for Options {
             admin_token: None,
             identity: None,
             test_pushes: None,
+            register_rate: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
 
 impl TestApp {
-    async fn spawn(options: Options) -> Self {
+    async fn spawn(mut options: Options) -> Self {
+        // After any expectation the test set (mockall matches in FIFO order): a
+        // registration within the device limit removes nothing.
+        options
+            .store
+            .expect_trim_devices()
+            .returning(|_, _, _| Ok(Vec::new()));
         let mut config = Config::new(DatabaseConfig::default());
+        config.register_limits.rate = options.register_rate;
+        config.register_limits.trusted_proxies = options.trusted_proxies.clone();
         config.webhook_secrets = options
             .secrets
             .iter()
@@ -277,6 +290,103 @@ async fn the_original_registration_body_is_stored_and_answered_204() {
     .await;
     let response = app.post_json("/register", &original_registration()).await;
     assert_eq!(response.status().as_u16(), 204);
+    app.assert_nothing_relayed().await;
+}
+
+#[tokio::test]
+async fn registrations_past_the_rate_of_a_client_address_are_429_with_retry_after() {
+    let mut store = MockRegistrationPort::new();
+    store.expect_register().times(3).returning(|_, _| Ok(()));
+    store.expect_unregister().times(0);
+    let app = TestApp::spawn(Options {
+        store,
+        register_rate: Some(RateLimit { per_minute: 3 }),
+        // Loopback is a trusted proxy here: X-Forwarded-For names the client.
+        trusted_proxies: parse_trusted_proxies("127.0.0.1").unwrap(),
+        ..Options::default()
+    })
+    .await;
+    let register_from = |client: &'static str| {
+        app.http
+            .post(format!("{}/register", app.base))
+            .header("x-forwarded-for", client)
+            .json(&original_registration())
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(register_from("198.51.100.7").await.unwrap().status(), 204);
+    }
+    let refused = register_from("198.51.100.7").await.unwrap();
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry_after), "Retry-After {retry_after}");
+    let body = problem(refused, 429).await;
+    assert!(
+        body["type"].as_str().unwrap().ends_with("#rate-limited"),
+        "{body}"
+    );
+    // Unregistering counts against the same budget, before the store is asked.
+    let response = app
+        .http
+        .delete(format!("{}/register/{}", app.base, voip_token()))
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("registrations_rate_limited_total 2"),
+        "{metrics}"
+    );
+    app.assert_nothing_relayed().await;
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_does_not_buy_a_fresh_budget() {
+    let mut store = MockRegistrationPort::new();
+    store.expect_register().times(2).returning(|_, _| Ok(()));
+    let app = TestApp::spawn(Options {
+        store,
+        register_rate: Some(RateLimit { per_minute: 2 }),
+        ..Options::default()
+    })
+    .await;
+    for (n, expected) in [(1, 204), (2, 204), (3, 429), (4, 429)] {
+        let response = app
+            .http
+            .post(format!("{}/register", app.base))
+            .header("x-forwarded-for", format!("203.0.113.{n}"))
+            .json(&original_registration())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "request {n}");
+    }
+    app.assert_nothing_relayed().await;
+}
+
+#[tokio::test]
+async fn devices_evicted_by_the_limit_per_person_are_counted() {
+    let mut store = MockRegistrationPort::new();
+    store.expect_register().times(1).returning(|_, _| Ok(()));
+    store
+        .expect_trim_devices()
+        .withf(|_, channel, keep| *channel == Channel::Voip && *keep == 10)
+        .times(1)
+        .returning(|_, _, _| Ok(vec![DeviceToken::parse(&"e".repeat(64)).unwrap()]));
+    let app = TestApp::spawn(Options {
+        store,
+        ..Options::default()
+    })
+    .await;
+    let response = app.post_json("/register", &original_registration()).await;
+    assert_eq!(response.status(), 204);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("devices_evicted_total 1"), "{metrics}");
     app.assert_nothing_relayed().await;
 }
 
@@ -1278,7 +1388,10 @@ async fn identity_proof_refuses_to_move_another_persons_token_with_a_conflict() 
             .ends_with("#token-registered-elsewhere"),
         "{body}"
     );
-    assert!(body["detail"].as_str().unwrap().contains("unregister"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("unregister"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

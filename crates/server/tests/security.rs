@@ -462,3 +462,226 @@ async fn sql_injection_strings_are_refused_or_stored_verbatim_and_never_executed
     let pushes = h.pushes(1, 2).await;
     assert_eq!(pushes[0].payload["webex"]["callId"], "call-after");
 }
+
+/// Runs the binary with `envs` until it exits by itself (within [`WAIT`]); returns
+/// whether it succeeded and everything it wrote.
+async fn run_to_exit(envs: &[(&str, String)]) -> (bool, String) {
+    let mut server = Server::spawn(envs);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            // The output threads may still be reading the last lines.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            return (status.success(), server.log_text());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server should have stopped by itself; the log:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A key for Apple's own gateways (no `APNS_ENDPOINT`) on an SQLite file in `dir`.
+fn apple_envs(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
+    let key = p256::SecretKey::random(&mut rand::thread_rng());
+    let key_file = dir.join("AuthKey_KEY1234567.p8");
+    std::fs::write(
+        &key_file,
+        key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+    )
+    .unwrap();
+    vec![
+        ("PORT", "0".into()),
+        ("HOST", "127.0.0.1".into()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.join("push.db").display()),
+        ),
+        ("APNS_KEY_FILE", key_file.display().to_string()),
+        ("APNS_KEY_ID", KEY_ID.into()),
+        ("APNS_TEAM_ID", TEAM_ID.into()),
+        ("APNS_TOPIC", TOPIC.into()),
+        ("LOG_FORMAT", "json".into()),
+        ("RUST_LOG", "info".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_fail_closed_when_pushes_can_reach_real_phones() {
+    let dir = tempfile::tempdir().unwrap();
+    let apple = apple_envs(dir.path());
+
+    // A key for Apple and no secret: neither `serve` nor `check` accepts it.
+    let (ok, log) = run_to_exit(&apple).await;
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("WEBHOOK_SECRET: is required when pushes go to Apple"),
+        "{log}"
+    );
+    assert!(log.contains("ALLOW_UNSIGNED_WEBHOOKS=true"), "{log}");
+    assert!(!dir.path().join("push.db").exists(), "nothing was set up");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_webex-push"))
+        .arg("check")
+        .env_clear()
+        .envs(apple.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{printed}");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("webhook auth") && l.contains("FAILED: WEBHOOK_SECRET")),
+        "{printed}"
+    );
+
+    // Set but blank is an error everywhere, even where unsigned would be allowed.
+    for blank in ["", "   ", " , "] {
+        let mut envs = apple.clone();
+        envs.push(("WEBHOOK_SECRET", blank.to_owned()));
+        envs.push(("ALLOW_UNSIGNED_WEBHOOKS", "true".to_owned()));
+        let (ok, log) = run_to_exit(&envs).await;
+        assert!(!ok, "{blank:?}: {log}");
+        assert!(
+            log.contains("WEBHOOK_SECRET: is set but holds no secret"),
+            "{log}"
+        );
+    }
+    let (ok, log) = run_to_exit(&[
+        ("PORT", "0".into()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("x.db").display()),
+        ),
+        ("WEBHOOK_SECRET", " ".into()),
+    ])
+    .await;
+    assert!(
+        !ok && log.contains("WEBHOOK_SECRET: is set but holds no secret"),
+        "{log}"
+    );
+
+    // Only an explicit ALLOW_UNSIGNED_WEBHOOKS=true starts it, loudly, and says so.
+    let mut envs = apple.clone();
+    envs.push(("ALLOW_UNSIGNED_WEBHOOKS", "true".to_owned()));
+    let mut server = Server::spawn(&envs);
+    server.wait_until_listening().await;
+    server
+        .wait_for_log("the unsigned-webhooks warning", |l| {
+            l["level"] == "WARN"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("ALLOW_UNSIGNED_WEBHOOKS=true"))
+        })
+        .await;
+    let ready: Value = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["webhook_auth"], "unsigned", "{ready}");
+    assert_eq!(ready["register_auth"], "off", "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_auth_off_is_warned_and_shown_and_signed_webhooks_are_shown() {
+    let h = Harness::start(1).await;
+    h.server
+        .wait_for_log("the REGISTER_AUTH=off warning", |l| {
+            l["level"] == "WARN"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("REGISTER_AUTH=off: anyone who knows"))
+        })
+        .await;
+    let ready: Value = h
+        .http
+        .get(h.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["webhook_auth"], "signed", "{ready}");
+    assert_eq!(ready["register_auth"], "off", "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_is_held_to_its_registration_rate() {
+    let h = Harness::start_with(1, &[("REGISTER_RATE_PER_MINUTE", "4".into())]).await;
+    for n in 0..4 {
+        h.register_ok(PERSON, &token(&format!("a{n}")), &token(&format!("b{n}")))
+            .await;
+    }
+    let refused = h
+        .register(&registration(PERSON, &token("a9"), &token("b9")))
+        .await;
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=15).contains(&retry_after), "Retry-After {retry_after}");
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["type"].as_str().unwrap().ends_with("#rate-limited"),
+        "{problem}"
+    );
+    // Nothing of the refused registration was stored; the earlier ones are intact.
+    let voip = |t: &str| stored(&h, t).map(|d| d.person_id);
+    assert_eq!(voip(&token("a9")), None);
+    assert!(voip(&token("a3")).is_some());
+    // Spoofing X-Forwarded-For does not help: the peer is not a trusted proxy.
+    let spoofed = h
+        .http
+        .post(h.url("/register"))
+        .header("x-forwarded-for", "203.0.113.200")
+        .json(&registration(PERSON, &token("a8"), &token("b8")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status().as_u16(), 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_keeps_only_the_most_recent_devices_and_a_ring_fans_out_to_those() {
+    let h = Harness::start_with(1, &[("MAX_DEVICES_PER_PERSON", "2".into())]).await;
+    for n in 0..4 {
+        h.register_ok(PERSON, &token(&format!("a{n}")), &token(&format!("b{n}")))
+            .await;
+        // Registration times must differ for "least recently registered" to be exact.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for n in 0..4 {
+        let kept = n >= 2;
+        assert_eq!(stored(&h, &token(&format!("a{n}"))).is_some(), kept, "a{n}");
+        assert_eq!(stored(&h, &token(&format!("b{n}"))).is_some(), kept, "b{n}");
+    }
+    assert_eq!(
+        h.server.count_logs(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("device removed"))),
+        4,
+        "{}",
+        h.server.log_text()
+    );
+    h.webhook(&call_membership("limit-call", PERSON)).await;
+    let pushes = h.pushes(0, 2).await;
+    assert_eq!(sorted_tokens(&pushes), vec![token("a2"), token("a3")]);
+    let metrics = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("devices_evicted_total 4"), "{metrics}");
+}

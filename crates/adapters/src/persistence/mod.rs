@@ -780,6 +780,22 @@ const SQLITE_CLAIM_EVENT: &str = "INSERT INTO seen_events (key, seen_at, job, ev
      ON CONFLICT (key) DO UPDATE SET seen_at = seen_events.seen_at \
      WHERE seen_events.job = excluded.job";
 
+/// The devices of person `$1` on channel `$2` beyond the `$3` most recently registered
+/// ([`RegistrationPort::trim_devices`]), removed.
+const PG_TRIM_DEVICES: &str = "DELETE FROM devices WHERE token IN (\
+     SELECT token FROM devices WHERE person_uuid = $1 AND channel = $2 \
+     ORDER BY registered_at DESC, token DESC OFFSET $3) RETURNING token";
+const SQLITE_TRIM_DEVICES: &str = "DELETE FROM devices WHERE token IN (\
+     SELECT token FROM devices WHERE person_uuid = ?1 AND channel = ?2 \
+     ORDER BY registered_at DESC, token DESC LIMIT -1 OFFSET ?3) RETURNING token";
+
+/// A token [`RegistrationPort::trim_devices`] removed.
+#[derive(QueryableByName)]
+struct TrimmedRow {
+    #[diesel(sql_type = sql_types::Text)]
+    token: String,
+}
+
 /// At most `$2` events seen before `$1` ([`RegistrationPort::prune_seen_events`]).
 const PG_PRUNE_SEEN_EVENTS: &str = "DELETE FROM seen_events WHERE key IN (\
      SELECT key FROM seen_events WHERE seen_at < $1 LIMIT $2)";
@@ -876,6 +892,50 @@ impl RegistrationPort for DieselRegistrationStore {
             }))
         })
         .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %person, channel = %channel))]
+    async fn trim_devices(
+        &self,
+        person: &PersonId,
+        channel: Channel,
+        keep: usize,
+    ) -> Result<Vec<DeviceToken>, RegistrationError> {
+        let person = person.uuid();
+        let channel = channel.as_str();
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let removed: Vec<String> = self
+            .run(move |pools| match pools {
+                Pools::Postgres(pool) => on_postgres(pool, |conn| {
+                    Ok(diesel::sql_query(PG_TRIM_DEVICES)
+                        .bind::<sql_types::Uuid, _>(person)
+                        .bind::<sql_types::Text, _>(channel)
+                        .bind::<sql_types::BigInt, _>(keep)
+                        .load::<TrimmedRow>(conn)?
+                        .into_iter()
+                        .map(|row| row.token)
+                        .collect())
+                }),
+                Pools::Sqlite(pool) => Ok(diesel::sql_query(SQLITE_TRIM_DEVICES)
+                    .bind::<sql_types::Text, _>(person.hyphenated().to_string())
+                    .bind::<sql_types::Text, _>(channel)
+                    .bind::<sql_types::BigInt, _>(keep)
+                    .load::<TrimmedRow>(&mut *pool.get()?)?
+                    .into_iter()
+                    .map(|row| row.token)
+                    .collect()),
+            })
+            .await?;
+        removed
+            .iter()
+            .map(|token| {
+                DeviceToken::parse(token).map_err(|_| {
+                    RegistrationError::Unknown(Box::new(StoreError::Corrupt(
+                        "a stored device token is invalid",
+                    )))
+                })
+            })
+            .collect()
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend_name(), token = %token))]

@@ -8,4 +8,4 @@ mod registration;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use identity::{GuardError, RegistrationGuard};
 pub use notification::{HOLDER_TIMEOUT, Jitter, NotificationService, RetryPolicy};
-pub use registration::{RegisterError, RegistrationService};
+pub use registration::{RegisterError, Registered, RegistrationService};

@@ -7,7 +7,7 @@ use tracing::instrument;
 
 use super::{Clock, GuardError, RegistrationGuard};
 use crate::ports::{BoxError, RegistrationError, RegistrationPort};
-use crate::types::{AccessToken, DeviceToken, Registration};
+use crate::types::{AccessToken, Channel, DeviceToken, Registration};
 
 /// Why a registration was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,15 @@ pub struct RegistrationService {
     store: Arc<dyn RegistrationPort>,
     clock: Arc<dyn Clock>,
     guard: RegistrationGuard,
+    devices_per_channel: usize,
+}
+
+/// What a registration did besides storing its two tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registered {
+    /// The person's least recently registered devices, removed to stay within the
+    /// limit of devices per person and channel.
+    pub evicted: Vec<DeviceToken>,
 }
 
 impl RegistrationService {
@@ -58,7 +67,20 @@ impl RegistrationService {
             store,
             clock,
             guard: RegistrationGuard::off(),
+            devices_per_channel: Self::DEFAULT_DEVICES_PER_CHANNEL,
         }
+    }
+
+    /// How many devices a person keeps per channel unless told otherwise: phones,
+    /// tablets and reinstalls, with room to spare, while one webhook never fans out to
+    /// hundreds of pushes.
+    pub const DEFAULT_DEVICES_PER_CHANNEL: usize = 10;
+
+    /// A person keeps at most `limit` devices per channel (at least 1); registering one
+    /// more removes the least recently registered.
+    pub fn keeping(mut self, limit: usize) -> Self {
+        self.devices_per_channel = limit.max(1);
+        self
     }
 
     /// Registration changes must pass `guard`.
@@ -84,7 +106,7 @@ impl RegistrationService {
         &self,
         proof: Option<&AccessToken>,
         registration: Registration,
-    ) -> Result<(), RegisterError> {
+    ) -> Result<Registered, RegisterError> {
         if registration.voip_token == registration.alert_token {
             tracing::debug!("refused: the same token for both channels");
             return Err(RegisterError::SameTokenForBothChannels);
@@ -107,7 +129,31 @@ impl RegistrationService {
             .await
             .inspect_err(|error| tracing::warn!(error = %error, "registration not stored"))?;
         tracing::info!("registered");
-        Ok(())
+        let mut registered = Registered::default();
+        for channel in [Channel::Voip, Channel::Alert] {
+            // Stored already: a failure here only leaves one device too many for now.
+            match self
+                .store
+                .trim_devices(&registration.person, channel, self.devices_per_channel)
+                .await
+            {
+                Ok(evicted) => {
+                    for token in &evicted {
+                        tracing::info!(
+                            %token,
+                            %channel,
+                            limit = self.devices_per_channel,
+                            "device removed: the person registered more devices than the limit"
+                        );
+                    }
+                    registered.evicted.extend(evicted);
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, %channel, "devices over the limit not removed");
+                }
+            }
+        }
+        Ok(registered)
     }
 
     /// Forgets `token`, whatever its channel, once the holder of `proof` is shown to own
@@ -183,6 +229,9 @@ mod tests {
         store
             .expect_unregister()
             .returning(move |token| Ok(on_unregister.lock().unwrap().remove(token).is_some()));
+        store
+            .expect_trim_devices()
+            .returning(|_, _, _| Ok(Vec::new()));
         let on_device = rows.clone();
         store.expect_device().returning(move |token| {
             Ok(on_device
@@ -222,9 +271,8 @@ mod tests {
         let rows = Rows::default();
         let ada = PersonId::from_uuid(Uuid::new_v4());
         let bob = PersonId::from_uuid(Uuid::new_v4());
-        let service =
-            RegistrationService::new(Arc::new(upserting_store(&rows)), Arc::new(start))
-                .guarded_by(guard_of(&ada, &bob));
+        let service = RegistrationService::new(Arc::new(upserting_store(&rows)), Arc::new(start))
+            .guarded_by(guard_of(&ada, &bob));
         let ada_proof = AccessToken::parse("ada-token").unwrap();
         let bob_proof = AccessToken::parse("bob-token").unwrap();
         service
@@ -242,9 +290,17 @@ mod tests {
             .unregister(Some(&bob_proof), &token("a1"))
             .await
             .unwrap_err();
-        assert!(matches!(not_his, RegisterError::Guard(GuardError::Mismatch)));
+        assert!(matches!(
+            not_his,
+            RegisterError::Guard(GuardError::Mismatch)
+        ));
 
-        assert!(service.unregister(Some(&ada_proof), &token("a1")).await.unwrap());
+        assert!(
+            service
+                .unregister(Some(&ada_proof), &token("a1"))
+                .await
+                .unwrap()
+        );
         service
             .register(Some(&bob_proof), registration(&bob, "a1", "c3"))
             .await
@@ -296,8 +352,34 @@ mod tests {
             .with(eq(expected.clone()), eq(start()))
             .times(1)
             .returning(|_, _| Ok(()));
+        store
+            .expect_trim_devices()
+            .returning(|_, _, _| Ok(Vec::new()));
         let service = RegistrationService::new(Arc::new(store), Arc::new(start));
         service.register(None, expected).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn devices_beyond_the_limit_per_channel_are_trimmed_and_reported() {
+        let mut store = MockRegistrationPort::new();
+        let person = PersonId::from_uuid(Uuid::new_v4());
+        store.expect_register().returning(|_, _| Ok(()));
+        store
+            .expect_trim_devices()
+            .with(eq(person.clone()), eq(Channel::Voip), eq(3))
+            .times(1)
+            .returning(|_, _, _| Ok(vec![token("e5")]));
+        store
+            .expect_trim_devices()
+            .with(eq(person.clone()), eq(Channel::Alert), eq(3))
+            .times(1)
+            .returning(|_, _, _| Err(RegistrationError::Unavailable("down".into())));
+        let service = RegistrationService::new(Arc::new(store), Arc::new(start)).keeping(3);
+        let registered = service
+            .register(None, registration(&person, "a1", "b2"))
+            .await
+            .unwrap();
+        assert_eq!(registered.evicted, vec![token("e5")]);
     }
 
     #[tokio::test]

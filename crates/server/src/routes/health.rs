@@ -9,12 +9,17 @@ use serde_json::json;
 use webex_push_domain::RegistrationPort;
 
 use super::method_not_allowed;
+use crate::config::WebhookAuth;
 use crate::error::{ApiError, Chain};
 
 /// What readiness depends on.
 pub struct Readiness {
     pub store: Arc<dyn RegistrationPort>,
     pub apns_loaded: bool,
+    /// Shown in the answer, so an operator sees at a glance what is checked.
+    pub webhook_auth: WebhookAuth,
+    /// `REGISTER_AUTH=webex`.
+    pub register_auth: bool,
     /// A probe must answer before the orchestrator's own timeout.
     pub ping_timeout: Duration,
 }
@@ -61,7 +66,11 @@ async fn readyz(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiErro
         problems.push("APNs key not loaded");
     }
     if problems.is_empty() {
-        Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+        Ok(HttpResponse::Ok().json(json!({
+            "status": "ready",
+            "webhook_auth": readiness.webhook_auth.as_str(),
+            "register_auth": if readiness.register_auth { "webex" } else { "off" },
+        })))
     } else {
         Err(ApiError::NotReady(problems.join("; ")))
     }

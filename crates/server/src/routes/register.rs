@@ -1,6 +1,8 @@
 //! `POST /register` and `DELETE /register/{token}`: the original sample server's
 //! contract, unchanged for apps in the field, with validation that names the field.
 
+use std::time::Duration;
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
@@ -11,6 +13,8 @@ use webex_push_domain::{
 
 use super::{method_not_allowed, read_body, require_json};
 use crate::error::{ApiError, FieldError};
+use crate::metrics::Metrics;
+use crate::rate_limit::RegisterRateLimiter;
 use crate::startup::Limits;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -30,14 +34,18 @@ async fn register(
     request: HttpRequest,
     payload: web::Payload,
     registrations: web::Data<RegistrationService>,
+    rate_limiter: web::Data<RegisterRateLimiter>,
+    metrics: web::Data<Metrics>,
     limits: web::Data<Limits>,
 ) -> Result<HttpResponse, ApiError> {
+    limit_rate(&request, &rate_limiter, &metrics)?;
     require_json(&request)?;
     let body = read_body(payload, limits.register_body, limits.request_timeout).await?;
     let registration = parse_registration(&body)?;
-    registrations
+    let registered = registrations
         .register(access_token(&request).as_ref(), registration)
         .await?;
+    metrics.count_evicted(registered.evicted.len());
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -45,13 +53,30 @@ async fn unregister(
     request: HttpRequest,
     token: web::Path<String>,
     registrations: web::Data<RegistrationService>,
+    rate_limiter: web::Data<RegisterRateLimiter>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
+    limit_rate(&request, &rate_limiter, &metrics)?;
     let token = DeviceToken::parse(&token)
         .map_err(|e| ApiError::Validation(vec![token_error("token", &e)]))?;
     registrations
         .unregister(access_token(&request).as_ref(), &token)
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Counts the request against its client's registration rate; 429 past it.
+fn limit_rate(
+    request: &HttpRequest,
+    rate_limiter: &RegisterRateLimiter,
+    metrics: &Metrics,
+) -> Result<(), ApiError> {
+    rate_limiter.check(request).map_err(|wait| {
+        metrics.count_rate_limited();
+        // Whole seconds, rounded up: a client that waits that long gets through.
+        let retry_after = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+        ApiError::RateLimited { retry_after }
+    })
 }
 
 /// The Webex access token of `Authorization: Bearer ...`; a header that is not one

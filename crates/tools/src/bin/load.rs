@@ -738,16 +738,20 @@ impl Phase<'_> {
 }
 
 /// The stages of a ring inside the server, each a histogram series of its `/metrics`.
-const STAGES: [(&str, &str); 5] = [
-    ("queue wait", "push_queue_wait_seconds"),
+const STAGES: [(&str, &str); 6] = [
     (
-        "claim",
-        r#"store_operation_duration_seconds{operation="claim_event_devices",result="ok"}"#,
+        "claim (before the answer)",
+        r#"store_operation_duration_seconds{operation="claim",result="ok"}"#,
     ),
+    ("queue wait", "push_queue_wait_seconds"),
     ("APNs request", "apns_request_duration_seconds"),
     (
         "outcome record",
         r#"store_operation_duration_seconds{operation="record_outcome",result="ok"}"#,
+    ),
+    (
+        "finish",
+        r#"store_operation_duration_seconds{operation="finish_event",result="ok"}"#,
     ),
     ("arrival to APNs answer", "ring_latency_seconds"),
 ];
