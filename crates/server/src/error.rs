@@ -61,6 +61,12 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request was not received in time")]
     RequestTimeout,
+    /// Refused by the HTTP layer before any route ran: not a parseable HTTP/1 request.
+    #[error("the request is not a valid HTTP/1.1 request (request line, header or framing)")]
+    MalformedRequest,
+    /// Refused by the HTTP layer before any route ran.
+    #[error("the request line and headers are too large")]
+    HeadersTooLarge,
     #[error("the webhook signature is not valid: {0}")]
     BadSignature(#[source] SignatureError),
     #[error("too many events are waiting to be pushed")]
@@ -126,6 +132,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::RequestTimeout => "request-timeout",
+            ApiError::MalformedRequest => "malformed-request",
+            ApiError::HeadersTooLarge => "headers-too-large",
             ApiError::BadSignature(_) => "invalid-signature",
             ApiError::QueueFull => "queue-full",
             ApiError::ShuttingDown => "shutting-down",
@@ -154,6 +162,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::RequestTimeout => "Request timeout",
+            ApiError::MalformedRequest => "Malformed request",
+            ApiError::HeadersTooLarge => "Request headers too large",
             ApiError::BadSignature(_) => "Invalid webhook signature",
             ApiError::QueueFull => "Push queue full",
             ApiError::ShuttingDown => "Shutting down",
@@ -212,7 +222,9 @@ impl ResponseError for ApiError {
             ApiError::Validation(_)
             | ApiError::MalformedJson(_)
             | ApiError::UnreadableBody(_)
-            | ApiError::MalformedWebhook(_) => StatusCode::BAD_REQUEST,
+            | ApiError::MalformedWebhook(_)
+            | ApiError::MalformedRequest => StatusCode::BAD_REQUEST,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -256,23 +268,6 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        let errors: &[FieldError] = match self {
-            ApiError::Validation(errors) => errors,
-            _ => &[],
-        };
-        let field = match self {
-            ApiError::MalformedWebhook(error) => error.field(),
-            _ => errors.first().map(|e| e.field.as_str()),
-        };
-        let problem = Problem {
-            kind: format!("{PROBLEM_BASE}#{}", self.slug()),
-            title: self.title(),
-            status: status.as_u16(),
-            detail: self.detail(),
-            field,
-            rule: errors.first().map(|e| e.rule),
-            errors,
-        };
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if let ApiError::MethodNotAllowed(allowed) = self {
@@ -294,10 +289,55 @@ impl ResponseError for ApiError {
             // hold the graceful stop open until its timeout.
             response.force_close();
         }
+        response.body(self.problem_json())
+    }
+}
+
+impl ApiError {
+    /// The problem document of this error, as sent.
+    fn problem_json(&self) -> String {
+        let errors: &[FieldError] = match self {
+            ApiError::Validation(errors) => errors,
+            _ => &[],
+        };
+        let field = match self {
+            ApiError::MalformedWebhook(error) => error.field(),
+            _ => errors.first().map(|e| e.field.as_str()),
+        };
+        let problem = Problem {
+            kind: format!("{PROBLEM_BASE}#{}", self.slug()),
+            title: self.title(),
+            status: self.status_code().as_u16(),
+            detail: self.detail(),
+            field,
+            rule: errors.first().map(|e| e.rule),
+            errors,
+        };
         // Serialising these plain fields cannot fail; an empty body would still carry
         // the status.
-        response.body(ascii_json(
-            &serde_json::to_string(&problem).unwrap_or_default(),
+        ascii_json(&serde_json::to_string(&problem).unwrap_or_default())
+    }
+
+    /// The body of an answer actix's HTTP/1 dispatcher writes on its own, before any
+    /// route or middleware runs (a malformed request, a head too large or too slow, a
+    /// failed dispatch): registered with the patched `actix-http`
+    /// (`vendor/actix-http`), so those answers are problem documents too.
+    pub fn framework_body(status: StatusCode) -> Option<(HeaderValue, bytes::Bytes)> {
+        let error = match status {
+            StatusCode::BAD_REQUEST => ApiError::MalformedRequest,
+            StatusCode::REQUEST_TIMEOUT => ApiError::RequestTimeout,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ApiError::HeadersTooLarge,
+            StatusCode::INTERNAL_SERVER_ERROR => ApiError::Internal("dispatch failed".into()),
+            _ => return None,
+        };
+        tracing::debug!(
+            status = status.as_u16(),
+            problem = error.slug(),
+            "request refused by the HTTP layer"
+        );
+        Some((
+            HeaderValue::from_static(PROBLEM_JSON),
+            bytes::Bytes::from(error.problem_json()),
         ))
     }
 }

@@ -20,6 +20,7 @@ use webex_push_domain::{
 
 use crate::admin::{AdminService, DetailedPushGateway};
 use crate::config::{Config, WebhookAuth};
+use crate::error::ApiError;
 use crate::housekeeping;
 use crate::metrics::{MeteredGateway, MeteredStore, Metrics};
 use crate::queue::{self, PushWorkers};
@@ -164,6 +165,8 @@ impl Application {
     /// Binds the port and builds the app on given ports. Must run inside a Tokio
     /// runtime: it starts the push workers.
     pub fn build_with(config: &Config, dependencies: Dependencies) -> std::io::Result<Self> {
+        // Once per process (a second app in one test process keeps the first, the same).
+        actix_http::error_body::set_error_body_renderer(ApiError::framework_body);
         match config.webhook_auth() {
             WebhookAuth::Signed { .. } => {}
             WebhookAuth::UnsignedAllowed => tracing::warn!(

@@ -403,3 +403,64 @@ async fn every_client_error_of_every_route_is_a_problem() {
     }
     t.assert_alive_and_nothing_pushed().await;
 }
+
+/// Writes `request` on a fresh connection and reads until the server closes it (or
+/// `read_for` passes); returns the status and the body.
+async fn raw_exchange(h: &Harness, request: &[u8], read_for: std::time::Duration) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = h.server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(read_for, stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    (status, body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_layers_own_refusals_are_problem_documents() {
+    let h = Harness::start_with(1, &[("REQUEST_TIMEOUT_SECS", "1".into())]).await;
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let wait = std::time::Duration::from_secs(10);
+    for (request, status, slug) in [
+        (b"NOT HTTP AT ALL\r\n\r\n".to_vec(), 400, "malformed-request"),
+        (
+            b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n"
+                .to_vec(),
+            400,
+            "malformed-request",
+        ),
+        (
+            b"POST /webhook HTTP/1.1\r\nHost: x\r\nA header without a colon\r\n\r\n".to_vec(),
+            400,
+            "malformed-request",
+        ),
+        (huge_header.into_bytes(), 431, "headers-too-large"),
+        // A head that never ends: refused once REQUEST_TIMEOUT_SECS is over.
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec(), 408, "request-timeout"),
+    ] {
+        let (got, body) = raw_exchange(&h, &request, wait).await;
+        assert_eq!(got, status, "{body}");
+        let problem: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem["type"], format!("{PROBLEM_BASE}{slug}"), "{problem}");
+        assert_eq!(problem["status"], status, "{problem}");
+        assert!(!problem["detail"].as_str().unwrap().is_empty(), "{problem}");
+    }
+    // The server is unharmed and nothing was pushed.
+    assert_eq!(h.get_status("/healthz").await, 200);
+    assert!(h.standin.accepted().is_empty());
+}
