@@ -145,6 +145,7 @@ HEROKU_OMITTED = {
     "APNS_ENDPOINT": "testing against a stand-in only",
     "APNS_CA_FILE": "testing against a stand-in only",
     "WEBEX_API_URL": "testing or a proxy only; the default is Webex's API",
+    "ALLOW_UNSIGNED_WEBHOOKS": "never on a public app: WEBHOOK_SECRET is generated",
 }
 HEROKU_REQUIRED = {"APNS_KEY", "APNS_KEY_ID", "APNS_TEAM_ID", "APNS_TOPIC", "WEBHOOK_SECRET"}
 
