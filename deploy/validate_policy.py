@@ -204,7 +204,16 @@ def heroku() -> None:
     check(procs.get("web", "").split()[:2] == ["webex-push", "serve"], "Procfile web runs `webex-push serve`")
 
 
-REQUIRED_IN_CONTEXT = ["Cargo.toml", "Cargo.lock", "crates/server/Cargo.toml", "migrations/postgres", "migrations/sqlite"]
+# What the build reads besides crates/: the lock file, the migrations (embed_migrations!) and
+# the OpenAPI document (include_str!). .ci/docker-context-build.sh builds in the real context.
+REQUIRED_IN_CONTEXT = [
+    "Cargo.toml",
+    "Cargo.lock",
+    "crates/server/Cargo.toml",
+    "migrations/postgres",
+    "migrations/sqlite",
+    "docs/openapi.json",
+]
 
 
 def docker() -> None:

@@ -17,7 +17,7 @@ fresh_copy() {
   rm -rf "$scratch/repo"
   mkdir -p "$scratch/repo/crates/server"
   cp -r Dockerfile .dockerignore app.json heroku.yml Procfile Cargo.toml Cargo.lock \
-    migrations deploy "$scratch/repo/"
+    migrations deploy docs "$scratch/repo/"
   cp -r crates/server/src crates/server/Cargo.toml "$scratch/repo/crates/server/"
   if [ -d .ci ]; then cp -r .ci "$scratch/repo/"; fi
 }
@@ -67,6 +67,7 @@ expect fail "Dockerfile running as root" "sed -i '/^USER /d' Dockerfile"
 expect fail "Dockerfile building differently from CI" \
   "sed -i 's/cargo build --release --locked -p webex-push/cargo build --release -p webex-push/' Dockerfile"
 expect fail ".dockerignore dropping the migrations" "echo /migrations >> .dockerignore"
+expect fail ".dockerignore dropping the OpenAPI document" "echo /docs >> .dockerignore"
 expect fail "systemd unit with an unknown key" \
   "sed -i 's/^NoNewPrivileges=yes/NoNewPrivilege=yes/' deploy/systemd/webex-push.service"
 expect fail "systemd unit without hardening" \
