@@ -3,7 +3,8 @@
 # allows: YAML well-formedness, the kustomize renders, Kubernetes schemas (strict, two
 # Kubernetes versions), the ServiceMonitor and app.json against their JSON schemas, the
 # Dockerfile (hadolint), the systemd unit (systemd-analyze), and the cross-file promises
-# in deploy/validate_policy.py. Exits non-zero if anything is invalid.
+# in deploy/validate_policy.py (the TLS Ingress of the example overlay included). Exits
+# non-zero if anything is invalid.
 #
 # Tools go into a virtualenv under .tmp/ (override with DEPLOY_VENV), never the system.
 # Usage: deploy/validate.sh

@@ -124,6 +124,24 @@ def kubernetes(app_yaml: Path, migrate_yaml: Path) -> None:
         check(all(e.get("port") in svc_port_names for e in mon["spec"]["endpoints"]), "ServiceMonitor port is a Service port name")
         check(all(e.get("path") == "/metrics" for e in mon["spec"]["endpoints"]), "ServiceMonitor scrapes /metrics")
 
+    # The Ingress: TLS for every host (Webex calls https:// only), the two public routes
+    # and nothing else (/metrics, /admin stay internal), to the Service's named port.
+    ingresses = by_kind(docs, "Ingress")
+    check(len(ingresses) == 1, f"the example overlay renders one Ingress (found {len(ingresses)})")
+    for ing in ingresses:
+        ispec = ing.get("spec", {})
+        tls_hosts = {h for t in ispec.get("tls", []) if t.get("secretName") for h in t.get("hosts", [])}
+        rules = ispec.get("rules", [])
+        check(bool(rules) and all(r.get("host") in tls_hosts for r in rules),
+              "every Ingress host has TLS with a certificate Secret")
+        paths = [p for r in rules for p in r.get("http", {}).get("paths", [])]
+        exposed = sorted(p.get("path", "") for p in paths)
+        check(exposed == ["/register", "/webhook"], f"the Ingress exposes /register and /webhook only (found {exposed})")
+        backends = [p.get("backend", {}).get("service", {}) for p in paths]
+        check(bool(backends) and all(b.get("name") == svc.get("metadata", {}).get("name")
+                                     and b.get("port", {}).get("name") in svc_port_names for b in backends),
+              "Ingress routes to the Service's named port")
+
     # The migration Job: same image, runs `migrate`, reads DATABASE_URL from the Secret.
     jobs = by_kind(load_all(migrate_yaml), "Job")
     check(len(jobs) == 1, "one migration Job rendered")

@@ -55,6 +55,10 @@ expect fail "kustomization naming a missing file" \
   "sed -i 's/- service.yaml/- services.yaml/' $k8s/base/kustomization.yaml"
 expect fail "ServiceMonitor with an unknown field" \
   "sed -i 's/scrapeTimeout: 10s/scrapeTimeot: 10s/' $k8s/components/monitoring/servicemonitor.yaml"
+expect fail "Ingress without TLS" \
+  "sed -i '/^  tls:/,/secretName:/d' $k8s/components/ingress/ingress.yaml"
+expect fail "Ingress exposing /metrics" \
+  "sed -i 's#path: /webhook#path: /metrics#' $k8s/components/ingress/ingress.yaml"
 expect fail "broken YAML in heroku.yml" \
   "printf 'build:\n  docker: [web\n' > heroku.yml"
 expect fail "app.json with a field Heroku does not know" \
