@@ -2,7 +2,7 @@
 //! push synchronously, returning Apple's whole answer per device.
 //!
 //! Test pushes go straight to the APNs client (not through the metered gateway): they
-//! are diagnostics, so they do not count in `pushes_total`.
+//! are diagnostics, so they do not count in `webex_push_pushes_total`.
 
 use std::sync::Arc;
 

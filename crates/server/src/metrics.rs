@@ -1,12 +1,14 @@
 //! Prometheus metrics: one registry per `Application`, rendered at `GET /metrics` in
-//! the text format, and the decorators that count pushes, time APNs and time the
-//! registration store.
+//! Prometheus' text format (0.0.4), and the decorators that count pushes, time APNs and
+//! time the registration store. Every metric of the server is named `webex_push_...`;
+//! the standard `process_*` metrics sit beside them (see [`crate::process_metrics`]).
 //!
 //! The domain stays untouched: pushes are counted by wrapping the gateway, store calls
 //! are timed by wrapping the store, and the ring latency start (webhook arrival)
 //! reaches the gateway decorator as a task-local set by the push worker (the
 //! notification service fans out on the worker's own task).
 
+use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -25,6 +27,11 @@ use webex_push_domain::{
     ReplicaId, TakeOver,
 };
 
+use crate::process_metrics::ProcessCollector;
+
+/// The namespace of every metric the server itself defines.
+pub const NAMESPACE: &str = "webex_push";
+
 /// A number read when `/metrics` is scraped (pool state, provider tokens).
 type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
 
@@ -33,8 +40,34 @@ pub struct RequestLabels {
     /// The route pattern (`/register/{token}`), never the raw path: tokens stay out
     /// of the series and the cardinality stays bounded.
     pub route: String,
-    pub method: String,
+    /// One of [`METHODS`], else `other`.
+    pub method: &'static str,
     pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub method: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    /// `release` or `debug`.
+    pub profile: &'static str,
+}
+
+/// The request methods that get a label of their own; any other is `other`, so a
+/// client inventing methods cannot grow the series.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+/// `method`'s label: itself when it is one of [`METHODS`], else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    METHODS
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +112,8 @@ type StageHistogram = fn() -> Histogram;
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
+    /// From a request's arrival to its answer, by route pattern and method.
+    pub http_duration: Family<RouteLabels, Histogram, StageHistogram>,
     pub webhooks: Family<WebhookLabels, Counter>,
     pub pushes: Family<PushLabels, Counter>,
     pub events: Family<EventLabels, Counter>,
@@ -120,6 +155,16 @@ fn stage_histogram() -> Histogram {
     Histogram::new(STAGE_BUCKETS.into_iter())
 }
 
+/// HTTP answers take from tens of microseconds (a probe) to seconds (a webhook waiting
+/// for room in a full queue, a registration asking Webex who holds a token).
+const HTTP_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn http_histogram() -> Histogram {
+    Histogram::new(HTTP_BUCKETS.into_iter())
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -128,7 +173,33 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::default();
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector::new()));
+        // Everything registered through `registry` is named `webex_push_<name>`.
+        let registry = root.sub_registry_with_prefix(NAMESPACE);
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                profile: if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                },
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: always 1, its version in the labels",
+            build_info,
+        );
+        let http_duration =
+            Family::<RouteLabels, Histogram, StageHistogram>::new_with_constructor(http_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from an HTTP request's arrival to its answer, by route pattern and method",
+            http_duration.clone(),
+        );
         let http_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -227,8 +298,9 @@ impl Metrics {
             tokens_minted.clone(),
         );
         Self {
-            registry,
+            registry: root,
             http_requests,
+            http_duration,
             webhooks,
             pushes,
             events,
@@ -285,14 +357,23 @@ impl Metrics {
         let _ = self.tokens_probe.set(Box::new(probe));
     }
 
-    pub fn count_request(&self, route: &str, method: &str, status: u16) {
+    /// Counts one answered request and times it. `route` is the pattern matched
+    /// (`/register/{token}`), never the raw path.
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let method = method_label(method);
         self.http_requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
-                method: method.to_owned(),
+                method,
                 status: status.to_string(),
             })
             .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                method,
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub fn count_webhook(&self, resource: &str, outcome: &str) {
@@ -353,10 +434,53 @@ impl Metrics {
                 .inner()
                 .store(probe(), std::sync::atomic::Ordering::Relaxed);
         }
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
-        Ok(text)
+        let mut open_metrics = String::new();
+        prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry)?;
+        prometheus_text(&open_metrics)
     }
+}
+
+/// OpenMetrics text (what prometheus-client writes) as Prometheus' text format 0.0.4,
+/// which `promtool check metrics` and every Prometheus version read: a counter's HELP
+/// and TYPE lines name its samples (`x_total`, where OpenMetrics names the family `x`),
+/// an info metric is a gauge, and there is no `# UNIT` or `# EOF` line. Samples are the
+/// same in both formats.
+fn prometheus_text(open_metrics: &str) -> Result<String, std::fmt::Error> {
+    let mut out = String::with_capacity(open_metrics.len());
+    // OpenMetrics puts HELP before TYPE; the name it must carry is known at TYPE.
+    let mut help: Option<&str> = None;
+    for line in open_metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some(pending) = help.replace(rest) {
+                writeln!(out, "# HELP {pending}")?;
+            }
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.rsplit_once(' ').unwrap_or((rest, "unknown"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{family}_total"), "counter"),
+                "info" => (format!("{family}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (family.to_owned(), kind),
+                "stateset" => (family.to_owned(), "gauge"),
+                _ => (family.to_owned(), "untyped"),
+            };
+            if let Some(pending) = help.take() {
+                let text = pending.split_once(' ').map_or("", |(_, text)| text);
+                writeln!(out, "# HELP {name} {text}")?;
+            }
+            writeln!(out, "# TYPE {name} {kind}")?;
+        } else if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        } else {
+            if let Some(pending) = help.take() {
+                writeln!(out, "# HELP {pending}")?;
+            }
+            writeln!(out, "{line}")?;
+        }
+    }
+    if let Some(pending) = help {
+        writeln!(out, "# HELP {pending}")?;
+    }
+    Ok(out)
 }
 
 /// The Registration port, timed: every call to the store passes here.
@@ -598,25 +722,15 @@ mod tests {
             .await;
         metrics.probe_tokens(|| 3);
         let text = metrics.render().unwrap();
-        assert!(
-            text.contains(r#"pushes_total{channel="voip",outcome="delivered",reason=""} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"pushes_total{channel="voip",outcome="token_invalid",reason="Unregistered"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(text.contains("ring_latency_seconds_count 1"), "{text}");
-        assert!(
-            text.contains("apns_request_duration_seconds_count 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("apns_provider_tokens_minted_total 3"),
-            "{text}"
-        );
+        for series in [
+            r#"webex_push_pushes_total{channel="voip",outcome="delivered",reason=""} 1"#,
+            r#"webex_push_pushes_total{channel="voip",outcome="token_invalid",reason="Unregistered"} 1"#,
+            "webex_push_ring_latency_seconds_count 1",
+            "webex_push_apns_request_duration_seconds_count 2",
+            "webex_push_apns_provider_tokens_minted_total 3",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
     }
 
     #[tokio::test]
@@ -653,10 +767,82 @@ mod tests {
 
         let text = metrics.render().unwrap();
         for series in [
-            r#"store_operation_duration_seconds_count{operation="claim",result="ok"} 1"#,
-            r#"store_operation_duration_seconds_count{operation="ping",result="unavailable"} 1"#,
+            r#"webex_push_store_operation_duration_seconds_count{operation="claim",result="ok"} 1"#,
+            r#"webex_push_store_operation_duration_seconds_count{operation="ping",result="unavailable"} 1"#,
         ] {
             assert!(text.contains(series), "{series} in {text}");
         }
+    }
+
+    #[test]
+    fn the_exposition_is_prometheus_text_with_help_and_type_named_as_the_samples() {
+        let metrics = Metrics::new();
+        metrics.observe_request("/register", "POST", 204, Duration::from_millis(3));
+        metrics.observe_request("/register", "BREW", 405, Duration::from_millis(1));
+        metrics.count_event("ring", "relayed");
+        let text = metrics.render().unwrap();
+        assert!(!text.contains("# EOF"), "{text}");
+        for expected in [
+            "# HELP webex_push_events_total Queued events",
+            "# TYPE webex_push_events_total counter",
+            r#"webex_push_events_total{kind="ring",outcome="relayed"} 1"#,
+            "# TYPE webex_push_http_request_duration_seconds histogram",
+            r#"webex_push_http_request_duration_seconds_count{route="/register",method="POST"} 1"#,
+            r#"webex_push_http_requests_total{route="/register",method="other",status="405"} 1"#,
+            "# TYPE webex_push_push_queue_depth gauge",
+            &format!(
+                r#"webex_push_build_info{{version="{}",profile="debug"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            ),
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+        // Every sample belongs to a family with HELP and TYPE, and every name is ours
+        // or a standard process metric.
+        let mut described = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                described.insert(rest.split(' ').next().unwrap().to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(
+                    name.starts_with("webex_push_") || name.starts_with("process_"),
+                    "{line}"
+                );
+                let family = ["_bucket", "_sum", "_count"]
+                    .into_iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|family| described.contains(*family))
+                    .unwrap_or(name);
+                assert!(described.contains(family), "no TYPE for {line}");
+            }
+        }
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+        }
+        #[cfg(target_os = "linux")]
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn open_metrics_counters_info_units_and_eof_are_translated() {
+        let open_metrics = concat!(
+            "# HELP a_thing Things done.\n# TYPE a_thing counter\n",
+            "a_thing_total{x=\"1\"} 2\n# HELP v Versions.\n# TYPE v info\n",
+            "v_info{version=\"1\"} 1\n# HELP g Gauge.\n# TYPE g gauge\n# UNIT g seconds\n",
+            "g 3\n# EOF\n",
+        );
+        assert_eq!(
+            prometheus_text(open_metrics).unwrap(),
+            concat!(
+                "# HELP a_thing_total Things done.\n# TYPE a_thing_total counter\n",
+                "a_thing_total{x=\"1\"} 2\n# HELP v_info Versions.\n# TYPE v_info gauge\n",
+                "v_info{version=\"1\"} 1\n# HELP g Gauge.\n# TYPE g gauge\ng 3\n",
+            )
+        );
     }
 }

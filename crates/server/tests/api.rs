@@ -1241,25 +1241,34 @@ async fn metrics_count_requests_by_route_pattern_and_webhooks_by_outcome() {
     let mut store_free = app.http.delete(format!("{}/register/zz", app.base));
     store_free = store_free.header("x", "y");
     assert_eq!(store_free.send().await.unwrap().status(), 400);
+    // A method nobody serves: counted, but as `other`, so clients cannot mint series.
+    let odd = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let brewed = app.http.request(odd, format!("{}/register", app.base));
+    assert_eq!(brewed.send().await.unwrap().status(), 405);
     let response = app.get("/metrics").await;
     assert_eq!(response.status().as_u16(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
+    // The format served is the one the header names: Prometheus text 0.0.4.
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
     );
     let text = response.text().await.unwrap();
+    assert!(!text.contains("# EOF"), "OpenMetrics' end marker in 0.0.4 text");
     for line in [
-        r#"webhooks_total{resource="unknown",outcome="unauthorized"} 1"#,
-        r#"webhooks_total{resource="callMemberships",outcome="accepted"} 1"#,
-        r#"http_requests_total{route="/webhook",method="POST",status="204"} 1"#,
-        r#"http_requests_total{route="/register/{token}",method="DELETE",status="400"} 1"#,
-        "push_queue_depth ",
-        "# TYPE ring_latency_seconds histogram",
+        r#"webex_push_webhooks_total{resource="unknown",outcome="unauthorized"} 1"#,
+        r#"webex_push_webhooks_total{resource="callMemberships",outcome="accepted"} 1"#,
+        r#"webex_push_http_requests_total{route="/webhook",method="POST",status="204"} 1"#,
+        r#"webex_push_http_requests_total{route="/register/{token}",method="DELETE",status="400"} 1"#,
+        r#"webex_push_http_requests_total{route="/register",method="other",status="405"} 1"#,
+        r#"webex_push_http_request_duration_seconds_count{route="/webhook",method="POST"} 2"#,
+        "# TYPE webex_push_http_requests_total counter",
+        "# HELP webex_push_http_requests_total ",
+        "webex_push_push_queue_depth ",
+        "# TYPE webex_push_ring_latency_seconds histogram",
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }
+    assert!(!text.contains("BREW"), "{text}");
 }
 
 // --- Proof of identity, with the real Webex adapter against a local stand-in.

@@ -741,19 +741,19 @@ impl Phase<'_> {
 const STAGES: [(&str, &str); 6] = [
     (
         "claim (before the answer)",
-        r#"store_operation_duration_seconds{operation="claim",result="ok"}"#,
+        r#"webex_push_store_operation_duration_seconds{operation="claim",result="ok"}"#,
     ),
-    ("queue wait", "push_queue_wait_seconds"),
-    ("APNs request", "apns_request_duration_seconds"),
+    ("queue wait", "webex_push_push_queue_wait_seconds"),
+    ("APNs request", "webex_push_apns_request_duration_seconds"),
     (
         "outcome record",
-        r#"store_operation_duration_seconds{operation="record_outcome",result="ok"}"#,
+        r#"webex_push_store_operation_duration_seconds{operation="record_outcome",result="ok"}"#,
     ),
     (
         "finish",
-        r#"store_operation_duration_seconds{operation="finish_event",result="ok"}"#,
+        r#"webex_push_store_operation_duration_seconds{operation="finish_event",result="ok"}"#,
     ),
-    ("arrival to APNs answer", "ring_latency_seconds"),
+    ("arrival to APNs answer", "webex_push_ring_latency_seconds"),
 ];
 
 /// `(sum, count)` of each stage's histogram now; empty when `/metrics` cannot be read
