@@ -32,7 +32,7 @@ pub fn spawn_seen_events_pruner(
 async fn prune_once(store: &dyn RegistrationPort, retention: Duration) {
     let Ok(retention) = chrono::Duration::from_std(retention) else {
         tracing::error!(
-            ?retention,
+            retention_secs = retention.as_secs(),
             "seen-events retention out of range; not pruning"
         );
         return;

@@ -2,12 +2,14 @@
 //! of the domain services to their adapters. `main` only parses and dispatches.
 
 pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod housekeeping;
 pub mod metrics;
+pub mod process_metrics;
 pub mod queue;
 pub mod rate_limit;
 pub mod request_id;

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use webex_push_domain::{
-    Claim, Deadlines, DeliveryReport, Event, IncomingCallPort, Job, NotifyError,
+    CallId, Claim, Deadlines, DeliveryReport, Event, IncomingCallPort, Job, NotifyError,
 };
 
 use crate::error::Chain;
@@ -148,7 +148,7 @@ impl PushQueue {
         }
     }
 
-    /// Events waiting for a worker (logs and `push_queue_depth`).
+    /// Events waiting for a worker (logs and `webex_push_push_queue_depth`).
     pub fn depth(&self) -> usize {
         self.sender.max_capacity() - self.sender.capacity()
     }
@@ -285,7 +285,11 @@ impl PushWorkers {
         self.taking_over.abort();
         let _ = self.stop.send(true);
         let waiting = self.receiver.try_lock().map(|r| r.len()).ok();
-        tracing::info!(?waiting, ?deadline, "draining the push queue");
+        tracing::info!(
+            waiting,
+            deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+            "draining the push queue"
+        );
         let aborts: Vec<_> = self.workers.iter().map(JoinHandle::abort_handle).collect();
         if tokio::time::timeout(deadline, join_all(self.workers))
             .await
@@ -296,7 +300,7 @@ impl PushWorkers {
             }
             let dropped = self.receiver.try_lock().map(|r| r.len()).ok();
             tracing::warn!(
-                ?dropped,
+                dropped,
                 "shutdown deadline passed: events in progress or queued were not pushed \
                  here; those on record are taken over by another replica"
             );
@@ -334,8 +338,9 @@ async fn work(
         let kind = queued.job.event.kind().as_str();
         let span = tracing::info_span!(
             "push_job",
-            request_id = queued.request_id.as_deref().unwrap_or("-"),
+            request_id = queued.request_id.as_deref(),
             kind,
+            call_id = queued.job.event.call_id().map(CallId::as_str),
         );
         let received = queued.received;
         let outcome = WEBHOOK_RECEIVED
@@ -550,7 +555,7 @@ mod tests {
             metrics
                 .render()
                 .unwrap()
-                .contains("events_unrecorded_total 1")
+                .contains("webex_push_events_unrecorded_total 1")
         );
     }
 
@@ -571,7 +576,7 @@ mod tests {
         workers.drain(Duration::from_secs(5)).await;
         let text = metrics.render().unwrap();
         assert!(
-            text.contains(r#"events_total{kind="ring",outcome="late"} 1"#),
+            text.contains(r#"webex_push_events_total{kind="ring",outcome="late"} 1"#),
             "{text}"
         );
     }

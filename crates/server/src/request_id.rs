@@ -59,6 +59,9 @@ pub async fn middleware(
         request_id = %id.as_str(),
         method = %request.method(),
         route = tracing::field::Empty,
+        // A webhook's handler fills these in once it knows the event.
+        kind = tracing::field::Empty,
+        call_id = tracing::field::Empty,
     );
     request.extensions_mut().insert(id.clone());
     let started = Instant::now();
@@ -75,7 +78,7 @@ pub async fn middleware(
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         if let Some(metrics) = metrics {
-            metrics.count_request(&route, &method, status);
+            metrics.observe_request(&route, &method, status, started.elapsed());
         }
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         // Probes and scrapes come every few seconds: keep them out of the info log.

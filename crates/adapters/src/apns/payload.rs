@@ -165,7 +165,13 @@ where
         let written = serde_json::to_writer(&mut body, &build(trim)).is_ok();
         if written && !body.is_empty() && body.len() <= limit {
             if trim.text.is_some() || !trim.event {
-                tracing::debug!(?trim, bytes = body.len(), limit, "payload shortened to fit");
+                tracing::debug!(
+                    text_cut_to = trim.text,
+                    sdk_event_kept = trim.event,
+                    bytes = body.len(),
+                    limit,
+                    "payload shortened to fit"
+                );
             }
             return Bytes::from(body);
         }

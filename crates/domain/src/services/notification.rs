@@ -226,7 +226,10 @@ impl NotificationService {
     #[instrument(
         name = "deliver",
         skip_all,
-        fields(token = %device.token, environment = ?device.environment)
+        fields(
+            token = %device.token,
+            environment = device.environment.map(tracing::field::display)
+        )
     )]
     async fn deliver(
         &self,
@@ -279,7 +282,12 @@ impl NotificationService {
                         self.record(&device.token, &reason, None).await;
                         return DeviceResult::GaveUp;
                     }
-                    tracing::debug!(reason, attempts = retries, ?delay, "retrying");
+                    tracing::debug!(
+                        reason,
+                        attempts = retries,
+                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        "retrying"
+                    );
                     sleep(delay).await;
                 }
                 PushOutcome::Rejected { reason } => {

@@ -99,7 +99,7 @@ impl RegistrationService {
             person = %registration.person,
             voip_token = %registration.voip_token,
             alert_token = %registration.alert_token,
-            environment = ?registration.environment,
+            environment = registration.environment.map(tracing::field::display),
         )
     )]
     pub async fn register(

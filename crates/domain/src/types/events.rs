@@ -211,6 +211,15 @@ impl Event {
         }
     }
 
+    /// The call it is about (rings and call-ended notices), for logs.
+    pub fn call_id(&self) -> Option<&CallId> {
+        match self {
+            Event::Ring(call) => Some(&call.call_id),
+            Event::CallEnded(ended) => Some(&ended.call_id),
+            Event::Message(_) => None,
+        }
+    }
+
     /// The Webex resource it came from (messages have one).
     pub fn source(&self) -> EventSource {
         match self {

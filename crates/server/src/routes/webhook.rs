@@ -102,8 +102,14 @@ async fn accept(
                 return Ok("ignored");
             }
         };
-        let queue = state.queue.as_ref().ok_or(ApiError::ApnsNotConfigured)?;
         let kind = event.kind().as_str();
+        // On the request's span, so every later line of the request carries them.
+        let span = tracing::Span::current();
+        span.record("kind", kind);
+        if let Some(call_id) = event.call_id() {
+            span.record("call_id", call_id.as_str());
+        }
+        let queue = state.queue.as_ref().ok_or(ApiError::ApnsNotConfigured)?;
         let request_id = request
             .extensions()
             .get::<RequestId>()
