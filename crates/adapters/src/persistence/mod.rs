@@ -23,6 +23,7 @@ macro_rules! async_commit {
 }
 
 mod batch;
+mod check;
 mod config;
 mod pg_batches;
 mod schema;
@@ -49,6 +50,7 @@ use webex_push_domain::{
     Registration, RegistrationError, RegistrationPort, ReplicaId, TakeOver,
 };
 
+pub use check::{DatabaseCheck, check_database};
 use config::Target;
 pub use config::{
     DEFAULT_POSTGRES_POOL_SIZE, DEFAULT_SQLITE_PATH, DEFAULT_SQLITE_POOL_SIZE, DatabaseConfig,
@@ -652,7 +654,11 @@ impl Database {
             }),
             Ok(Err(join_error)) => Err(RegistrationError::Unknown(Box::new(join_error))),
             Err(elapsed) => {
-                tracing::warn!(timeout = ?self.operation_timeout, "database operation timed out");
+                tracing::warn!(
+                    timeout_ms = u64::try_from(self.operation_timeout.as_millis())
+                        .unwrap_or(u64::MAX),
+                    "database operation timed out"
+                );
                 self.abandon_stuck_connections();
                 Err(RegistrationError::Unavailable(Box::new(elapsed)))
             }
@@ -708,7 +714,11 @@ where
         .map_err(|source| StoreSetupError::Migrations { backend, source })?;
     let applied: Vec<String> = applied.iter().map(ToString::to_string).collect();
     if !applied.is_empty() {
-        tracing::info!(backend, migrations = ?applied, "applied database migrations");
+        tracing::info!(
+            backend,
+            migrations = applied.join(","),
+            "applied database migrations"
+        );
     }
     Ok(applied)
 }
