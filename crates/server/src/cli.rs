@@ -1,5 +1,6 @@
 //! The command line: `serve` (the default), `migrate`, `push` and `check`, every option
-//! an environment variable of the same name (`--port` / `PORT`).
+//! an environment variable of the same name (`--port` / `PORT`). Each subcommand takes
+//! the options it uses, and no others.
 //!
 //! These are raw values; [`crate::config`] turns them into a validated `Config`.
 
@@ -12,6 +13,7 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 #[command(
     name = "webex-push",
     version,
+    propagate_version = true,
     about = "Relays Webex call and message webhooks to iPhones through APNs.",
     args_conflicts_with_subcommands = true
 )]
@@ -30,10 +32,14 @@ pub enum Command {
     /// Apply pending database migrations, then exit.
     Migrate(MigrateArgs),
     /// Send one push with the configured key and print Apple's answer.
+    // `--environment` was this command's own name for the gateway: kept as an alias.
+    #[command(mut_arg("apns_environment", |arg| arg
+        .alias("environment")
+        .help("The gateway to push through: production or sandbox")))]
     Push(PushArgs),
-    /// Check the set-up step by step (configuration, APNs key, provider token, APNs
-    /// connection, database), print each as `ok` or `FAILED: reason`; non-zero exit
-    /// on any failure.
+    /// Check the set-up step by step without changing anything (configuration, APNs
+    /// key, provider token, APNs connection, database), print each step's outcome and a
+    /// warning for each insecure setting; non-zero exit on any failure.
     Check(ServeArgs),
 }
 
@@ -43,6 +49,8 @@ pub struct ServeArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub database_pool: DatabasePoolArgs,
     #[command(flatten)]
     pub apns: ApnsArgs,
     #[command(flatten)]
@@ -102,9 +110,6 @@ pub struct PushArgs {
     /// `voip` rings (PushKit token), `alert` shows a notification.
     #[arg(long, value_parser = ["voip", "alert"])]
     pub channel: String,
-    /// The gateway to use; defaults to APNS_ENVIRONMENT.
-    #[arg(long, value_parser = ["sandbox", "production"])]
-    pub environment: Option<String>,
     /// Text of the alert (for `alert`) or caller name shown by CallKit (for `voip`).
     #[arg(long, default_value = "Test push from webex-push")]
     pub message: String,
@@ -139,9 +144,6 @@ pub struct DatabaseArgs {
     /// the working directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Connections in the pool (default 10 for Postgres, 4 for SQLite).
-    #[arg(long, env = "DATABASE_POOL_SIZE")]
-    pub database_pool_size: Option<u32>,
     /// Seconds to open one database connection.
     #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
     pub database_connect_timeout_secs: u64,
@@ -151,6 +153,14 @@ pub struct DatabaseArgs {
     /// Seconds one statement may run.
     #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECS", default_value_t = 5)]
     pub database_statement_timeout_secs: u64,
+}
+
+/// The database options of a server, beyond reaching the database.
+#[derive(Args, Clone)]
+pub struct DatabasePoolArgs {
+    /// Connections in the pool (default 10 for Postgres, 4 for SQLite).
+    #[arg(long, env = "DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<u32>,
     /// Apply pending migrations at start-up.
     #[arg(
         long,
@@ -188,9 +198,6 @@ pub struct ApnsArgs {
     /// An extra trusted root certificate (PEM) for APNS_ENDPOINT.
     #[arg(long, env = "APNS_CA_FILE")]
     pub apns_ca_file: Option<PathBuf>,
-    /// Pushes in flight to Apple at once.
-    #[arg(long, env = "APNS_MAX_IN_FLIGHT", default_value_t = 1000)]
-    pub apns_max_in_flight: usize,
     /// Seconds one push request to Apple may take.
     #[arg(long, env = "APNS_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub apns_request_timeout_secs: u64,
@@ -223,6 +230,9 @@ pub struct WebhookArgs {
     /// Tasks relaying queued events to APNs concurrently.
     #[arg(long, env = "PUSH_WORKERS", default_value_t = 256)]
     pub push_workers: usize,
+    /// Pushes in flight to Apple at once.
+    #[arg(long, env = "APNS_MAX_IN_FLIGHT", default_value_t = 1000)]
+    pub apns_max_in_flight: usize,
     /// Hours a webhook event stays remembered for de-duplication; older keys are pruned.
     #[arg(long, env = "SEEN_EVENTS_RETENTION_HOURS", default_value_t = 24)]
     pub seen_events_retention_hours: u64,

@@ -14,7 +14,7 @@ use webex_push_adapters::identity::WebexIdentityConfig;
 use webex_push_adapters::persistence::DatabaseConfig;
 use webex_push_domain::{ApnsEnvironment, BundleId, Deadlines, RegistrationService, RetryPolicy};
 
-use crate::cli::{ApnsArgs, AuthArgs, DatabaseArgs, RegisterAuth, ServeArgs};
+use crate::cli::{ApnsArgs, AuthArgs, DatabaseArgs, DatabasePoolArgs, RegisterAuth, ServeArgs};
 use crate::rate_limit::{RateLimit, parse_trusted_proxies};
 
 /// A configuration value that cannot work. The message starts with the variable.
@@ -166,7 +166,13 @@ impl Config {
             // Zero would forget an event before Webex's re-delivery could be recognised.
             return Err(invalid("SEEN_EVENTS_RETENTION_HOURS", "must be at least 1"));
         }
-        let apns = apns_config(&args.apns)?;
+        if webhook.apns_max_in_flight == 0 {
+            return Err(invalid("APNS_MAX_IN_FLIGHT", "must be at least 1"));
+        }
+        let apns = apns_config(&args.apns)?.map(|mut apns| {
+            apns.max_in_flight = webhook.apns_max_in_flight;
+            apns
+        });
         let webhook_secrets = webhook_secrets(webhook.webhook_secret.as_deref())?;
         webhook_auth(
             &webhook_secrets,
@@ -183,7 +189,7 @@ impl Config {
                 webhook_body_limit: HttpSettings::WEBHOOK_BODY_LIMIT,
                 register_body_limit: HttpSettings::REGISTER_BODY_LIMIT,
             },
-            database: database_config(&args.database)?,
+            database: server_database_config(&args.database, &args.database_pool)?,
             apns,
             webhook_secrets,
             allow_unsigned_webhooks: webhook.allow_unsigned_webhooks,
@@ -256,11 +262,24 @@ fn register_limits(args: &AuthArgs) -> Result<RegisterLimits, ConfigError> {
     })
 }
 
-/// Validates the database options (shared by `serve` and `migrate`).
-pub fn database_config(args: &DatabaseArgs) -> Result<DatabaseConfig, ConfigError> {
-    if args.database_pool_size == Some(0) {
+/// Validates a server's database options: how to reach it, the pool, migrations.
+pub fn server_database_config(
+    args: &DatabaseArgs,
+    pool: &DatabasePoolArgs,
+) -> Result<DatabaseConfig, ConfigError> {
+    if pool.database_pool_size == Some(0) {
         return Err(invalid("DATABASE_POOL_SIZE", "must be at least 1"));
     }
+    Ok(DatabaseConfig {
+        pool_size: pool.database_pool_size,
+        run_migrations: pool.migrate_on_start,
+        ..database_config(args)?
+    })
+}
+
+/// Validates how to reach the database (what `migrate` needs too): the backend's
+/// default pool size, no migration at connection.
+pub fn database_config(args: &DatabaseArgs) -> Result<DatabaseConfig, ConfigError> {
     let url = match args.database_url.as_deref().map(str::trim) {
         None => None,
         Some("") => return Err(invalid("DATABASE_URL", "is set but empty")),
@@ -286,16 +305,17 @@ pub fn database_config(args: &DatabaseArgs) -> Result<DatabaseConfig, ConfigErro
     }
     Ok(DatabaseConfig {
         url,
-        pool_size: args.database_pool_size,
+        pool_size: None,
         connect_timeout: Duration::from_secs(args.database_connect_timeout_secs),
         checkout_timeout: Duration::from_secs(args.database_checkout_timeout_secs),
         statement_timeout: Duration::from_secs(args.database_statement_timeout_secs),
-        run_migrations: args.migrate_on_start,
+        run_migrations: false,
     })
 }
 
-/// Validates the APNs options. `Ok(None)` when no key is given at all; a key without
-/// its ids, or ids without a key, is an error rather than a silently unready server.
+/// Validates the APNs options (shared by `serve` and `push`). `Ok(None)` when no key is
+/// given at all; a key without its ids, or ids without a key, is an error rather than
+/// a silently unready server.
 pub fn apns_config(args: &ApnsArgs) -> Result<Option<ApnsConfig>, ConfigError> {
     let key = match (&args.apns_key_file, args.apns_key.as_deref()) {
         (Some(_), Some(_)) => {
@@ -337,9 +357,6 @@ pub fn apns_config(args: &ApnsArgs) -> Result<Option<ApnsConfig>, ConfigError> {
         .map_err(|e| invalid("APNS_TOPIC", e.to_string()))?;
     let environment = ApnsEnvironment::from_str(args.apns_environment.trim())
         .map_err(|e| invalid("APNS_ENVIRONMENT", e.to_string()))?;
-    if args.apns_max_in_flight == 0 {
-        return Err(invalid("APNS_MAX_IN_FLIGHT", "must be at least 1"));
-    }
     if args.apns_request_timeout_secs == 0 {
         return Err(invalid("APNS_REQUEST_TIMEOUT_SECS", "must be at least 1"));
     }
@@ -353,7 +370,6 @@ pub fn apns_config(args: &ApnsArgs) -> Result<Option<ApnsConfig>, ConfigError> {
         .filter(|e| !e.is_empty())
         .map(str::to_owned);
     config.extra_ca_pem = extra_ca_pem;
-    config.max_in_flight = args.apns_max_in_flight;
     config.request_timeout = Duration::from_secs(args.apns_request_timeout_secs);
     Ok(Some(config))
 }

@@ -8,30 +8,48 @@ use webex_push::{commands, telemetry};
 
 fn main() -> ExitCode {
     let command = Cli::parse_env().into_command();
-    let target = match command {
-        Command::Serve(_) => LogTarget::Stdout,
-        Command::Migrate(_) | Command::Push(_) | Command::Check(_) => LogTarget::Stderr,
+    let (name, target) = match command {
+        Command::Serve(_) => ("serve", LogTarget::Stdout),
+        Command::Migrate(_) => ("migrate", LogTarget::Stderr),
+        Command::Push(_) => ("push", LogTarget::Stderr),
+        Command::Check(_) => ("check", LogTarget::Stderr),
     };
     if let Err(error) = telemetry::init(command.log(), target) {
         eprintln!("error: {error:#}");
         return ExitCode::from(2);
     }
+    // The first line of every run says which build it is.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        command = name,
+        "webex-push starting"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            report(&format!("cannot start the async runtime: {error}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(commands::run(command)) {
         Ok(code) => code,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "webex-push failed");
-            eprintln!("error: {error:#}");
+            report(&format!("{error:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Says why the command failed, once: as an error log line where the logs go (stdout
+/// for `serve`, stderr otherwise; JSON with `LOG_FORMAT=json`), or on stderr when
+/// `RUST_LOG` filters errors out.
+fn report(error: &str) {
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(error = %error, "webex-push failed");
+    } else {
+        eprintln!("error: {error}");
     }
 }

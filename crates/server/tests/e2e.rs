@@ -408,11 +408,66 @@ async fn a_bad_configuration_stops_start_up_naming_the_variable() {
         }
         let (ok, stdout, stderr) = run_binary(&["serve"], &envs).await;
         assert!(!ok, "{variable}: start-up should fail\n{stdout}");
-        assert!(
-            stderr.contains(variable),
-            "{variable} is named:\n{stderr}\n{stdout}"
-        );
+        // Said once: in the log (stdout for `serve`), or by the argument parser.
+        let output = format!("{stdout}{stderr}");
+        let saying = output.lines().filter(|l| l.contains(variable)).count();
+        assert_eq!(saying, 1, "{variable} is named once:\n{output}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_reports_its_version_and_a_failure_once() {
+    let version = env!("CARGO_PKG_VERSION");
+    for args in [&["--version"][..], &["serve", "--version"], &["check", "--version"]] {
+        let (ok, stdout, _) = run_binary(args, &[]).await;
+        assert!(ok, "{args:?}");
+        assert_eq!(stdout.trim(), format!("webex-push {version}"), "{args:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let envs = [
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}/missing/dir/x.db", dir.path().display()),
+        ),
+        ("LOG_FORMAT", "json".to_owned()),
+    ];
+    let (ok, stdout, stderr) = run_binary(&["migrate"], &envs).await;
+    assert!(!ok);
+    assert!(stdout.is_empty(), "{stdout}");
+    let lines: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(lines[0]["message"], "webex-push starting", "{stderr}");
+    assert_eq!(lines[0]["version"], version, "{stderr}");
+    let failures = stderr.lines().filter(|l| l.contains("x.db")).count();
+    assert_eq!(failures, 1, "the error is printed once:\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_command_takes_only_the_options_it_uses_one_name_each() {
+    let help = |args: &'static [&'static str]| async move {
+        let (ok, stdout, _) = run_binary(args, &[]).await;
+        assert!(ok, "{args:?}");
+        stdout
+    };
+    let migrate = help(&["migrate", "--help"]).await;
+    assert!(migrate.contains("--database-url"), "{migrate}");
+    for unused in ["--migrate-on-start", "--database-pool-size", "--apns-key", "--port"] {
+        assert!(!migrate.contains(unused), "migrate lists {unused}:\n{migrate}");
+    }
+    let push = help(&["push", "--help"]).await;
+    assert!(push.contains("--apns-environment"), "{push}");
+    for unused in ["--environment ", "--apns-max-in-flight", "--database-url", "--port"] {
+        assert!(!push.contains(unused), "push lists {unused}:\n{push}");
+    }
+    // The old spelling still parses (scripts in the field), as the same option.
+    let (_, _, stderr) = run_binary(
+        &["push", "--token", "00", "--channel", "voip", "--environment", "bogus"],
+        &[],
+    )
+    .await;
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
 }
 
 const ADMIN: &str = "e2e-admin-token-0123456789";
@@ -446,14 +501,17 @@ async fn metrics_count_a_ring_end_to_end_and_its_push_logs_carry_the_webhook_req
     assert_eq!(pushes[0].token, voip);
     h.relayed(1).await;
 
-    // The request's lines and the worker's lines for its event share the id.
+    // The request's lines and the worker's lines for its event share the id, with the
+    // event's kind and call id, as top-level keys a log collector indexes.
     for message in ["webhook accepted", "event relayed", "request answered"] {
         let line = h
             .server
             .wait_for_log(message, |l| {
-                message_is(l, message) && l.to_string().contains("ring-e2e-42")
+                message_is(l, message) && l["request_id"] == "ring-e2e-42"
             })
             .await;
+        assert_eq!(line["kind"], "ring", "{line}");
+        assert_eq!(line["call_id"], "call-metrics-1", "{line}");
         assert!(line["spans"].is_array(), "{line}");
     }
 
@@ -469,22 +527,26 @@ async fn metrics_count_a_ring_end_to_end_and_its_push_logs_carry_the_webhook_req
             .text()
             .await
             .unwrap();
-        if metrics.contains("events_total{") || tokio::time::Instant::now() > deadline {
+        if metrics.contains("webex_push_events_total{") || tokio::time::Instant::now() > deadline
+        {
             break metrics;
         }
         tokio::task::yield_now().await;
     };
     for expected in [
-        r#"webhooks_total{resource="callMemberships",outcome="accepted"} 1"#,
-        r#"pushes_total{channel="voip",outcome="delivered",reason=""} 1"#,
-        r#"events_total{kind="ring",outcome="relayed"} 1"#,
-        "ring_latency_seconds_count 1",
-        "apns_request_duration_seconds_count 1",
-        "apns_provider_tokens_minted_total 1",
-        r#"db_pool_connections{state="idle"}"#,
-        r#"db_pool_connections{state="in_use"}"#,
-        "push_queue_depth 0",
-        r#"http_requests_total{route="/register",method="POST",status="204"} 1"#,
+        r#"webex_push_webhooks_total{resource="callMemberships",outcome="accepted"} 1"#,
+        r#"webex_push_pushes_total{channel="voip",outcome="delivered",reason=""} 1"#,
+        r#"webex_push_events_total{kind="ring",outcome="relayed"} 1"#,
+        "webex_push_ring_latency_seconds_count 1",
+        "webex_push_apns_request_duration_seconds_count 1",
+        "webex_push_apns_provider_tokens_minted_total 1",
+        r#"webex_push_db_pool_connections{state="idle"}"#,
+        r#"webex_push_db_pool_connections{state="in_use"}"#,
+        "webex_push_push_queue_depth 0",
+        r#"webex_push_http_requests_total{route="/register",method="POST",status="204"} 1"#,
+        r#"webex_push_http_request_duration_seconds_count{route="/webhook",method="POST"} 1"#,
+        r#"webex_push_build_info{version=""#,
+        "process_resident_memory_bytes ",
     ] {
         assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
     }
@@ -707,6 +769,53 @@ async fn check_fails_clearly_for_a_wrong_key_an_unreachable_apns_and_an_unreacha
         line.contains("DATABASE_URL") || line.contains("connect"),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_changes_nothing_lists_every_step_and_warns_about_insecure_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("webex-push.db");
+    let envs = vec![
+        ("DATABASE_URL", format!("sqlite://{}", db.display())),
+        ("APNS_KEY_FILE", "/nonexistent/AuthKey_KEY1234567.p8".to_owned()),
+        ("APNS_KEY_ID", KEY_ID.to_owned()),
+        ("APNS_TEAM_ID", TEAM_ID.to_owned()),
+        ("APNS_TOPIC", TOPIC.to_owned()),
+    ];
+    let (ok, stdout, _) = run_binary(&["check"], &envs).await;
+    assert!(!ok, "{stdout}");
+    assert!(!db.exists(), "a check creates no database file");
+    assert!(step_line(&stdout, "configuration").ends_with(" ok"), "{stdout}");
+    assert!(step_line(&stdout, "APNs key").contains("FAILED: APNS_KEY_FILE"), "{stdout}");
+    // The steps after a failed key are listed, as skipped.
+    assert!(step_line(&stdout, "APNs provider token").contains("skipped"), "{stdout}");
+    assert!(step_line(&stdout, "APNs connection").contains("skipped"), "{stdout}");
+    assert!(step_line(&stdout, "database").ends_with(" ok"), "{stdout}");
+    assert!(stdout.contains("does not exist yet"), "{stdout}");
+    assert!(step_line(&stdout, "insecure settings").ends_with(" 2"), "{stdout}");
+    assert!(stdout.contains("WARNING: WEBHOOK_SECRET is not set"), "{stdout}");
+    assert!(stdout.contains("WARNING: REGISTER_AUTH=off"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("check FAILED"), "{stdout}");
+
+    // Without migrations at start-up, a database without the schema fails the check.
+    let mut no_migrations = envs.clone();
+    no_migrations.push(("MIGRATE_ON_START", "false".to_owned()));
+    let (_, stdout, _) = run_binary(&["check"], &no_migrations).await;
+    assert!(step_line(&stdout, "database").contains("FAILED: "), "{stdout}");
+    assert!(stdout.contains("webex-push migrate"), "{stdout}");
+    assert!(!db.exists());
+
+    // An existing file is opened read-only: its schema is read, others reading it warned.
+    let (ok, _, stderr) = run_binary(&["migrate"], &envs[..1]).await;
+    assert!(ok, "{stderr}");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let (_, stdout, _) = run_binary(&["check"], &no_migrations).await;
+    assert!(step_line(&stdout, "database").ends_with(" ok"), "{stdout}");
+    assert!(stdout.contains("schema up to date"), "{stdout}");
+    assert!(stdout.contains("WARNING: the SQLite database"), "{stdout}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the check wrote nothing");
 }
 
 const ADA_ACCESS: &str = "ada-access-token_PF84_org";
