@@ -98,7 +98,7 @@ done
 
 log "Kubernetes schemas (kubernetes-validate --strict)"
 # Core kinds must all have a schema: a "Couldn't find schema" warning for anything but
-# the ServiceMonitor CRD (checked below) fails the run.
+# the ServiceMonitor and PrometheusRule CRDs (checked below) fails the run.
 k8s_validate() {
   local version=$1
   shift
@@ -107,7 +107,8 @@ k8s_validate() {
     echo "$out"
     return 1
   }
-  if echo "$out" | grep -v "kind ServiceMonitor" | grep -q "Couldn't find schema"; then
+  if echo "$out" | grep -v -e "kind ServiceMonitor" -e "kind PrometheusRule" \
+    | grep -q "Couldn't find schema"; then
     echo "$out"
     return 1
   fi
@@ -121,6 +122,19 @@ log "ServiceMonitor (CRD subset schema)"
 run "ServiceMonitor schema" \
   "$bin/check-jsonschema" --schemafile deploy/schemas/servicemonitor.schema.json \
   "$k8s/components/monitoring/servicemonitor.yaml"
+
+log "PrometheusRule (CRD subset schema, promtool check rules)"
+run "PrometheusRule schema" \
+  "$bin/check-jsonschema" --schemafile deploy/schemas/prometheusrule.schema.json \
+  "$k8s/components/monitoring/prometheusrule.yaml"
+if command -v promtool >/dev/null 2>&1; then
+  # The rule groups as a Prometheus rule file: the expressions must parse.
+  "$bin/python" -c 'import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); yaml.safe_dump({"groups": d["spec"]["groups"]}, sys.stdout)' \
+    "$k8s/components/monitoring/prometheusrule.yaml" >"$work/rules.yaml"
+  run "promtool check rules" promtool check rules "$work/rules.yaml"
+else
+  echo "note  promtool not installed (Debian: prometheus): alert expressions not checked"
+fi
 
 log "Heroku app.json (schema)"
 run "app.json schema" \

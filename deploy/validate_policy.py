@@ -124,6 +124,14 @@ def kubernetes(app_yaml: Path, migrate_yaml: Path) -> None:
         check(all(e.get("port") in svc_port_names for e in mon["spec"]["endpoints"]), "ServiceMonitor port is a Service port name")
         check(all(e.get("path") == "/metrics" for e in mon["spec"]["endpoints"]), "ServiceMonitor scrapes /metrics")
 
+    # The PrometheusRule ships the alerts docs/operations.md suggests, unchanged.
+    rules = by_kind(docs, "PrometheusRule")
+    check(len(rules) == 1, f"the example overlay renders one PrometheusRule (found {len(rules)})")
+    documented = documented_alerts()
+    for rule in rules:
+        check(rule.get("spec", {}).get("groups") == documented.get("groups"),
+              "the PrometheusRule's groups are the alerts of docs/operations.md")
+
     # The Ingress: TLS for every host (Webex calls https:// only), the two public routes
     # and nothing else (/metrics, /admin stay internal), to the Service's named port.
     ingresses = by_kind(docs, "Ingress")
@@ -152,6 +160,14 @@ def kubernetes(app_yaml: Path, migrate_yaml: Path) -> None:
         db = [e for e in jc.get("env", []) if e.get("name") == "DATABASE_URL"]
         check(bool(db) and db[0].get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "webex-push",
               "Job reads DATABASE_URL from the Secret")
+
+
+def documented_alerts() -> dict:
+    """The YAML block under "## Suggested alerts" in docs/operations.md."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text.split("## Suggested alerts", 1)[-1]
+    match = re.search(r"```yaml\n(.*?)```", section, re.S)
+    return yaml.safe_load(match.group(1)) if match else {}
 
 
 # Config vars that app.json leaves out on purpose, and why (see docs/deployment.md).

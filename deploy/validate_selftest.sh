@@ -55,6 +55,8 @@ expect fail "kustomization naming a missing file" \
   "sed -i 's/- service.yaml/- services.yaml/' $k8s/base/kustomization.yaml"
 expect fail "ServiceMonitor with an unknown field" \
   "sed -i 's/scrapeTimeout: 10s/scrapeTimeot: 10s/' $k8s/components/monitoring/servicemonitor.yaml"
+expect fail "an alert in the docs but not in the PrometheusRule" \
+  "sed -i 's/expr: max(webex_push_push_queue_depth) > 100/expr: max(webex_push_push_queue_depth) > 50/' docs/operations.md"
 expect fail "Ingress without TLS" \
   "sed -i '/^  tls:/,/secretName:/d' $k8s/components/ingress/ingress.yaml"
 expect fail "Ingress exposing /metrics" \
