@@ -53,7 +53,7 @@ async fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
     } else {
         tracing::info!(
             backend = store.backend_name(),
-            migrations = applied.join(","),
+            migrations = %applied.join(","),
             "migrations applied"
         );
     }

@@ -84,7 +84,7 @@ where
                 spans.push(Value::from(span.name()));
                 let extensions = span.extensions();
                 // JsonFields stores each span's fields as one JSON object.
-                let recorded = extensions
+                let recorded: Option<Value> = extensions
                     .get::<FormattedFields<N>>()
                     .and_then(|formatted| serde_json::from_str(formatted.as_str()).ok());
                 if let Some(Value::Object(recorded)) = recorded {

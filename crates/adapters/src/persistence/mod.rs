@@ -716,7 +716,7 @@ where
     if !applied.is_empty() {
         tracing::info!(
             backend,
-            migrations = applied.join(","),
+            migrations = %applied.join(","),
             "applied database migrations"
         );
     }
