@@ -279,7 +279,10 @@ fn is_loopback_url(url: &str) -> bool {
     let host = rest.split(['/', '?']).next().unwrap_or_default();
     let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
     let host = if host.starts_with('[') {
-        host.split(']').next().unwrap_or_default().trim_start_matches('[')
+        host.split(']')
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches('[')
     } else {
         host.split(':').next().unwrap_or_default()
     };
@@ -319,9 +322,14 @@ fn postgres_without_tls_to_remote_host(url: Option<&str>) -> bool {
         .split(['/', '?'])
         .next()
         .unwrap_or_default();
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let host = if host.starts_with('[') {
-        host.split(']').next().unwrap_or_default().trim_start_matches('[')
+        host.split(']')
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches('[')
     } else {
         host.split(':').next().unwrap_or_default()
     };
@@ -361,7 +369,10 @@ mod tests {
     fn the_defaults_warn_about_unsigned_webhooks_and_unproven_registrations() {
         let found = warnings(&[]);
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found[0].starts_with("WEBHOOK_SECRET is not set"), "{found:?}");
+        assert!(
+            found[0].starts_with("WEBHOOK_SECRET is not set"),
+            "{found:?}"
+        );
         assert!(found[1].starts_with("REGISTER_AUTH=off"), "{found:?}");
     }
 

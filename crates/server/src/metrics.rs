@@ -819,7 +819,10 @@ mod tests {
         }
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let name = line.split(' ').nth(2).unwrap();
-            assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}"
+            );
         }
         #[cfg(target_os = "linux")]
         assert!(

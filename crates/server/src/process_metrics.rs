@@ -135,7 +135,11 @@ impl Collector for ProcessCollector {
             ),
         ];
         if let Some(open) = sample.open_fds {
-            gauges.push(("process_open_fds", "Number of open file descriptors", gauge(open)));
+            gauges.push((
+                "process_open_fds",
+                "Number of open file descriptors",
+                gauge(open),
+            ));
         }
         if let Some(max) = sample.max_fds {
             gauges.push((
@@ -183,12 +187,18 @@ mod tests {
         let sample = collector.sample().expect("/proc/self is readable on Linux");
         assert!(sample.resident_bytes > 0);
         assert!(sample.threads >= 1);
-        assert!(sample.open_fds.unwrap_or(0) >= 3, "stdin, stdout, stderr at least");
+        assert!(
+            sample.open_fds.unwrap_or(0) >= 3,
+            "stdin, stdout, stderr at least"
+        );
         let started = collector.start_time.expect("start time");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        assert!(started <= now + 1.0 && started > now - 24.0 * 3600.0, "{started} vs {now}");
+        assert!(
+            started <= now + 1.0 && started > now - 24.0 * 3600.0,
+            "{started} vs {now}"
+        );
     }
 }

@@ -105,7 +105,11 @@ where
         push_pair(&mut text, "timestamp", &Value::from(timestamp));
         push_pair(&mut text, "level", &Value::from(metadata.level().as_str()));
         push_pair(&mut text, "target", &Value::from(metadata.target()));
-        push_pair(&mut text, "message", &Value::from(message.unwrap_or_default()));
+        push_pair(
+            &mut text,
+            "message",
+            &Value::from(message.unwrap_or_default()),
+        );
         for (name, value) in &fields.0 {
             push_pair(&mut text, name, value);
         }
@@ -274,7 +278,10 @@ mod tests {
         assert_eq!(line["recorded"], true);
         assert_eq!(line["depth"], 3);
         assert_eq!(line["reason"], "Unregistered");
-        assert!(line.get("waiting").is_none(), "an absent value is left out: {line}");
+        assert!(
+            line.get("waiting").is_none(),
+            "an absent value is left out: {line}"
+        );
         assert_eq!(line["spans"], serde_json::json!(["request"]));
         let text = line.to_string();
         assert!(!text.contains("None") && !text.contains("Some("), "{text}");

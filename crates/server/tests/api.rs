@@ -1253,7 +1253,10 @@ async fn metrics_count_requests_by_route_pattern_and_webhooks_by_outcome() {
         "text/plain; version=0.0.4; charset=utf-8"
     );
     let text = response.text().await.unwrap();
-    assert!(!text.contains("# EOF"), "OpenMetrics' end marker in 0.0.4 text");
+    assert!(
+        !text.contains("# EOF"),
+        "OpenMetrics' end marker in 0.0.4 text"
+    );
     for line in [
         r#"webex_push_webhooks_total{resource="unknown",outcome="unauthorized"} 1"#,
         r#"webex_push_webhooks_total{resource="callMemberships",outcome="accepted"} 1"#,

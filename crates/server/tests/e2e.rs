@@ -418,7 +418,11 @@ async fn a_bad_configuration_stops_start_up_naming_the_variable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_reports_its_version_and_a_failure_once() {
     let version = env!("CARGO_PKG_VERSION");
-    for args in [&["--version"][..], &["serve", "--version"], &["check", "--version"]] {
+    for args in [
+        &["--version"][..],
+        &["serve", "--version"],
+        &["check", "--version"],
+    ] {
         let (ok, stdout, _) = run_binary(args, &[]).await;
         assert!(ok, "{args:?}");
         let printed = stdout.trim();
@@ -457,17 +461,38 @@ async fn each_command_takes_only_the_options_it_uses_one_name_each() {
     };
     let migrate = help(&["migrate", "--help"]).await;
     assert!(migrate.contains("--database-url"), "{migrate}");
-    for unused in ["--migrate-on-start", "--database-pool-size", "--apns-key", "--port"] {
-        assert!(!migrate.contains(unused), "migrate lists {unused}:\n{migrate}");
+    for unused in [
+        "--migrate-on-start",
+        "--database-pool-size",
+        "--apns-key",
+        "--port",
+    ] {
+        assert!(
+            !migrate.contains(unused),
+            "migrate lists {unused}:\n{migrate}"
+        );
     }
     let push = help(&["push", "--help"]).await;
     assert!(push.contains("--apns-environment"), "{push}");
-    for unused in ["--environment ", "--apns-max-in-flight", "--database-url", "--port"] {
+    for unused in [
+        "--environment ",
+        "--apns-max-in-flight",
+        "--database-url",
+        "--port",
+    ] {
         assert!(!push.contains(unused), "push lists {unused}:\n{push}");
     }
     // The old spelling still parses (scripts in the field), as the same option.
     let (_, _, stderr) = run_binary(
-        &["push", "--token", "00", "--channel", "voip", "--environment", "bogus"],
+        &[
+            "push",
+            "--token",
+            "00",
+            "--channel",
+            "voip",
+            "--environment",
+            "bogus",
+        ],
         &[],
     )
     .await;
@@ -531,8 +556,7 @@ async fn metrics_count_a_ring_end_to_end_and_its_push_logs_carry_the_webhook_req
             .text()
             .await
             .unwrap();
-        if metrics.contains("webex_push_events_total{") || tokio::time::Instant::now() > deadline
-        {
+        if metrics.contains("webex_push_events_total{") || tokio::time::Instant::now() > deadline {
             break metrics;
         }
         tokio::task::yield_now().await;
@@ -781,7 +805,10 @@ async fn check_changes_nothing_lists_every_step_and_warns_about_insecure_setting
     let db = dir.path().join("webex-push.db");
     let envs = vec![
         ("DATABASE_URL", format!("sqlite://{}", db.display())),
-        ("APNS_KEY_FILE", "/nonexistent/AuthKey_KEY1234567.p8".to_owned()),
+        (
+            "APNS_KEY_FILE",
+            "/nonexistent/AuthKey_KEY1234567.p8".to_owned(),
+        ),
         ("APNS_KEY_ID", KEY_ID.to_owned()),
         ("APNS_TEAM_ID", TEAM_ID.to_owned()),
         ("APNS_TOPIC", TOPIC.to_owned()),
@@ -789,15 +816,33 @@ async fn check_changes_nothing_lists_every_step_and_warns_about_insecure_setting
     let (ok, stdout, _) = run_binary(&["check"], &envs).await;
     assert!(!ok, "{stdout}");
     assert!(!db.exists(), "a check creates no database file");
-    assert!(step_line(&stdout, "configuration").ends_with(" ok"), "{stdout}");
-    assert!(step_line(&stdout, "APNs key").contains("FAILED: APNS_KEY_FILE"), "{stdout}");
+    assert!(
+        step_line(&stdout, "configuration").ends_with(" ok"),
+        "{stdout}"
+    );
+    assert!(
+        step_line(&stdout, "APNs key").contains("FAILED: APNS_KEY_FILE"),
+        "{stdout}"
+    );
     // The steps after a failed key are listed, as skipped.
-    assert!(step_line(&stdout, "APNs provider token").contains("skipped"), "{stdout}");
-    assert!(step_line(&stdout, "APNs connection").contains("skipped"), "{stdout}");
+    assert!(
+        step_line(&stdout, "APNs provider token").contains("skipped"),
+        "{stdout}"
+    );
+    assert!(
+        step_line(&stdout, "APNs connection").contains("skipped"),
+        "{stdout}"
+    );
     assert!(step_line(&stdout, "database").ends_with(" ok"), "{stdout}");
     assert!(stdout.contains("does not exist yet"), "{stdout}");
-    assert!(step_line(&stdout, "insecure settings").ends_with(" 2"), "{stdout}");
-    assert!(stdout.contains("WARNING: WEBHOOK_SECRET is not set"), "{stdout}");
+    assert!(
+        step_line(&stdout, "insecure settings").ends_with(" 2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("WARNING: WEBHOOK_SECRET is not set"),
+        "{stdout}"
+    );
     assert!(stdout.contains("WARNING: REGISTER_AUTH=off"), "{stdout}");
     assert!(stdout.trim_end().ends_with("check FAILED"), "{stdout}");
 
@@ -805,7 +850,10 @@ async fn check_changes_nothing_lists_every_step_and_warns_about_insecure_setting
     let mut no_migrations = envs.clone();
     no_migrations.push(("MIGRATE_ON_START", "false".to_owned()));
     let (_, stdout, _) = run_binary(&["check"], &no_migrations).await;
-    assert!(step_line(&stdout, "database").contains("FAILED: "), "{stdout}");
+    assert!(
+        step_line(&stdout, "database").contains("FAILED: "),
+        "{stdout}"
+    );
     assert!(stdout.contains("webex-push migrate"), "{stdout}");
     assert!(!db.exists());
 
@@ -819,7 +867,11 @@ async fn check_changes_nothing_lists_every_step_and_warns_about_insecure_setting
     assert!(step_line(&stdout, "database").ends_with(" ok"), "{stdout}");
     assert!(stdout.contains("schema up to date"), "{stdout}");
     assert!(stdout.contains("WARNING: the SQLite database"), "{stdout}");
-    assert_eq!(std::fs::read(&db).unwrap(), before, "the check wrote nothing");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the check wrote nothing"
+    );
 }
 
 const ADA_ACCESS: &str = "ada-access-token_PF84_org";

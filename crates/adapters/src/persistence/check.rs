@@ -112,7 +112,10 @@ fn check_blocking(config: &DatabaseConfig) -> Result<DatabaseCheck, StoreSetupEr
 }
 
 /// A SQLite file that does not exist yet is fine when `serve` can create it there.
-fn missing_sqlite_file(path: &Path, backend: &'static str) -> Result<DatabaseCheck, StoreSetupError> {
+fn missing_sqlite_file(
+    path: &Path,
+    backend: &'static str,
+) -> Result<DatabaseCheck, StoreSetupError> {
     let directory = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
@@ -219,6 +222,9 @@ mod tests {
             read_only_uri(Path::new("/var/lib/x?y#z%.db")),
             "file:/var/lib/x%3fy%23z%25.db?mode=ro"
         );
-        assert_eq!(read_only_uri(Path::new("webex-push.db")), "file:webex-push.db?mode=ro");
+        assert_eq!(
+            read_only_uri(Path::new("webex-push.db")),
+            "file:webex-push.db?mode=ro"
+        );
     }
 }

@@ -655,8 +655,8 @@ impl Database {
             Ok(Err(join_error)) => Err(RegistrationError::Unknown(Box::new(join_error))),
             Err(elapsed) => {
                 tracing::warn!(
-                    timeout_ms = u64::try_from(self.operation_timeout.as_millis())
-                        .unwrap_or(u64::MAX),
+                    timeout_ms =
+                        u64::try_from(self.operation_timeout.as_millis()).unwrap_or(u64::MAX),
                     "database operation timed out"
                 );
                 self.abandon_stuck_connections();
