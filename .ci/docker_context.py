@@ -128,7 +128,10 @@ def main(argv: list[str]) -> int:
     for rel in files:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / rel, target, follow_symlinks=False)
+        # Fresh modification times, not copy2's: cargo must see the copy as changed
+        # sources and compile it, or a build reusing the tree's target/ would take its
+        # fingerprints (and the tree's own files) as up to date and prove nothing.
+        shutil.copy(src / rel, target, follow_symlinks=False)
     print(f"docker context: {len(files)} files copied to {dest}")
     return 0
 
