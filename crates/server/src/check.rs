@@ -84,7 +84,11 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
     let webhook_auth = report.step(
         "webhook auth",
         config::webhook_secrets(args.webhook.webhook_secret.as_deref()).and_then(|secrets| {
-            config::webhook_auth(&secrets, args.webhook.allow_unsigned_webhooks, apns.as_ref())
+            config::webhook_auth(
+                &secrets,
+                args.webhook.allow_unsigned_webhooks,
+                apns.as_ref(),
+            )
         }),
     );
     match webhook_auth {

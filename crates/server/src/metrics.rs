@@ -342,17 +342,17 @@ impl Metrics {
         self.rate_limited.inc();
     }
 
-    /// Where `push_queue_depth` is read at scrape time.
+    /// Where `webex_push_push_queue_depth` is read at scrape time.
     pub fn probe_queue(&self, probe: impl Fn() -> usize + Send + Sync + 'static) {
         let _ = self.queue_probe.set(Box::new(probe));
     }
 
-    /// Where `db_pool_connections` is read at scrape time: `(in_use, idle)`.
+    /// Where `webex_push_db_pool_connections` is read at scrape time: `(in_use, idle)`.
     pub fn probe_pool(&self, probe: impl Fn() -> (u32, u32) + Send + Sync + 'static) {
         let _ = self.pool_probe.set(Box::new(probe));
     }
 
-    /// Where `apns_provider_tokens_minted_total` is read at scrape time.
+    /// Where `webex_push_apns_provider_tokens_minted_total` is read at scrape time.
     pub fn probe_tokens(&self, probe: impl Fn() -> u64 + Send + Sync + 'static) {
         let _ = self.tokens_probe.set(Box::new(probe));
     }

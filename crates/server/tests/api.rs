@@ -339,7 +339,7 @@ async fn registrations_past_the_rate_of_a_client_address_are_429_with_retry_afte
     assert_eq!(response.status(), 429);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics.contains("registrations_rate_limited_total 2"),
+        metrics.contains("webex_push_registrations_rate_limited_total 2"),
         "{metrics}"
     );
     app.assert_nothing_relayed().await;
@@ -386,7 +386,10 @@ async fn devices_evicted_by_the_limit_per_person_are_counted() {
     let response = app.post_json("/register", &original_registration()).await;
     assert_eq!(response.status(), 204);
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("devices_evicted_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("webex_push_devices_evicted_total 1"),
+        "{metrics}"
+    );
     app.assert_nothing_relayed().await;
 }
 

@@ -683,5 +683,8 @@ async fn a_person_keeps_only_the_most_recent_devices_and_a_ring_fans_out_to_thos
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("devices_evicted_total 4"), "{metrics}");
+    assert!(
+        metrics.contains("webex_push_devices_evicted_total 4"),
+        "{metrics}"
+    );
 }
