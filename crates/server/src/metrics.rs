@@ -791,8 +791,13 @@ mod tests {
             r#"webex_push_http_requests_total{route="/register",method="other",status="405"} 1"#,
             "# TYPE webex_push_push_queue_depth gauge",
             &format!(
-                r#"webex_push_build_info{{version="{}",profile="debug"}} 1"#,
-                env!("CARGO_PKG_VERSION")
+                r#"webex_push_build_info{{version="{}",profile="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION"),
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
             ),
         ] {
             assert!(text.contains(expected), "{expected} in {text}");
