@@ -103,16 +103,11 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
         }
         None => {}
     }
-    match args.auth.register_auth {
-        RegisterAuth::Webex => {
-            println!("{:<22} ok", "register auth");
-            report.detail("webex: registrations prove who they are");
-        }
-        RegisterAuth::Off => {
-            println!("{:<22} ok", "register auth");
-            report.detail("off: see insecure settings");
-        }
-    }
+    println!("{:<22} ok", "register auth");
+    report.detail(match args.auth.register_auth {
+        RegisterAuth::Webex => "webex: registrations prove who they are",
+        RegisterAuth::Off => "off: see insecure settings",
+    });
     let endpoint = apns.as_ref().and_then(|apns| apns.endpoint.clone());
     let client = match apns {
         Some(apns) => report.step(
