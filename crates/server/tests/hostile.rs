@@ -464,3 +464,79 @@ async fn the_http_layers_own_refusals_are_problem_documents() {
     assert_eq!(h.get_status("/healthz").await, 200);
     assert!(h.standin.accepted().is_empty());
 }
+
+/// The series `/metrics` holds now (sample lines, comments left out).
+async fn series(h: &Harness) -> std::collections::BTreeSet<String> {
+    let text = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        // The series name and labels, not its value.
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_owned()))
+        // Process metrics (CPU, memory, file descriptors) are fixed series, changing values.
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_random_methods_and_paths_add_no_metric_series() {
+    use rand::Rng as _;
+    use rand::distributions::Alphanumeric;
+    let h = Harness::start(1).await;
+    let random_request = |rng: &mut rand::rngs::ThreadRng| {
+        let len = rng.gen_range(1..4096);
+        let method: String = rng
+            .sample_iter(&Alphanumeric)
+            .take(len)
+            .map(char::from)
+            .collect();
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let path = match rng.gen_range(0..4) {
+            0 => "/register".to_owned(),
+            1 => format!("/register/{}", token("ab")),
+            2 => "/webhook".to_owned(),
+            _ => {
+                let len = rng.gen_range(1..200);
+                let segment: String = rng
+                    .sample_iter(&Alphanumeric)
+                    .take(len)
+                    .map(char::from)
+                    .collect();
+                format!("/{segment}")
+            }
+        };
+        (method, path)
+    };
+    let send = |method: reqwest::Method, path: String| {
+        let request = h.http.request(method, h.url(&path));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Every kind of answer these requests get, once, so their series exist.
+    let mut rng = rand::thread_rng();
+    for _ in 0..100 {
+        let (method, path) = random_request(&mut rng);
+        assert!((400..500).contains(&send(method, path).await));
+    }
+    // The first scrape counts itself: scrape once so its own series exist too.
+    series(&h).await;
+    let before = series(&h).await;
+    for _ in 0..1_000 {
+        let (method, path) = random_request(&mut rng);
+        let status = send(method, path).await;
+        assert!((400..500).contains(&status), "{status}");
+    }
+    let after = series(&h).await;
+    let added: Vec<&String> = after.difference(&before).collect();
+    assert!(added.is_empty(), "new series: {added:#?}");
+    assert!(
+        after.iter().any(|s| s.contains(r#"method="other""#)),
+        "random methods are counted as `other`"
+    );
+    assert_eq!(h.get_status("/healthz").await, 200);
+}
