@@ -13,7 +13,8 @@ use webex_push_domain::{ApnsEnvironment, Channel, Push, PushGateway, PushOutcome
 
 use super::classify::{ErrorBody, classify, parse_retry_after};
 use super::config::{ApnsConfig, ApnsConfigError};
-use super::payload::{Prepared, prepare};
+use super::payload::Prepared;
+use super::prepared::PreparedCache;
 use super::token::{Clock, ProviderToken, ProviderTokens};
 
 /// Apple's production gateway.
@@ -84,6 +85,8 @@ struct Inner {
     voip_topic: HeaderValue,
     in_flight: Semaphore,
     clock: Clock,
+    /// Each event's payload, built by its first push.
+    prepared: PreparedCache,
 }
 
 /// One base URL and the HTTP/2 connection to it.
@@ -169,6 +172,7 @@ impl ApnsClient {
                 voip_topic: topic_header(Channel::Voip)?,
                 in_flight: Semaphore::new(config.max_in_flight),
                 clock,
+                prepared: PreparedCache::default(),
             }),
         })
     }
@@ -232,7 +236,7 @@ impl ApnsClient {
     pub async fn send_detailed(&self, push: &Push) -> ApnsAnswer {
         let started = Instant::now();
         let inner = &self.inner;
-        let prepared = prepare(&push.content, (inner.clock)());
+        let prepared = inner.prepared.get(&push.content, (inner.clock)());
         let topic = match &push.bundle_id {
             None => match push.channel {
                 Channel::Voip => inner.voip_topic.clone(),

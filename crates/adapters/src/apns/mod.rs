@@ -5,6 +5,7 @@ mod classify;
 mod client;
 mod config;
 mod payload;
+mod prepared;
 mod token;
 
 pub use classify::classify;
