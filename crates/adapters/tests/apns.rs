@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use apns_standin::{Failure, StandIn, StandInConfig};
+use apns_standin::{Failure, FaultProxy, StandIn, StandInConfig};
 use base64::Engine as _;
 use chrono::{TimeZone as _, Utc};
 use futures::future::join_all;
@@ -499,6 +499,52 @@ async fn a_dropped_connection_with_pushes_in_flight_loses_none() {
         "drop: {retries} retries, {} connections",
         stats.connections_opened
     );
+}
+
+#[tokio::test]
+async fn a_connection_silently_dropped_on_the_way_is_abandoned_at_the_first_unanswered_push() {
+    let key = ApnsKey::from_pem(&key_pem()).unwrap();
+    let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, key.public_key_pem()))
+        .await
+        .unwrap();
+    let target = standin
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.trim_end_matches('/').parse::<u16>().ok())
+        .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .unwrap();
+    let proxy = FaultProxy::start(target).await.unwrap();
+    let mut config = ApnsConfig::new(
+        key,
+        KeyId::parse(KEY_ID).unwrap(),
+        TeamId::parse(TEAM_ID).unwrap(),
+        BundleId::parse(BUNDLE).unwrap(),
+    );
+    config.endpoint = Some(proxy.url());
+    config.extra_ca_pem = Some(standin.ca_pem());
+    config.request_timeout = Duration::from_secs(2);
+    let client = ApnsClient::new(config).unwrap();
+    assert!(is_delivered(&client.send(&alert(1)).await));
+    assert_eq!(proxy.connections(), 1);
+
+    // A NAT forgets the flow: nothing is refused, nothing comes back.
+    assert_eq!(proxy.blackhole_live(), 1);
+    let since = Instant::now();
+    let (outcome, attempts) = send_until_settled(&client, &alert(2)).await;
+    let took = since.elapsed();
+    assert!(is_delivered(&outcome), "{outcome:?}");
+    // One push timed out on the dead connection; the next went to a new one, instead
+    // of waiting for HTTP/2 keep-alive (60 + 20 s) to notice.
+    assert_eq!(attempts, 2);
+    assert!(
+        took < Duration::from_secs(5),
+        "delivered again after {took:?}"
+    );
+    assert_eq!(proxy.connections(), 2);
+    // And the new connection carries what follows.
+    assert!(is_delivered(&client.send(&alert(3)).await));
+    assert_eq!(proxy.connections(), 2);
 }
 
 #[tokio::test]

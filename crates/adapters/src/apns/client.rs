@@ -94,12 +94,47 @@ struct Gateway {
     /// `<endpoint>/3/device/`, parsed once: each request clones it and appends the
     /// device token instead of parsing a whole URL string.
     base: reqwest::Url,
-    http: reqwest::Client,
+    /// The client (its one connection) and its generation; replaced when a request on
+    /// it got no answer (see [`Gateway::abandon`]).
+    http: std::sync::RwLock<(u64, reqwest::Client)>,
+    /// Builds a client with a connection of its own.
+    connect: Box<dyn Fn() -> Result<reqwest::Client, ApnsConfigError> + Send + Sync>,
     /// Whether a request on this gateway got an answer yet. Until then Apple allows
     /// one stream per token-auth connection, so requests go one at a time (`gate`) and
     /// a burst does not open a connection per request.
     warm: AtomicBool,
     gate: Mutex<()>,
+}
+
+impl Gateway {
+    fn client(&self) -> (u64, reqwest::Client) {
+        let current = self.http.read().unwrap_or_else(|e| e.into_inner());
+        (current.0, current.1.clone())
+    }
+
+    /// Leaves the connection of client `generation` to the pushes already on it and
+    /// sends every later push on a fresh one; a no-op when another push replaced it
+    /// first. The fresh connection gets one stream until its first answer, as Apple
+    /// asks of every new token-auth connection.
+    fn abandon(&self, generation: u64) {
+        let mut current = self.http.write().unwrap_or_else(|e| e.into_inner());
+        if current.0 != generation {
+            return;
+        }
+        match (self.connect)() {
+            Ok(client) => {
+                *current = (generation + 1, client);
+                self.warm.store(false, Ordering::Release);
+                tracing::info!(
+                    generation = generation + 1,
+                    "APNs request got no answer: later pushes go to a new connection"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "APNs connection not replaced");
+            }
+        }
+    }
 }
 
 /// The raw result of one HTTP exchange.
@@ -136,9 +171,11 @@ impl ApnsClient {
             let base = reqwest::Url::parse(&base)
                 .and_then(|url| url.join("/3/device/"))
                 .map_err(|_| bad())?;
+            let (config, extra_ca) = (config.clone(), extra_ca.clone());
             Ok(Arc::new(Gateway {
                 base,
-                http: http_client(&config, &extra_ca)?,
+                http: std::sync::RwLock::new((0, http_client(&config, &extra_ca)?)),
+                connect: Box::new(move || http_client(&config, &extra_ca)),
                 warm: AtomicBool::new(false),
                 gate: Mutex::new(()),
             }))
@@ -409,9 +446,18 @@ impl Inner {
         // Built by a plain function, so the URL, the header map and the request are not
         // part of this future's state, which every push in flight carries.
         let request = request(gateway, device_token, topic, prepared, apns_id, token);
-        let response = match gateway.http.execute(request).await {
+        let (generation, http) = gateway.client();
+        let response = match http.execute(request).await {
             Ok(response) => response,
-            Err(error) => return transport_failure(&error),
+            Err(error) => {
+                if error.is_timeout() || !error.is_connect() {
+                    // No answer on an open connection: it may be dead without knowing
+                    // it (a NAT or load balancer that forgot the flow), and HTTP/2
+                    // keep-alive would notice only after a minute or more.
+                    gateway.abandon(generation);
+                }
+                return transport_failure(&error);
+            }
         };
         let status = response.status();
         let headers = response.headers();
