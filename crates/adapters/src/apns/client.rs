@@ -26,6 +26,9 @@ pub const SANDBOX_ENDPOINT: &str = "https://api.sandbox.push.apple.com";
 /// one is noticed before a push needs it.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long sent bytes may stay unacknowledged before the connection is given up.
+#[cfg(target_os = "linux")]
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Room for our eight headers and the two reqwest adds (`user-agent`, `accept`).
 const HEADER_CAPACITY: usize = 12;
@@ -651,6 +654,12 @@ fn http_client(
         .timeout(config.request_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("webex-push/", env!("CARGO_PKG_VERSION")));
+    // Bytes Apple has not acknowledged for this long mean the path is gone: the kernel
+    // closes the socket instead of retransmitting for up to 15 minutes.
+    #[cfg(target_os = "linux")]
+    {
+        builder = builder.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
     for certificate in extra_ca {
         builder = builder.add_root_certificate(certificate.clone());
     }
