@@ -27,15 +27,7 @@ use crate::queue::{self, PushWorkers};
 use crate::rate_limit::RegisterRateLimiter;
 use crate::request_id;
 use crate::routes::admin::AdminState;
-use crate::routes::{self, health::Readiness, webhook::WebhookState};
-
-/// Request limits the body-reading handlers share.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub register_body: usize,
-    pub webhook_body: usize,
-    pub request_timeout: Duration,
-}
+use crate::routes::{self, Limits, health::Readiness, webhook::WebhookState};
 
 /// The ports the HTTP app drives: the real adapters in production, mocks in tests.
 pub struct Dependencies {

@@ -9,11 +9,9 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 use webex_push_domain::{Channel, Device, DeviceToken, PersonId};
 
-use super::register::token_error;
-use super::{method_not_allowed, read_body, require_json};
+use super::{Limits, method_not_allowed, read_body, require_json, token_error};
 use crate::admin::{AdminService, Target, TestPushError, TestPushResult};
 use crate::error::{ApiError, FieldError};
-use crate::startup::Limits;
 
 /// The admin API's state; the routes exist only when it does.
 pub struct AdminState {

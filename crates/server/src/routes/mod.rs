@@ -30,7 +30,17 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, web};
 use futures::StreamExt as _;
 
-use crate::error::ApiError;
+use webex_push_domain::DeviceTokenError;
+
+use crate::error::{ApiError, FieldError};
+
+/// Request limits the body-reading handlers share.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub register_body: usize,
+    pub webhook_body: usize,
+    pub request_timeout: Duration,
+}
 
 /// Reads the whole body, refusing it past `limit` bytes or when the client takes
 /// longer than `timeout` to send it.
@@ -86,4 +96,16 @@ pub(crate) fn method_not_allowed(
     allowed: &'static str,
 ) -> impl Fn() -> futures::future::Ready<Result<actix_web::HttpResponse, ApiError>> + Clone {
     move || futures::future::ready(Err(ApiError::MethodNotAllowed(allowed)))
+}
+
+/// The validation error of a device token field, with the rule it broke.
+pub(crate) fn token_error(field: &str, error: &DeviceTokenError) -> FieldError {
+    let rule = match error {
+        DeviceTokenError::Empty => "required",
+        DeviceTokenError::NotHex(..) => "hex",
+        DeviceTokenError::OddLength(_) => "even-length",
+        DeviceTokenError::TooShort(_) => "min-length",
+        DeviceTokenError::TooLong(_) => "max-length",
+    };
+    FieldError::new(field, rule, error.to_string())
 }

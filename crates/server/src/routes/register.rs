@@ -7,15 +7,14 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
 use webex_push_domain::{
-    AccessToken, ApnsEnvironment, BundleId, DeviceToken, DeviceTokenError, EmailAddress,
-    EmailError, PersonId, Registration, RegistrationService,
+    AccessToken, ApnsEnvironment, BundleId, DeviceToken, EmailAddress, EmailError, PersonId,
+    Registration, RegistrationService,
 };
 
-use super::{method_not_allowed, read_body, require_json};
+use super::{Limits, method_not_allowed, read_body, require_json, token_error};
 use crate::error::{ApiError, FieldError};
 use crate::metrics::Metrics;
 use crate::rate_limit::RegisterRateLimiter;
-use crate::startup::Limits;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -189,17 +188,6 @@ fn optional<'a>(
             None
         }
     }
-}
-
-pub(crate) fn token_error(field: &str, error: &DeviceTokenError) -> FieldError {
-    let rule = match error {
-        DeviceTokenError::Empty => "required",
-        DeviceTokenError::NotHex(..) => "hex",
-        DeviceTokenError::OddLength(_) => "even-length",
-        DeviceTokenError::TooShort(_) => "min-length",
-        DeviceTokenError::TooLong(_) => "max-length",
-    };
-    FieldError::new(field, rule, error.to_string())
 }
 
 fn email_error(error: &EmailError) -> FieldError {

@@ -7,12 +7,11 @@ use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use webex_push_adapters::webex::{SIGNATURE_HEADER, WebhookEvent, parse_event, verify_signature};
 
-use super::{method_not_allowed, read_body};
+use super::{Limits, method_not_allowed, read_body};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::queue::{Accepted, EnqueueError, PushQueue};
 use crate::request_id::RequestId;
-use crate::startup::Limits;
 
 /// What the webhook route needs beyond the body.
 pub struct WebhookState {
