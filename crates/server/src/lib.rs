@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod process_metrics;
 pub mod queue;
 pub mod rate_limit;
-pub mod request_id;
+pub mod request_telemetry;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

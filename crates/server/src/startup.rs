@@ -25,7 +25,7 @@ use crate::housekeeping;
 use crate::metrics::{MeteredGateway, MeteredStore, Metrics};
 use crate::queue::{self, PushWorkers};
 use crate::rate_limit::RegisterRateLimiter;
-use crate::request_id;
+use crate::request_telemetry;
 use crate::routes::admin::AdminState;
 use crate::routes::{self, Limits, health::Readiness, webhook::WebhookState};
 
@@ -245,7 +245,7 @@ impl Application {
 
         let mut server = HttpServer::new(move || {
             let mut app = App::new()
-                .wrap(middleware::from_fn(request_id::middleware))
+                .wrap(middleware::from_fn(request_telemetry::middleware))
                 .app_data(registrations.clone())
                 .app_data(rate_limiter.clone())
                 .app_data(readiness.clone())

@@ -11,7 +11,7 @@ use super::{Limits, method_not_allowed, read_body};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::queue::{Accepted, EnqueueError, PushQueue};
-use crate::request_id::RequestId;
+use crate::request_telemetry::RequestId;
 
 /// What the webhook route needs beyond the body.
 pub struct WebhookState {
