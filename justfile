@@ -12,13 +12,13 @@ run *ARGS:
 
 # The whole flow locally, nothing to set up: APNs stand-in, SQLite, signed webhooks, the pushes shown.
 demo:
-    cargo build --release -p webex-push -p webex-push-tools
-    target/release/webex-push-demo
+    cargo build --release -p webex-push
+    cargo run --release -p webex-push-tools --bin webex-push-demo
 
 # End-to-end load run on Postgres at 127.0.0.1:5432 (docs/performance.md); e.g. `just bench --persons 20000`.
 bench *ARGS:
-    cargo build --release -p webex-push -p webex-push-tools
-    target/release/webex-push-load {{ARGS}}
+    cargo build --release -p webex-push
+    cargo run --release -p webex-push-tools --bin webex-push-load -- {{ARGS}}
 
 # The whole test suite (starts a throwaway PostgreSQL unless TEST_DATABASE_URL is set).
 test:
