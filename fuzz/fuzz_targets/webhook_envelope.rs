@@ -28,8 +28,9 @@ enum Resource {
     Other(String),
 }
 
+/// The envelope's `event` (named so it does not shadow the domain's `Event`).
 #[derive(Debug, Arbitrary)]
-enum Event {
+enum EventName {
     Created,
     Updated,
     Deleted,
@@ -88,7 +89,7 @@ enum Word {
 #[derive(Debug, Arbitrary)]
 struct Input {
     resource: Resource,
-    event: Event,
+    event: EventName,
     created_by: Option<Field>,
     actor_id: Option<Field>,
     owned_by: Option<Field>,
@@ -226,10 +227,10 @@ fn build(input: &Input) -> Value {
         Resource::Other(other) => other.clone(),
     };
     let event = match &input.event {
-        Event::Created => "created".to_owned(),
-        Event::Updated => "updated".to_owned(),
-        Event::Deleted => "deleted".to_owned(),
-        Event::Other(other) => other.clone(),
+        EventName::Created => "created".to_owned(),
+        EventName::Updated => "updated".to_owned(),
+        EventName::Deleted => "deleted".to_owned(),
+        EventName::Other(other) => other.clone(),
     };
     let event = if input.upper_case_names {
         event.to_uppercase()
@@ -323,8 +324,8 @@ fuzz_target!(|input: Input| {
             );
             if call.source == EventSource::TelephonyPush {
                 assert!(
-                    call.sdk_payload.is_some(),
-                    "a telephony push without its payload"
+                    call.sdk_payload.as_ref().is_some_and(|p| p.is_object()),
+                    "a telephony push without its payload object"
                 );
             }
             assert!(!call.call_id.as_str().is_empty());

@@ -21,8 +21,8 @@ use p256::pkcs8::EncodePrivateKey as _;
 use p256::pkcs8::der::pem::LineEnding;
 use webex_push_adapters::apns::{ApnsClient, ApnsConfig, ApnsKey, KeyId, TeamId};
 use webex_push_domain::{
-    ApnsEnvironment, BundleId, DeviceToken, NewMessage, PersonId, Push, PushContent, PushGateway,
-    PushOutcome,
+    ApnsEnvironment, AppFlavour, BundleId, Channel, DeviceToken, NewMessage, PersonId, Push,
+    PushContent, PushGateway, PushOutcome,
 };
 
 const KEY_ID: &str = "KEY1234567";
@@ -163,13 +163,15 @@ fn push(i: usize) -> Push {
         sender: Some(person),
         sender_email: Some("ada@example.com".into()),
         occurred_at: Utc::now(),
+        webhook: None,
     }));
     Push {
         token: DeviceToken::parse(&format!("{:064x}", 0x1000 + i))
             .unwrap_or_else(|_| unreachable!()),
-        channel: content.channel(),
+        channel: Channel::Alert,
         environment: Some(ApnsEnvironment::Production),
         bundle_id: None,
+        flavour: AppFlavour::Seed,
         content,
     }
 }

@@ -14,7 +14,7 @@ use diesel::{Connection as _, RunQueryDsl as _};
 use uuid::Uuid;
 use webex_push_adapters::persistence::{DatabaseConfig, DieselRegistrationStore};
 use webex_push_domain::{
-    Channel, DeviceToken, EmailAddress, PersonId, Registration, RegistrationPort,
+    AppFlavour, Channel, DeviceToken, EmailAddress, PersonId, Registration, RegistrationPort,
 };
 use webex_push_test_support::TestDatabase;
 
@@ -129,11 +129,12 @@ fn random_token() -> anyhow::Result<DeviceToken> {
 fn new_registration() -> Registration {
     Registration {
         person: PersonId::from_uuid(Uuid::new_v4()),
-        email: email(),
+        email: Some(email()),
         voip_token: random_token().unwrap_or_else(|e| panic!("{e}")),
         alert_token: random_token().unwrap_or_else(|e| panic!("{e}")),
         environment: None,
         bundle_id: None,
+        flavour: AppFlavour::Seed,
     }
 }
 

@@ -21,8 +21,9 @@ use webex_push_adapters::apns::{
     VOIP_PAYLOAD_LIMIT,
 };
 use webex_push_domain::{
-    ApnsEnvironment, BundleId, CallEnded, CallId, Caller, Channel, DeviceToken, EventSource,
-    IncomingCall, NewMessage, PersonId, Push, PushContent, PushGateway, PushOutcome,
+    ApnsEnvironment, AppFlavour, BundleId, CallEnded, CallId, Caller, Channel, DeviceToken,
+    EventSource, IncomingCall, NewMessage, PersonId, Push, PushContent, PushGateway, PushOutcome,
+    RawJson,
 };
 
 const KEY_ID: &str = "KEY1234567";
@@ -109,7 +110,9 @@ fn call_content(caller_name: &str) -> PushContent {
         },
         occurred_at: Utc::now(),
         source: EventSource::CallMemberships,
-        sdk_payload: Some(serde_json::json!({"callId": "call-42", "state": "alerting"})),
+        sdk_payload: Some(RawJson::parse(r#"{"callId": "call-42", "state": "alerting"}"#).unwrap()),
+        webhook: None,
+        callee_field: None,
     }))
 }
 
@@ -122,6 +125,7 @@ fn message_content(sender_email: &str) -> PushContent {
         sender: Some(person()),
         sender_email: Some(sender_email.to_owned()),
         occurred_at: Utc::now(),
+        webhook: None,
     }))
 }
 
@@ -136,11 +140,15 @@ fn ended_content() -> PushContent {
 }
 
 fn push(token: DeviceToken, content: PushContent) -> Push {
+    let flavour = AppFlavour::Seed;
     Push {
         token,
-        channel: content.channel(),
+        channel: content
+            .channel_for(flavour)
+            .expect("a seed app takes every event"),
         environment: Some(ApnsEnvironment::Production),
         bundle_id: None,
+        flavour,
         content,
     }
 }

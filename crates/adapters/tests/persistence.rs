@@ -16,8 +16,8 @@ use secrecy::SecretString;
 use uuid::Uuid;
 use webex_push_adapters::persistence::{DatabaseConfig, DieselRegistrationStore, StoreSetupError};
 use webex_push_domain::{
-    ApnsEnvironment, BundleId, Channel, Claim, DeviceToken, EmailAddress, EventClaim, EventKey,
-    JobId, PersonId, Registration, RegistrationError, RegistrationPort, ReplicaId,
+    ApnsEnvironment, AppFlavour, BundleId, Channel, Claim, DeviceToken, EmailAddress, EventClaim,
+    EventKey, JobId, PersonId, Registration, RegistrationError, RegistrationPort, ReplicaId,
 };
 use webex_push_test_support::{TestCluster, TestDatabase, TestSqlite};
 
@@ -107,11 +107,12 @@ fn person() -> PersonId {
 fn registration(person: &PersonId) -> Registration {
     Registration {
         person: person.clone(),
-        email: EmailAddress::parse("ada@example.com").unwrap(),
+        email: Some(EmailAddress::parse("ada@example.com").unwrap()),
         voip_token: token(),
         alert_token: token(),
         environment: None,
         bundle_id: None,
+        flavour: AppFlavour::Seed,
     }
 }
 
@@ -132,19 +133,12 @@ fn key_of(raw: &str) -> EventKey {
     EventKey::new("test", &PersonId::from_uuid(WITNESS), raw)
 }
 
-/// A claim of `raw` (when `Some`) for `person` on `channel` by `job`.
-fn claim_of(
-    raw: Option<&str>,
-    job: JobId,
-    at: DateTime<Utc>,
-    person: &PersonId,
-    channel: Channel,
-) -> EventClaim {
+/// A claim of `raw` (when `Some`) for `person` by `job`.
+fn claim_of(raw: Option<&str>, job: JobId, at: DateTime<Utc>, person: &PersonId) -> EventClaim {
     EventClaim {
         key: raw.map(key_of),
         job,
         person: person.clone(),
-        channel,
         at,
         event: format!("{{\"raw\":{:?}}}", raw.unwrap_or("")),
         deliver_by: at + secs(30),
@@ -161,7 +155,6 @@ trait Seen {
         raw: Option<&str>,
         at: DateTime<Utc>,
         person: &PersonId,
-        channel: Channel,
     ) -> Result<Claim, RegistrationError>;
 
     async fn mark_event_seen(
@@ -178,10 +171,8 @@ impl Seen for DieselRegistrationStore {
         raw: Option<&str>,
         at: DateTime<Utc>,
         person: &PersonId,
-        channel: Channel,
     ) -> Result<Claim, RegistrationError> {
-        self.claim(&claim_of(raw, JobId::new(), at, person, channel))
-            .await
+        self.claim(&claim_of(raw, JobId::new(), at, person)).await
     }
 
     async fn mark_event_seen(
@@ -197,13 +188,7 @@ impl Seen for DieselRegistrationStore {
             self.register(&device, at).await?;
         }
         let claim = self
-            .claim(&claim_of(
-                Some(raw),
-                JobId::new(),
-                at,
-                &witness,
-                Channel::Voip,
-            ))
+            .claim(&claim_of(Some(raw), JobId::new(), at, &witness))
             .await?;
         Ok(matches!(claim, Claim::Devices(_)))
     }
@@ -260,7 +245,81 @@ for_both_backends!(
     a_message_id_of_five_kilobytes_is_claimed_once,
     unfinished_events_of_a_stopped_replica_are_taken_over_once_and_finished_ones_never,
     a_million_old_keys_are_pruned_in_bounded_batches_until_caught_up,
+    a_person_has_devices_of_both_flavours_each_read_back_as_registered,
+    reverting_the_flavour_migration_removes_only_kitchensink_tokens,
 );
+
+fn kitchensink_registration(person: &PersonId) -> Registration {
+    Registration {
+        email: None,
+        environment: Some(ApnsEnvironment::Sandbox),
+        flavour: AppFlavour::KitchenSink,
+        ..registration(person)
+    }
+}
+
+async fn a_person_has_devices_of_both_flavours_each_read_back_as_registered(h: Harness) {
+    let ada = person();
+    let seed = registration(&ada);
+    let kitchensink = kitchensink_registration(&ada);
+    h.store.register(&seed, t0()).await.unwrap();
+    h.store.register(&kitchensink, t0()).await.unwrap();
+
+    let devices = h.store.all_devices_of(&ada).await.unwrap();
+    assert_eq!(devices.len(), 4);
+    for device in &devices {
+        let expected = if [&seed.voip_token, &seed.alert_token].contains(&&device.token) {
+            AppFlavour::Seed
+        } else {
+            AppFlavour::KitchenSink
+        };
+        assert_eq!(device.flavour, expected, "{device:?}");
+    }
+    let claim = h
+        .store
+        .claim_event_devices(Some("both"), t0(), &ada)
+        .await
+        .unwrap();
+    let mut expected = both_tokens(&seed);
+    expected.extend(both_tokens(&kitchensink));
+    expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(tokens_of(&claim), expected);
+
+    // The same token registered again by the other app takes that app's flavour.
+    let moved = Registration {
+        flavour: AppFlavour::Seed,
+        email: Some(EmailAddress::parse("ada@example.com").unwrap()),
+        ..kitchensink.clone()
+    };
+    h.store.register(&moved, t0() + secs(1)).await.unwrap();
+    let device = h
+        .store
+        .device(&kitchensink.voip_token)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(device.flavour, AppFlavour::Seed);
+}
+
+async fn reverting_the_flavour_migration_removes_only_kitchensink_tokens(h: Harness) {
+    let (ada, bob) = (person(), person());
+    let seed = registration(&ada);
+    h.store.register(&seed, t0()).await.unwrap();
+    h.store
+        .register(&kitchensink_registration(&bob), t0())
+        .await
+        .unwrap();
+
+    let reverted = h.store.revert_last_migration().await.unwrap();
+    assert_eq!(reverted, "20261206000004");
+    // Without the column a KitchenSink token would get the seed's VoIP pushes, which
+    // get the app killed: such tokens are gone, the seed's kept.
+    assert_eq!(h.store.run_migrations().await.unwrap().len(), 1);
+    assert!(h.store.all_devices_of(&bob).await.unwrap().is_empty());
+    let kept = h.store.all_devices_of(&ada).await.unwrap();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|device| device.flavour == AppFlavour::Seed));
+}
 
 async fn a_retry_of_the_same_job_finds_its_own_claim_and_another_job_a_duplicate(h: Harness) {
     let ada = person();
@@ -269,33 +328,21 @@ async fn a_retry_of_the_same_job_finds_its_own_claim_and_another_job_a_duplicate
     let job = JobId::new();
     let first = h
         .store
-        .claim(&claim_of(Some("call-1"), job, t0(), &ada, Channel::Voip))
+        .claim(&claim_of(Some("call-1"), job, t0(), &ada))
         .await
         .unwrap();
     // The same job again, as after a timeout whose statement did commit, on another
     // replica or connection: still its own claim, so it rings.
     let retried = other
-        .claim(&claim_of(
-            Some("call-1"),
-            job,
-            t0() + secs(1),
-            &ada,
-            Channel::Voip,
-        ))
+        .claim(&claim_of(Some("call-1"), job, t0() + secs(1), &ada))
         .await
         .unwrap();
     let redelivered = other
-        .claim(&claim_of(
-            Some("call-1"),
-            JobId::new(),
-            t0(),
-            &ada,
-            Channel::Voip,
-        ))
+        .claim(&claim_of(Some("call-1"), JobId::new(), t0(), &ada))
         .await
         .unwrap();
     assert!(
-        matches!(first, Claim::Devices(ref d) if d.len() == 1),
+        matches!(first, Claim::Devices(ref d) if d.len() == 2),
         "{first:?}"
     );
     assert_eq!(retried, first);
@@ -305,7 +352,7 @@ async fn a_retry_of_the_same_job_finds_its_own_claim_and_another_job_a_duplicate
     );
 
     // Two tries of one job racing each other: both are the job's own.
-    let raced = claim_of(Some("call-2"), JobId::new(), t0(), &ada, Channel::Voip);
+    let raced = claim_of(Some("call-2"), JobId::new(), t0(), &ada);
     let (a, b) = tokio::join!(h.store.claim(&raced), other.claim(&raced));
     assert!(matches!(a.unwrap(), Claim::Devices(_)));
     assert!(matches!(b.unwrap(), Claim::Devices(_)));
@@ -324,6 +371,7 @@ async fn a_message_id_of_five_kilobytes_is_claimed_once(h: Harness) {
             sender: None,
             sender_email: None,
             occurred_at: t0(),
+            webhook: None,
         })
     };
     let long = "M".repeat(5 * 1024);
@@ -331,7 +379,6 @@ async fn a_message_id_of_five_kilobytes_is_claimed_once(h: Harness) {
         key: event.key(),
         job: JobId::new(),
         person: ada.clone(),
-        channel: Channel::Alert,
         at: t0(),
         event: serde_json::to_string(event).unwrap(),
         deliver_by: t0() + secs(300),
@@ -346,7 +393,7 @@ async fn a_message_id_of_five_kilobytes_is_claimed_once(h: Harness) {
         .await
         .unwrap();
     assert!(
-        matches!(first, Claim::Devices(ref d) if d.len() == 1),
+        matches!(first, Claim::Devices(ref d) if d.len() == 2),
         "{first:?}"
     );
     assert!(matches!(again, Claim::Duplicate(_)), "{again:?}");
@@ -368,7 +415,7 @@ async fn unfinished_events_of_a_stopped_replica_are_taken_over_once_and_finished
         ("late", stopped, t0() - secs(1)),
         ("held", alive, t0() + secs(30)),
     ] {
-        let mut claim = claim_of(Some(raw), JobId::new(), t0() - secs(5), &ada, Channel::Voip);
+        let mut claim = claim_of(Some(raw), JobId::new(), t0() - secs(5), &ada);
         claim.holder = holder;
         claim.deliver_by = deliver_by;
         h.store.claim(&claim).await.unwrap();
@@ -523,7 +570,7 @@ async fn registering_a_token_again_replaces_what_it_was_registered_as(h: Harness
     h.store.register(&first, t0()).await.unwrap();
 
     let mut again = first.clone();
-    again.email = EmailAddress::parse("ada.lovelace@example.org").unwrap();
+    again.email = Some(EmailAddress::parse("ada.lovelace@example.org").unwrap());
     again.environment = Some(ApnsEnvironment::Sandbox);
     again.bundle_id = Some(BundleId::parse("com.example.Beta").unwrap());
     h.store.register(&again, t0() + secs(60)).await.unwrap();
@@ -869,9 +916,23 @@ async fn an_event_is_new_exactly_once_across_replicas(h: Harness) {
     );
 }
 
+/// The claim's tokens, sorted.
 fn tokens_of(claim: &Claim) -> Vec<DeviceToken> {
     let (Claim::Devices(devices) | Claim::Duplicate(devices)) = claim;
-    devices.iter().map(|device| device.token.clone()).collect()
+    let mut tokens: Vec<DeviceToken> = devices.iter().map(|device| device.token.clone()).collect();
+    tokens.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    tokens
+}
+
+/// Both tokens of `registration`, sorted: a claim answers with all of a person's
+/// devices (the domain picks which an event goes to).
+fn both_tokens(registration: &Registration) -> Vec<DeviceToken> {
+    let mut tokens = vec![
+        registration.voip_token.clone(),
+        registration.alert_token.clone(),
+    ];
+    tokens.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    tokens
 }
 
 async fn a_claim_returns_the_devices_and_records_the_event_once_across_replicas(h: Harness) {
@@ -883,42 +944,39 @@ async fn a_claim_returns_the_devices_and_records_the_event_once_across_replicas(
 
     let first = h
         .store
-        .claim_event_devices(Some(&key), t0(), &ada, Channel::Voip)
+        .claim_event_devices(Some(&key), t0(), &ada)
         .await
         .unwrap();
     assert!(matches!(first, Claim::Devices(_)), "{first:?}");
-    assert_eq!(tokens_of(&first), vec![reg.voip_token.clone()]);
+    assert_eq!(tokens_of(&first), both_tokens(&reg));
     let Claim::Devices(devices) = &first else {
         unreachable!()
     };
-    assert_eq!(devices[0].person, ada);
-    assert_eq!(devices[0].channel, Channel::Voip);
-    assert_eq!(devices[0].registered_at, t0());
+    assert!(devices.iter().all(|device| device.person == ada));
+    let mut channels: Vec<Channel> = devices.iter().map(|device| device.channel).collect();
+    channels.sort_by_key(|channel| channel.as_str());
+    assert_eq!(channels, [Channel::Alert, Channel::Voip]);
+    assert!(devices.iter().all(|device| device.registered_at == t0()));
 
     let again = other
-        .claim_event_devices(Some(&key), t0() + secs(1), &ada, Channel::Voip)
+        .claim_event_devices(Some(&key), t0() + secs(1), &ada)
         .await
         .unwrap();
     assert!(matches!(again, Claim::Duplicate(_)), "{again:?}");
-    assert_eq!(tokens_of(&again), vec![reg.voip_token.clone()]);
+    assert_eq!(tokens_of(&again), both_tokens(&reg));
 
     // No key: nothing to de-duplicate, the devices every time.
     for _ in 0..2 {
-        let unkeyed = h
-            .store
-            .claim_event_devices(None, t0(), &ada, Channel::Alert)
-            .await
-            .unwrap();
+        let unkeyed = h.store.claim_event_devices(None, t0(), &ada).await.unwrap();
         assert!(matches!(unkeyed, Claim::Devices(_)), "{unkeyed:?}");
-        assert_eq!(tokens_of(&unkeyed), vec![reg.alert_token.clone()]);
+        assert_eq!(tokens_of(&unkeyed), both_tokens(&reg));
     }
 
     // Racing replicas: exactly one claims the event.
     let raced = format!("message:{}:msg-1", ada.uuid());
     let (a, b) = tokio::join!(
-        h.store
-            .claim_event_devices(Some(&raced), t0(), &ada, Channel::Alert),
-        other.claim_event_devices(Some(&raced), t0(), &ada, Channel::Alert)
+        h.store.claim_event_devices(Some(&raced), t0(), &ada),
+        other.claim_event_devices(Some(&raced), t0(), &ada)
     );
     let fresh = [a.unwrap(), b.unwrap()]
         .iter()
@@ -954,7 +1012,7 @@ async fn hundreds_of_concurrent_claims_each_get_their_own_devices_and_each_event
             claims.spawn(async move {
                 let key = format!("ring:{}:call-1", ada.uuid());
                 let claim = store
-                    .claim_event_devices(Some(&key), t0(), &ada, Channel::Voip)
+                    .claim_event_devices(Some(&key), t0(), &ada)
                     .await
                     .unwrap();
                 // A person without devices, in the same batches: nothing, every time.
@@ -963,7 +1021,6 @@ async fn hundreds_of_concurrent_claims_each_get_their_own_devices_and_each_event
                         Some(&format!("ring:{}:{index}", nobody.uuid())),
                         t0(),
                         &nobody,
-                        Channel::Voip,
                     )
                     .await
                     .unwrap();
@@ -975,7 +1032,7 @@ async fn hundreds_of_concurrent_claims_each_get_their_own_devices_and_each_event
     let mut fresh = vec![0; people.len()];
     while let Some(joined) = claims.join_next().await {
         let (index, claim) = joined.unwrap();
-        assert_eq!(tokens_of(&claim), vec![people[index].1.voip_token.clone()]);
+        assert_eq!(tokens_of(&claim), both_tokens(&people[index].1));
         if matches!(claim, Claim::Devices(_)) {
             fresh[index] += 1;
         }
@@ -1054,7 +1111,7 @@ async fn a_claim_for_a_person_without_devices_records_nothing(h: Harness) {
     for _ in 0..2 {
         let claim = h
             .store
-            .claim_event_devices(Some(&key), t0(), &nobody, Channel::Voip)
+            .claim_event_devices(Some(&key), t0(), &nobody)
             .await
             .unwrap();
         assert_eq!(claim, Claim::Devices(Vec::new()));
@@ -1082,14 +1139,14 @@ async fn claims_and_marks_share_one_record_of_seen_events(h: Harness) {
     assert!(h.store.mark_event_seen(&marked, t0()).await.unwrap());
     let claim = h
         .store
-        .claim_event_devices(Some(&marked), t0(), &ada, Channel::Voip)
+        .claim_event_devices(Some(&marked), t0(), &ada)
         .await
         .unwrap();
     assert!(matches!(claim, Claim::Duplicate(_)), "{claim:?}");
 
     let claim = h
         .store
-        .claim_event_devices(Some(&claimed), t0() + secs(10), &ada, Channel::Voip)
+        .claim_event_devices(Some(&claimed), t0() + secs(10), &ada)
         .await
         .unwrap();
     assert!(matches!(claim, Claim::Devices(_)), "{claim:?}");
@@ -1112,7 +1169,7 @@ async fn claims_and_marks_share_one_record_of_seen_events(h: Harness) {
     );
     let claim = h
         .store
-        .claim_event_devices(Some(&claimed), t0() + secs(20), &ada, Channel::Voip)
+        .claim_event_devices(Some(&claimed), t0() + secs(20), &ada)
         .await
         .unwrap();
     assert!(matches!(claim, Claim::Devices(_)), "{claim:?}");
@@ -1243,7 +1300,7 @@ async fn migrations_apply_revert_and_apply_again(h: Harness) {
     h.store.register(&registration(&ada), t0()).await.unwrap();
 
     let reverted = h.store.revert_all_migrations().await.unwrap();
-    assert_eq!(reverted.len(), 3, "every migration reverted: {reverted:?}");
+    assert_eq!(reverted.len(), 4, "every migration reverted: {reverted:?}");
     assert!(
         h.store.devices_of(&ada, Channel::Voip).await.is_err(),
         "the tables are really gone"
@@ -1253,7 +1310,7 @@ async fn migrations_apply_revert_and_apply_again(h: Harness) {
     let applied = h.store.run_migrations().await.unwrap();
     assert_eq!(
         applied.len(),
-        3,
+        4,
         "every migration applied again: {applied:?}"
     );
     assert!(
@@ -1275,7 +1332,7 @@ async fn a_store_without_migrations_reports_missing_tables_as_unknown_until_migr
         store.devices_of(&person(), Channel::Voip).await,
         Err(RegistrationError::Unknown(_))
     ));
-    assert_eq!(store.run_migrations().await.unwrap().len(), 3);
+    assert_eq!(store.run_migrations().await.unwrap().len(), 4);
     assert!(
         store
             .devices_of(&person(), Channel::Voip)
@@ -1335,9 +1392,7 @@ mod postgres_only {
                 };
                 (
                     key.contains('\0'),
-                    store
-                        .claim_event_devices(Some(&key), t0(), &ada, Channel::Alert)
-                        .await,
+                    store.claim_event_devices(Some(&key), t0(), &ada).await,
                 )
             });
         }
@@ -1347,7 +1402,7 @@ mod postgres_only {
                 (false, claim) => {
                     let claim = claim.unwrap();
                     assert!(matches!(claim, Claim::Devices(_)), "{claim:?}");
-                    assert_eq!(tokens_of(&claim), vec![reg.alert_token.clone()]);
+                    assert_eq!(tokens_of(&claim), both_tokens(&reg));
                     good += 1;
                 }
                 (true, claim) => {

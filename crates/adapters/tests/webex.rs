@@ -5,7 +5,7 @@
 use chrono::{TimeZone as _, Utc};
 use serde_json::{Value, json};
 use webex_push_adapters::webex::{WebhookError, WebhookEvent, parse_event_at};
-use webex_push_domain::{Event, EventSource, PersonId};
+use webex_push_domain::{CalleeField, Event, EventSource, PersonId};
 
 const CALLEE_UUID: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const CALLER_UUID: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
@@ -119,8 +119,11 @@ fn a_notified_call_membership_rings_the_callee_in_any_spelling() {
         Utc.with_ymd_and_hms(2025, 6, 1, 12, 34, 56).unwrap()
             + chrono::TimeDelta::milliseconds(789)
     );
-    let payload = call.sdk_payload.expect("the data goes to the SDK");
+    let payload = call.sdk_payload.expect("the data goes to the SDK").value();
     assert_eq!(payload["callId"], "Y2lzY29zcGFyazovL3VzL0NBTEwvMTIzNDU");
+    // KitchenSink reads the whole webhook, as posted.
+    let webhook = call.webhook.expect("the webhook goes to KitchenSink");
+    assert_eq!(webhook.as_str(), call_membership("notified").to_string());
 }
 
 #[test]
@@ -283,7 +286,7 @@ fn outgoing_calls_and_other_states_are_ignored() {
 }
 
 #[test]
-fn a_telephony_push_rings_with_the_sdk_payload_for_data_person_else_actor() {
+fn a_telephony_push_rings_data_person_else_the_creator_of_its_own_webhook_else_the_actor() {
     let apns_payload = json!({
         "aps": {"content-available": 1},
         "data": {"callId": "abc-123", "type": "incoming_call", "blob": "eyJ2IjoxfQ"}
@@ -297,24 +300,75 @@ fn a_telephony_push_rings_with_the_sdk_payload_for_data_person_else_actor() {
             "eventTimestamp": "2025-06-01T12:00:00Z",
         }),
     );
-    let WebhookEvent::Relay(Event::Ring(call)) = parse(&body) else {
-        panic!("expected a ring");
-    };
+    let call = parse_ring(&body);
     assert_eq!(call.callee, PersonId::parse(CALLEE_UUID).unwrap());
-    assert_eq!(call.sdk_payload, Some(apns_payload.clone()));
+    assert_eq!(call.callee_field, Some(CalleeField::DataPersonId));
+    assert_eq!(call.sdk_payload.unwrap().value(), apns_payload);
     assert_eq!(call.source, EventSource::TelephonyPush);
+    assert!(
+        call.webhook.is_none(),
+        "no app reads a telephony_push's webhook"
+    );
 
-    let mut from_actor = body.clone();
-    from_actor["data"]
+    // Owned by its creator (the envelope's default here): the creator.
+    const THIRD_UUID: &str = "11111111-2222-4333-8444-555555555555";
+    let mut from_creator = body.clone();
+    from_creator["data"]
         .as_object_mut()
         .unwrap()
         .remove("personId");
-    let WebhookEvent::Relay(Event::Ring(by_actor)) = parse(&from_actor) else {
+    from_creator["createdBy"] = json!(person(THIRD_UUID));
+    let by_creator = parse_ring(&from_creator);
+    assert_eq!(by_creator.callee, PersonId::parse(THIRD_UUID).unwrap());
+    assert_eq!(by_creator.callee_field, Some(CalleeField::CreatedBy));
+
+    // Org-wide: its creator is the admin, never the callee; the actor then.
+    let mut org_wide = from_creator.clone();
+    org_wide["ownedBy"] = json!("org");
+    let by_actor = parse_ring(&org_wide);
+    assert_eq!(by_actor.callee, PersonId::parse(CALLER_UUID).unwrap());
+    assert_eq!(by_actor.callee_field, Some(CalleeField::ActorId));
+    // Re-deliveries of the same payload are the same call, so they ring once.
+    assert_eq!(by_actor.call_id, parse_ring(&org_wide).call_id);
+
+    let mut nobody = org_wide;
+    nobody.as_object_mut().unwrap().remove("actorId");
+    assert!(matches!(
+        parse_err(&nobody),
+        WebhookError::MissingField(field) if field.contains("actorId")
+    ));
+}
+
+#[test]
+fn a_telephony_push_payload_reaches_the_sdk_byte_for_byte() {
+    // Spellings a re-serialisation would change: key order, 1.50, an escape, spaces.
+    let apns_payload = r#"{ "zeta": 1.50, "aps": {"sound": "r\u00e9"}, "alpha": [true, null] }"#;
+    let body = format!(
+        r#"{{"resource":"telephony_push","event":"updated","ownedBy":"org","actorId":"{}","data":{{"personId":"{}","apnsPayload":{apns_payload}}}}}"#,
+        person(CALLER_UUID),
+        person(CALLEE_UUID),
+    );
+    let WebhookEvent::Relay(Event::Ring(call)) =
+        parse_event_at(body.as_bytes(), received_at()).unwrap()
+    else {
         panic!("expected a ring");
     };
-    assert_eq!(by_actor.callee, PersonId::parse(CALLER_UUID).unwrap());
-    // Re-deliveries of the same payload are the same call, so they ring once.
-    assert_eq!(by_actor.call_id, parse_ring(&from_actor).call_id);
+    assert_eq!(call.sdk_payload.unwrap().as_str(), apns_payload.trim());
+}
+
+#[test]
+fn a_telephony_push_whose_payload_is_no_object_is_ignored() {
+    for payload in [json!([1, 2]), json!(7), json!("not json")] {
+        let body = envelope(
+            "telephony_push",
+            "updated",
+            json!({"personId": person(CALLEE_UUID), "apnsPayload": payload}),
+        );
+        assert!(
+            matches!(parse(&body), WebhookEvent::Ignored { .. }),
+            "{payload}"
+        );
+    }
 }
 
 fn parse_ring(body: &Value) -> webex_push_domain::IncomingCall {
@@ -332,7 +386,10 @@ fn a_telephony_push_payload_sent_as_a_json_string_reaches_the_sdk_as_an_object()
         json!({"callId": "c-1", "apnsPayload": "{\"data\":{\"k\":\"v\"}}"}),
     );
     let call = parse_ring(&body);
-    assert_eq!(call.sdk_payload, Some(json!({"data": {"k": "v"}})));
+    assert_eq!(
+        call.sdk_payload.unwrap().as_str(),
+        "{\"data\":{\"k\":\"v\"}}"
+    );
     assert_eq!(call.call_id.as_str(), "c-1");
 }
 
@@ -421,4 +478,115 @@ fn malformed_bodies_are_refused_saying_what_is_wrong() {
 
     let bad_data = parse_err(&json!({"resource": "messages", "event": "created", "data": []}));
     assert_eq!(bad_data.field(), Some("data"));
+}
+
+// The payloads of real deliveries (`../shared/reference/webex-today.md` §5), verbatim.
+
+/// A `telephony_calls` incoming call into a queue, with the fields Webex adds
+/// (`appearance`, `muteCapable`, `muted`, ...).
+const QUEUE_CALL_CREATED: &str = r#"{"data": {"callId": "Y2lzY29zcGFyazovL3VzL0NBTEwvY2FsbGhhbGYtMTIzNDU2Nzg5OjA", "appearance": 1,
+  "personality": "terminator", "created": "2025-08-05T16:48:19.359Z",
+  "remoteParty": {"name": "ALEX EXAMPLE", "privacyEnabled": false, "number": "+15550100000", "callType": "external"},
+  "muteCapable": false, "eventType": "received", "state": "alerting",
+  "callSessionId": "ZmEzMmU1MzQtYzNhMi00NjVkLWJjZTgtMDAwMDAwMDAwMDAw", "muted": false,
+  "eventTimestamp": "2025-08-05T16:48:19.360Z", "completedElsewhere": false},
+ "resource": "telephony_calls", "created": "2025-07-01T13:31:06.813Z",
+ "orgId": "Y2lzY29zcGFyazovL3VzL09SR0FOSVpBVElPTi8wMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDE",
+ "actorId": "Y2lzY29zcGFyazovL3VzL1BFT1BMRS8wMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDI",
+ "createdBy": "Y2lzY29zcGFyazovL3VzL1BFT1BMRS8wMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDI",
+ "appId": "Y2lzY29zcGFyazovL3VzL0FQUExJQ0FUSU9OL0MwMDAw", "name": "Calls",
+ "id": "Y2lzY29zcGFyazovL3VzL1dFQkhPT0svMDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAz",
+ "event": "created", "targetUrl": "https://relay.example.com/webhook", "ownedBy": "creator", "status": "active"}"#;
+
+/// The guide's `messages` example, minified, as signed by the test vector.
+const GUIDE_MESSAGE: &str = r#"{"id":"Y2lzY29zcGFyazovL3VzL1dFQkhPT0svOTZhYmMyYWEtM2RjYy0xMWU1LWExNTItZmUzNDgxOWNkYzlh","name":"My Attachment Action Webhook","targetUrl":"https://example.com/mywebhook","resource":"messages","event":"created","filter":"roomId=Y2lzY29zcGFyazovL3VzL1JPT00vYmJjZWIxYWQtNDNmMS0zYjU4LTkxNDctZjE0YmIwYzRkMTU0","orgId":"OTZhYmMyYWEtM2RjYy0xMWU1LWExNTItZmUzNDgxOWNkYzlh","createdBy":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9mNWIzNjE4Ny1jOGRkLTQ3MjctOGIyZi1mOWM0NDdmMjkwNDY","appId":"Y2lzY29zcGFyazovL3VzL0FQUExJQ0FUSU9OL0MyNzljYjMwYzAyOTE4MGJiNGJkYWViYjA2MWI3OTY1Y2RhMzliNjAyOTdjODUwM2YyNjZhYmY2NmM5OTllYzFm","ownedBy":"creator","status":"active","actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9mNWIzNjE4Ny1jOGRkLTQ3MjctOGIyZi1mOWM0NDdmMjkwNDY","data":{"id":"Y2lzY29zcGFyazovL3VzL01FU1NBR0UvOTJkYjNiZTAtNDNiZC0xMWU2LThhZTktZGQ1YjNkZmM1NjVk","roomId":"Y2lzY29zcGFyazovL3VzL1JPT00vYmJjZWIxYWQtNDNmMS0zYjU4LTkxNDctZjE0YmIwYzRkMTU0","personId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9mNWIzNjE4Ny1jOGRkLTQ3MjctOGIyZi1mOWM0NDdmMjkwNDY","personEmail":"matt@example.com","created":"2015-10-18T14:26:16.000Z"}}"#;
+
+fn parse_text(body: &str) -> WebhookEvent {
+    parse_event_at(body.as_bytes(), received_at()).unwrap_or_else(|e| panic!("{body}: {e}"))
+}
+
+#[test]
+fn a_real_queue_call_rings_its_owner_with_the_caller_and_its_end_stops_the_ringing() {
+    let WebhookEvent::Relay(Event::Ring(call)) = parse_text(QUEUE_CALL_CREATED) else {
+        panic!("expected a ring");
+    };
+    let owner = PersonId::parse("00000000-0000-0000-0000-000000000002").unwrap();
+    assert_eq!(call.callee, owner);
+    assert_eq!(call.caller.name.as_deref(), Some("ALEX EXAMPLE"));
+    assert_eq!(call.caller.number.as_deref(), Some("+15550100000"));
+    assert_eq!(
+        call.call_id.as_str(),
+        "Y2lzY29zcGFyazovL3VzL0NBTEwvY2FsbGhhbGYtMTIzNDU2Nzg5OjA"
+    );
+    // `created` at the top is the webhook's; the event's own time is in `data`.
+    assert_eq!(
+        call.occurred_at,
+        Utc.with_ymd_and_hms(2025, 8, 5, 16, 48, 19).unwrap()
+            + chrono::TimeDelta::milliseconds(360)
+    );
+
+    let answered = QUEUE_CALL_CREATED
+        .replace(r#""event": "created""#, r#""event": "updated""#)
+        .replace(r#""eventType": "received""#, r#""eventType": "answered", "answered": "2025-08-05T16:48:25.000Z", "endpointType": "APPLICATION", "endpointId": "e-1""#)
+        .replace(r#""state": "alerting""#, r#""state": "connected""#);
+    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse_text(&answered) else {
+        panic!("expected the ringing to end");
+    };
+    assert!(ended.answered_elsewhere);
+
+    let taken_elsewhere = QUEUE_CALL_CREATED
+        .replace(r#""event": "created""#, r#""event": "deleted""#)
+        .replace(r#""eventType": "received""#, r#""eventType": "disconnected", "disconnected": "2025-08-05T16:48:30.000Z", "redirections": [{"reason": "unavailable"}]"#)
+        .replace(r#""state": "alerting""#, r#""state": "disconnected""#)
+        .replace(r#""completedElsewhere": false"#, r#""completedElsewhere": true"#);
+    let WebhookEvent::Relay(Event::CallEnded(ended)) = parse_text(&taken_elsewhere) else {
+        panic!("expected the ringing to end");
+    };
+    assert_eq!(ended.person, owner);
+    assert!(ended.answered_elsewhere);
+}
+
+#[test]
+fn the_guides_message_with_a_bare_base64_org_id_is_announced_with_its_webhook() {
+    // Sent by its owner: not announced to the owner.
+    assert!(matches!(
+        parse_text(GUIDE_MESSAGE),
+        WebhookEvent::Ignored { .. }
+    ));
+
+    let from_someone_else = GUIDE_MESSAGE.replace(
+        r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9mNWIzNjE4Ny1jOGRkLTQ3MjctOGIyZi1mOWM0NDdmMjkwNDY""#,
+        &format!(r#""actorId":"{}""#, person(CALLER_UUID)),
+    );
+    let WebhookEvent::Relay(Event::Message(message)) = parse_text(&from_someone_else) else {
+        panic!("expected a message");
+    };
+    assert_eq!(
+        message.recipient,
+        PersonId::parse("f5b36187-c8dd-4727-8b2f-f9c447f29046").unwrap()
+    );
+    assert_eq!(
+        message.room_id,
+        "Y2lzY29zcGFyazovL3VzL1JPT00vYmJjZWIxYWQtNDNmMS0zYjU4LTkxNDctZjE0YmIwYzRkMTU0"
+    );
+    assert_eq!(message.webhook.unwrap().as_str(), from_someone_else);
+}
+
+#[test]
+fn the_guides_signature_test_vector_verifies() {
+    use webex_push_adapters::webex::{sign, verify_signature};
+    let secrets = [secrecy::SecretString::from(
+        "webhook-secret-from-post-v1-webhooks",
+    )];
+    let signature = "4a7d8a9f8adc87192c16b10d8e4345022c74f2ab";
+    assert_eq!(
+        sign(
+            "webhook-secret-from-post-v1-webhooks",
+            GUIDE_MESSAGE.as_bytes()
+        ),
+        signature
+    );
+    assert!(verify_signature(&secrets, GUIDE_MESSAGE.as_bytes(), Some(signature)).is_ok());
+    let tampered = GUIDE_MESSAGE.replace("matt@", "mallory@");
+    assert!(verify_signature(&secrets, tampered.as_bytes(), Some(signature)).is_err());
 }

@@ -54,16 +54,17 @@ impl Claim {
     }
 }
 
-/// One event to claim: look up the person's devices on the channel and, when there
-/// are any, record the key as this job's, with what another replica needs to deliver
-/// the event should this one stop before it is done.
+/// One event to claim: look up the person's devices (on both channels: which of them
+/// an event goes to depends on the app that registered each, see
+/// [`channel_for`](crate::channel_for)) and, when there are any, record the key as this
+/// job's, with what another replica needs to deliver the event should this one stop
+/// before it is done.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventClaim {
     /// `None`: the event cannot be de-duplicated; nothing is recorded.
     pub key: Option<EventKey>,
     pub job: JobId,
     pub person: PersonId,
-    pub channel: Channel,
     pub at: DateTime<Utc>,
     /// The event as the domain stores it (JSON, see [`StoredEvent`]).
     pub event: String,
@@ -169,7 +170,7 @@ pub trait RegistrationPort: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<(), RegistrationError>;
 
-    /// The devices of `claim.person` on `claim.channel`, and, when the claim has a key
+    /// Every device of `claim.person`, and, when the claim has a key
     /// and there are devices, the key recorded in the same step as `claim.job`'s, with
     /// the event, its deadline and its holder. [`Claim::new`] makes the answer: fresh
     /// when this call recorded the key or the same job had recorded it before (a retry
@@ -239,7 +240,10 @@ pub trait PushGateway: Send + Sync + 'static {
 pub struct DeliveryReport {
     /// The event was seen before (re-delivery, another replica): nothing was sent.
     pub duplicate: bool,
-    /// Devices the person had on the event's channel.
+    /// Devices the person has registered, on either channel, from any app: zero when
+    /// the event names nobody registered here.
+    pub registered: usize,
+    /// Those of them the event goes to ([`channel_for`](crate::channel_for)).
     pub devices: usize,
     pub delivered: usize,
     /// Dead tokens removed from the store.

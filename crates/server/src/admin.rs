@@ -105,6 +105,7 @@ impl AdminService {
                     channel,
                     environment: device.environment,
                     bundle_id: device.bundle_id,
+                    flavour: device.flavour,
                     content: test_content(channel, message),
                 })
                 .collect(),
@@ -114,6 +115,7 @@ impl AdminService {
                     token: token.clone(),
                     channel,
                     environment: device.as_ref().and_then(|d| d.environment),
+                    flavour: device.as_ref().map(|d| d.flavour).unwrap_or_default(),
                     bundle_id: device.and_then(|d| d.bundle_id),
                     content: test_content(channel, message),
                 }]
@@ -157,7 +159,8 @@ impl AdminService {
 
 /// What a test push says: an incoming call from `message` on VoIP (a full call
 /// payload, so CallKit can report it as iOS requires of every VoIP push), a notice
-/// showing `message` on Alert.
+/// showing `message` on Alert. A KitchenSink app reads only the SDK's own VoIP payload,
+/// which no test can forge: its VoIP tokens answer `NotForThisApp`, unsent.
 pub fn test_content(channel: Channel, message: &str) -> PushContent {
     let id = format!("webex-push-test-{}", uuid::Uuid::new_v4());
     // A fixed nobody: the push does not come from Webex.
@@ -173,6 +176,8 @@ pub fn test_content(channel: Channel, message: &str) -> PushContent {
             occurred_at: Utc::now(),
             source: EventSource::TelephonyCalls,
             sdk_payload: None,
+            webhook: None,
+            callee_field: None,
         })),
         Channel::Alert => PushContent::Message(Arc::new(NewMessage {
             message_id: id.clone(),
@@ -183,6 +188,7 @@ pub fn test_content(channel: Channel, message: &str) -> PushContent {
             // The alert's body shows the sender's address; here, the test text.
             sender_email: Some(message.to_owned()),
             occurred_at: Utc::now(),
+            webhook: None,
         })),
     }
 }

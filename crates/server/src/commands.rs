@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use webex_push_adapters::apns::ApnsClient;
 use webex_push_adapters::persistence::DieselRegistrationStore;
-use webex_push_domain::{Channel, DeviceToken, Push};
+use webex_push_domain::{AppFlavour, Channel, DeviceToken, Push};
 
 use crate::admin::test_content;
 use crate::cli::{Command, MigrateArgs, PushArgs, ServeArgs};
@@ -80,6 +80,9 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
         channel,
         environment: Some(environment),
         bundle_id: None,
+        // The seed's payloads: a test cannot forge the SDK's VoIP payload KitchenSink
+        // reads.
+        flavour: AppFlavour::Seed,
         content,
     };
     let answer = client.send_detailed(&push).await;

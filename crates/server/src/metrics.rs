@@ -131,6 +131,7 @@ pub struct Metrics {
     evicted: Counter,
     /// Registrations refused because their client address went past its rate.
     rate_limited: Counter,
+    telephony_push_unmatched: Counter,
     pub store_duration: Family<StoreLabels, Histogram, StageHistogram>,
     queue_depth: Gauge,
     pool: Family<PoolLabels, Gauge>,
@@ -279,6 +280,12 @@ impl Metrics {
             "Registration requests refused with 429: their client address went past REGISTER_RATE_PER_MINUTE",
             rate_limited.clone(),
         );
+        let telephony_push_unmatched = Counter::default();
+        registry.register(
+            "telephony_push_unmatched",
+            "telephony_push events whose callee (data.personId, createdBy or actorId, whichever came first) has no device registered here: many mean the callee is read from the wrong field",
+            telephony_push_unmatched.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "push_queue_depth",
@@ -312,6 +319,7 @@ impl Metrics {
             expired,
             evicted,
             rate_limited,
+            telephony_push_unmatched,
             store_duration,
             queue_depth,
             pool,
@@ -340,6 +348,10 @@ impl Metrics {
 
     pub fn count_rate_limited(&self) {
         self.rate_limited.inc();
+    }
+
+    pub fn count_telephony_push_unmatched(&self) {
+        self.telephony_push_unmatched.inc();
     }
 
     /// Where `webex_push_push_queue_depth` is read at scrape time.
@@ -683,6 +695,7 @@ mod tests {
             channel: Channel::Voip,
             environment: None,
             bundle_id: None,
+            flavour: webex_push_domain::AppFlavour::Seed,
             content: PushContent::IncomingCall(Arc::new(IncomingCall {
                 call_id: CallId::parse("call-1").unwrap(),
                 callee: PersonId::from_uuid(uuid::Uuid::new_v4()),
@@ -690,6 +703,8 @@ mod tests {
                 occurred_at: Utc::now(),
                 source: EventSource::CallMemberships,
                 sdk_payload: None,
+                webhook: None,
+                callee_field: None,
             })),
         }
     }
@@ -754,7 +769,6 @@ mod tests {
                 key: None,
                 job: webex_push_domain::JobId::new(),
                 person,
-                channel: Channel::Voip,
                 at: Utc::now(),
                 event: "{}".into(),
                 deliver_by: Utc::now(),

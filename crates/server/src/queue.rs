@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use webex_push_domain::{
-    CallId, Claim, Deadlines, DeliveryReport, Event, IncomingCallPort, Job, NotifyError,
+    CallId, CalleeField, Claim, Deadlines, DeliveryReport, Event, EventSource, IncomingCallPort,
+    Job, NotifyError,
 };
 
 use crate::error::Chain;
@@ -344,7 +345,7 @@ async fn work(
         );
         let received = queued.received;
         let outcome = WEBHOOK_RECEIVED
-            .scope(received, relay(notifier.as_ref(), queued))
+            .scope(received, relay(notifier.as_ref(), &metrics, queued))
             .instrument(span)
             .await;
         metrics.count_event(kind, outcome);
@@ -352,16 +353,24 @@ async fn work(
 }
 
 /// Relays one queued job and logs what became of it; the outcome label.
-async fn relay(notifier: &dyn IncomingCallPort, queued: Queued) -> &'static str {
+async fn relay(notifier: &dyn IncomingCallPort, metrics: &Metrics, queued: Queued) -> &'static str {
     let Queued {
         job,
         claim,
         received,
         ..
     } = queued;
+    // Which field named a `telephony_push`'s callee: Webex does not say, so a wrong
+    // guess must show (in the log, and as a count of pushes for nobody registered).
+    let callee_field = match &job.event {
+        Event::Ring(call) if call.source == EventSource::TelephonyPush => call.callee_field,
+        _ => None,
+    };
+    let telephony_push = job.event.source() == EventSource::TelephonyPush;
     let result: Result<DeliveryReport, NotifyError> = match claim {
         Some(Claim::Duplicate(devices)) => Ok(DeliveryReport {
             duplicate: true,
+            registered: devices.len(),
             devices: devices.len(),
             ..DeliveryReport::default()
         }),
@@ -371,9 +380,14 @@ async fn relay(notifier: &dyn IncomingCallPort, queued: Queued) -> &'static str 
     let elapsed_ms = u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
         Ok(report) => {
+            if telephony_push && report.registered == 0 {
+                metrics.count_telephony_push_unmatched();
+            }
             tracing::info!(
                 duplicate = report.duplicate,
+                registered = report.registered,
                 devices = report.devices,
+                callee_field = callee_field.map(CalleeField::as_str),
                 delivered = report.delivered,
                 removed = report.removed,
                 rejected = report.rejected,
@@ -463,6 +477,8 @@ mod tests {
             occurred_at: Utc::now(),
             source: EventSource::CallMemberships,
             sdk_payload: None,
+            webhook: None,
+            callee_field: None,
         })
     }
 

@@ -18,8 +18,8 @@ use webex_push_adapters::persistence::DatabaseConfig;
 use webex_push_adapters::webex::sign;
 use webex_push_domain::ports::MockRegistrationPort;
 use webex_push_domain::{
-    ApnsEnvironment, CallEnded, Claim, DeliveryReport, Event, IdentityPort, IncomingCall,
-    IncomingCallPort, Job, NewMessage, NotifyError, PersonId, RegistrationError,
+    ApnsEnvironment, AppFlavour, CallEnded, Claim, DeliveryReport, Event, IdentityPort,
+    IncomingCall, IncomingCallPort, Job, NewMessage, NotifyError, PersonId, RegistrationError,
 };
 use webex_push_domain::{Channel, Device, DeviceToken, Push, PushContent, PushOutcome};
 
@@ -277,9 +277,10 @@ async fn the_original_registration_body_is_stored_and_answered_204() {
             registration.person == PersonId::parse(PERSON_UUID).unwrap()
                 && registration.voip_token.as_str() == voip_token()
                 && registration.alert_token.as_str() == msg_token()
-                && registration.email.as_str() == "ada@example.com"
+                && registration.email.as_ref().unwrap().as_str() == "ada@example.com"
                 && registration.environment.is_none()
                 && registration.bundle_id.is_none()
+                && registration.flavour == AppFlavour::Seed
         })
         .times(1)
         .returning(|_, _| Ok(()));
@@ -914,6 +915,7 @@ fn device(token: &str, channel: Channel, outcome: Option<&str>) -> Device {
         person: PersonId::parse(PERSON_UUID).unwrap(),
         environment: Some(ApnsEnvironment::Sandbox),
         bundle_id: None,
+        flavour: AppFlavour::Seed,
         registered_at: chrono::Utc::now(),
         last_outcome: outcome.map(str::to_owned),
         last_outcome_at: outcome.map(|_| chrono::Utc::now()),

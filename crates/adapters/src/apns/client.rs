@@ -231,6 +231,7 @@ impl ApnsClient {
         let environment = self.inner.default_environment;
         let prepared = Prepared {
             body: bytes::Bytes::from_static(b"{\"aps\":{\"content-available\":1}}"),
+            channel: Channel::Alert,
             push_type: "background",
             priority: "5",
             expiration: 0,
@@ -276,7 +277,35 @@ impl ApnsClient {
     pub async fn send_detailed(&self, push: &Push) -> ApnsAnswer {
         let started = Instant::now();
         let inner = &self.inner;
-        let prepared = inner.prepared.get(&push.content, (inner.clock)());
+        let rejected = |reason: &str| ApnsAnswer {
+            status: None,
+            reason: Some(reason.to_owned()),
+            apns_id: String::new(),
+            environment: push.environment.unwrap_or(inner.default_environment),
+            outcome: PushOutcome::Rejected {
+                reason: reason.to_owned(),
+            },
+            latency: started.elapsed(),
+        };
+        let prepared = match inner
+            .prepared
+            .get(&push.content, push.flavour, (inner.clock)())
+        {
+            Ok(prepared) => prepared,
+            Err(unsendable) => return rejected(unsendable.reason()),
+        };
+        if prepared.channel != push.channel {
+            // The domain routes each event to the token its app reads it on; a payload
+            // for the other token (a VoIP push KitchenSink cannot report) is never sent.
+            tracing::error!(
+                token = %push.token,
+                channel = %push.channel,
+                payload_for = %prepared.channel,
+                flavour = %push.flavour,
+                "push for a token of the wrong channel; not sent"
+            );
+            return rejected("ChannelMismatch");
+        }
         let topic = match &push.bundle_id {
             None => match push.channel {
                 Channel::Voip => inner.voip_topic.clone(),
@@ -284,18 +313,7 @@ impl ApnsClient {
             },
             Some(bundle) => match HeaderValue::try_from(bundle.topic(push.channel)) {
                 Ok(topic) => topic,
-                Err(_) => {
-                    return ApnsAnswer {
-                        status: None,
-                        reason: Some("BadTopic".into()),
-                        apns_id: String::new(),
-                        environment: push.environment.unwrap_or(inner.default_environment),
-                        outcome: PushOutcome::Rejected {
-                            reason: "BadTopic".into(),
-                        },
-                        latency: started.elapsed(),
-                    };
-                }
+                Err(_) => return rejected("BadTopic"),
             },
         };
         let first = push.environment.unwrap_or(inner.default_environment);
@@ -715,12 +733,14 @@ mod tests {
             sender: Some(person),
             sender_email: None,
             occurred_at: Utc::now(),
+            webhook: None,
         }));
         let push = Push {
             token: DeviceToken::parse(&"a".repeat(64)).unwrap(),
-            channel: content.channel(),
+            channel: Channel::Alert,
             environment: None,
             bundle_id: None,
+            flavour: webex_push_domain::AppFlavour::Seed,
             content,
         };
         let size = std::mem::size_of_val(&client.send_detailed(&push));

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, Weak};
 use std::time::SystemTime;
 
-use webex_push_domain::PushContent;
+use webex_push_domain::{AppFlavour, PushContent};
 
-use super::payload::{Prepared, prepare};
+use super::payload::{Prepared, Unsendable, prepare};
 
 /// Events in flight at once, with room to spare (a replica runs a few hundred workers).
 /// Past it, after pruning finished events, a payload is built without being kept.
@@ -20,13 +20,14 @@ const CAPACITY: usize = 4096;
 
 #[derive(Default)]
 pub(crate) struct PreparedCache {
-    entries: Mutex<HashMap<usize, Entry>>,
+    /// By the content's address and the flavour of app it is shaped for.
+    entries: Mutex<HashMap<(usize, AppFlavour), Entry>>,
 }
 
 struct Entry {
     /// Keeps the content's allocation, hence its address, from being reused.
     content: Held,
-    prepared: Prepared,
+    prepared: Result<Prepared, Unsendable>,
 }
 
 enum Held {
@@ -80,23 +81,29 @@ impl Held {
 }
 
 impl PreparedCache {
-    /// The payload of `content`: the one built for its event already, else built now
-    /// (expiration counted from `now`, the event's first push).
-    pub(crate) fn get(&self, content: &PushContent, now: SystemTime) -> Prepared {
+    /// The payload of `content` for an app of `flavour`: the one built for its event
+    /// already, else built now (expiration counted from `now`, the event's first push).
+    pub(crate) fn get(
+        &self,
+        content: &PushContent,
+        flavour: AppFlavour,
+        now: SystemTime,
+    ) -> Result<Prepared, Unsendable> {
         let (address, held) = Held::of(content);
+        let key = (address, flavour);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = entries.get(&address).filter(|e| e.content.is(content)) {
+        if let Some(entry) = entries.get(&key).filter(|e| e.content.is(content)) {
             return entry.prepared.clone();
         }
         // Built under the lock: concurrent pushes of one event wait for it rather than
         // build it again; building takes microseconds.
-        let prepared = prepare(content, now);
+        let prepared = prepare(content, flavour, now);
         if entries.len() >= CAPACITY {
             entries.retain(|_, entry| entry.content.alive());
         }
         if entries.len() < CAPACITY {
             entries.insert(
-                address,
+                key,
                 Entry {
                     content: held,
                     prepared: prepared.clone(),
@@ -134,6 +141,8 @@ mod tests {
             occurred_at: Utc::now(),
             source: EventSource::CallMemberships,
             sdk_payload: None,
+            webhook: None,
+            callee_field: None,
         }))
     }
 
@@ -142,12 +151,18 @@ mod tests {
         let cache = PreparedCache::default();
         let now = SystemTime::now();
         let ring = call("call-1");
-        let first = cache.get(&ring, now);
+        let first = cache.get(&ring, AppFlavour::Seed, now).unwrap();
         // Later pushes (other devices, retries) reuse the very bytes.
-        let again = cache.get(&ring.clone(), now + Duration::from_secs(3));
+        let again = cache
+            .get(
+                &ring.clone(),
+                AppFlavour::Seed,
+                now + Duration::from_secs(3),
+            )
+            .unwrap();
         assert_eq!(first.body.as_ptr(), again.body.as_ptr());
         assert_eq!(first.expiration, again.expiration);
-        let other = cache.get(&call("call-2"), now);
+        let other = cache.get(&call("call-2"), AppFlavour::Seed, now).unwrap();
         assert_ne!(first.body.as_ptr(), other.body.as_ptr());
         assert_ne!(first.body, other.body);
     }
@@ -157,17 +172,31 @@ mod tests {
         let cache = PreparedCache::default();
         let now = SystemTime::now();
         for n in 0..(CAPACITY * 3) {
-            cache.get(&call(&format!("call-{n}")), now);
+            cache
+                .get(&call(&format!("call-{n}")), AppFlavour::Seed, now)
+                .unwrap();
         }
         assert!(cache.entries.lock().unwrap().len() <= CAPACITY);
         // With every slot held by a live event, a newcomer is still built correctly.
         let live: Vec<PushContent> = (0..CAPACITY).map(|n| call(&format!("live-{n}"))).collect();
         for ring in &live {
-            cache.get(ring, now);
+            cache.get(ring, AppFlavour::Seed, now).unwrap();
         }
-        let prepared = cache.get(&call("newcomer"), now);
+        let prepared = cache.get(&call("newcomer"), AppFlavour::Seed, now).unwrap();
         assert!(String::from_utf8_lossy(&prepared.body).contains("newcomer"));
         assert!(cache.entries.lock().unwrap().len() <= CAPACITY);
+    }
+
+    #[test]
+    fn each_flavour_of_app_gets_its_own_shape_of_one_event() {
+        let cache = PreparedCache::default();
+        let now = SystemTime::now();
+        let ring = call("call-1");
+        let seed = cache.get(&ring, AppFlavour::Seed, now).unwrap();
+        let kitchensink = cache.get(&ring, AppFlavour::KitchenSink, now).unwrap();
+        assert_eq!((seed.push_type, kitchensink.push_type), ("voip", "alert"));
+        let again = cache.get(&ring, AppFlavour::KitchenSink, now).unwrap();
+        assert_eq!(kitchensink.body.as_ptr(), again.body.as_ptr());
     }
 
     #[test]
@@ -182,10 +211,14 @@ mod tests {
             sender: None,
             sender_email: None,
             occurred_at: Utc::now(),
+            webhook: None,
         }));
         let ring = call("call-1");
-        let message_body = cache.get(&message, now);
+        let message_body = cache.get(&message, AppFlavour::Seed, now).unwrap();
         assert_eq!(message_body.push_type, "alert");
-        assert_eq!(cache.get(&ring, now).push_type, "voip");
+        assert_eq!(
+            cache.get(&ring, AppFlavour::Seed, now).unwrap().push_type,
+            "voip"
+        );
     }
 }

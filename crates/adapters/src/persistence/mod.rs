@@ -555,6 +555,33 @@ impl DieselRegistrationStore {
         .await
     }
 
+    /// Reverts the newest applied migration (tests, and operators rolling back one
+    /// release); returns its version.
+    pub async fn revert_last_migration(&self) -> Result<String, StoreSetupError> {
+        let backend = self.backend_name();
+        let migration_error =
+            move |source: BoxError| StoreSetupError::Migrations { backend, source };
+        self.migration_task(move |pools| {
+            let version = match pools {
+                Pools::Postgres(pool) => pool
+                    .get()
+                    .map_err(|source| StoreSetupError::Pool { backend, source })?
+                    .conn
+                    .revert_last_migration(POSTGRES_MIGRATIONS)
+                    .map_err(migration_error)?
+                    .to_string(),
+                Pools::Sqlite(pool) => pool
+                    .get()
+                    .map_err(|source| StoreSetupError::Pool { backend, source })?
+                    .revert_last_migration(SQLITE_MIGRATIONS)
+                    .map_err(migration_error)?
+                    .to_string(),
+            };
+            Ok(version)
+        })
+        .await
+    }
+
     async fn migration_task<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Pools) -> Result<T, StoreSetupError> + Send + 'static,
@@ -855,7 +882,11 @@ impl RegistrationPort for DieselRegistrationStore {
         let at = stored_time(at);
         let person_uuid = registration.person.uuid();
         let person_id = registration.person.original().to_owned();
-        let email = registration.email.as_str().to_owned();
+        let email = registration
+            .email
+            .as_ref()
+            .map(|email| email.as_str().to_owned());
+        let flavour = registration.flavour.as_str();
         let environment = registration.environment.map(ApnsEnvironment::as_str);
         let bundle_id = registration
             .bundle_id
@@ -881,6 +912,7 @@ impl RegistrationPort for DieselRegistrationStore {
                             devices::email.eq(&email),
                             devices::environment.eq(environment),
                             devices::bundle_id.eq(&bundle_id),
+                            devices::flavour.eq(flavour),
                             devices::registered_at.eq(at),
                             devices::updated_at.eq(at),
                         ))
@@ -893,6 +925,7 @@ impl RegistrationPort for DieselRegistrationStore {
                             devices::email.eq(excluded(devices::email)),
                             devices::environment.eq(excluded(devices::environment)),
                             devices::bundle_id.eq(excluded(devices::bundle_id)),
+                            devices::flavour.eq(excluded(devices::flavour)),
                             devices::registered_at.eq(excluded(devices::registered_at)),
                             devices::updated_at.eq(excluded(devices::updated_at)),
                         ))
@@ -1094,13 +1127,12 @@ impl RegistrationPort for DieselRegistrationStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %claim.person, channel = %claim.channel))]
+    #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %claim.person))]
     async fn claim(&self, claim: &EventClaim) -> Result<Claim, RegistrationError> {
         let request = pg_batches::ClaimRequest {
             key: claim.key.as_ref().map(|key| key.as_str().to_owned()),
             at: stored_time(claim.at),
             person: claim.person.uuid(),
-            channel: claim.channel.as_str(),
             job: claim.job.uuid(),
             event: claim.event.clone(),
             deliver_by: stored_time(claim.deliver_by),
@@ -1125,7 +1157,6 @@ impl RegistrationPort for DieselRegistrationStore {
                 // the two is harmless: the event is claimed for the devices read.
                 let rows = devices::table
                     .filter(devices::person_uuid.eq(person_key(request.person)))
-                    .filter(devices::channel.eq(request.channel))
                     .select(DeviceRow::as_select())
                     .load(conn)?;
                 let fresh = match &request.key {

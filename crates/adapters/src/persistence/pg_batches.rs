@@ -38,10 +38,11 @@ const FINISH_SLOTS: usize = 1;
 const FINISHES_PER_BATCH: usize = 512;
 
 /// [`RegistrationPort::claim`](webex_push_domain::RegistrationPort::claim) for many
-/// events in one statement, over eight arrays: each event's key (`''` for an event
+/// events in one statement, over seven arrays: each event's key (`''` for an event
 /// without one: it is never recorded and always fresh), when it was seen, its person,
-/// its channel, its job, the event as stored, its deadline and its holder. A key is
-/// recorded only when its person has devices on the channel; every device row says
+/// its job, the event as stored, its deadline and its holder. A key is recorded only
+/// when its person has devices (on either channel: which of them the event goes to is
+/// the domain's choice, by the app that registered each); every device row says
 /// which event it answers (`n`, from 1) and whether that event's key is this job's
 /// (`fresh`): recorded now, or by the same job before. The upsert touches only a row
 /// of the same job and is checked against the latest committed row, so a retry whose
@@ -51,33 +52,31 @@ const FINISHES_PER_BATCH: usize = 512;
 /// `async_commit!`): a replica crash loses nothing, a Postgres crash may lose the last
 /// fraction of a second of records.
 ///
-/// The text around the eight array parameters, which [`ClaimEvents`] puts in place.
-const CLAIM_EVENTS: [&str; 9] = [
+/// The text around the seven array parameters, which [`ClaimEvents`] puts in place.
+const CLAIM_EVENTS: [&str; 8] = [
     "WITH input AS (SELECT * FROM unnest(",
     "::text[], ",
     "::timestamptz[], ",
     "::uuid[], ",
-    "::text[], ",
     "::uuid[], ",
     "::text[], ",
     "::timestamptz[], ",
     concat!(
         "::uuid[]) WITH ORDINALITY",
-        " AS input (key, seen_at, person_uuid, channel, job, event, deliver_by, holder, n)), ",
+        " AS input (key, seen_at, person_uuid, job, event, deliver_by, holder, n)), ",
         "claimed AS (INSERT INTO seen_events (key, seen_at, job, event, deliver_by, holder)",
         " SELECT input.key, input.seen_at, input.job, input.event, input.deliver_by,",
         " input.holder FROM input, ",
         async_commit!(),
         " WHERE input.key <> '' AND EXISTS (SELECT 1 FROM devices",
-        " WHERE devices.person_uuid = input.person_uuid AND devices.channel = input.channel)",
+        " WHERE devices.person_uuid = input.person_uuid)",
         " ON CONFLICT (key) DO UPDATE SET seen_at = seen_events.seen_at",
         " WHERE seen_events.job = excluded.job RETURNING key) ",
         "SELECT input.n, devices.token, devices.channel, devices.person_uuid, devices.person_id,",
-        " devices.environment, devices.bundle_id, devices.registered_at, devices.last_outcome,",
-        " devices.last_outcome_at,",
+        " devices.environment, devices.bundle_id, devices.flavour, devices.registered_at,",
+        " devices.last_outcome, devices.last_outcome_at,",
         " (input.key = '' OR input.key IN (SELECT key FROM claimed)) AS fresh",
-        " FROM input JOIN devices",
-        " ON devices.person_uuid = input.person_uuid AND devices.channel = input.channel"
+        " FROM input JOIN devices ON devices.person_uuid = input.person_uuid"
     ),
 ];
 
@@ -162,7 +161,6 @@ prepared! {
     keys: [&'a str] => Array<Text>,
     seen_at: [DateTime<Utc>] => Array<Timestamptz>,
     persons: [Uuid] => Array<SqlUuid>,
-    channels: [&'a str] => Array<Text>,
     jobs: [Uuid] => Array<SqlUuid>,
     events: [&'a str] => Array<Text>,
     deliver_by: [DateTime<Utc>] => Array<Timestamptz>,
@@ -190,7 +188,6 @@ pub(crate) struct ClaimRequest {
     pub(crate) key: Option<String>,
     pub(crate) at: DateTime<Utc>,
     pub(crate) person: Uuid,
-    pub(crate) channel: &'static str,
     pub(crate) job: Uuid,
     pub(crate) event: String,
     pub(crate) deliver_by: DateTime<Utc>,
@@ -280,7 +277,6 @@ fn claim_statement(
         .collect();
     let seen_at: Vec<DateTime<Utc>> = sent.iter().map(|&index| requests[index].at).collect();
     let persons: Vec<Uuid> = sent.iter().map(|&index| requests[index].person).collect();
-    let channels: Vec<&str> = sent.iter().map(|&index| requests[index].channel).collect();
     let jobs: Vec<Uuid> = sent.iter().map(|&index| requests[index].job).collect();
     let events: Vec<&str> = sent
         .iter()
@@ -295,7 +291,6 @@ fn claim_statement(
         keys: &keys,
         seen_at: &seen_at,
         persons: &persons,
-        channels: &channels,
         jobs: &jobs,
         events: &events,
         deliver_by: &deliver_by,

@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use webex_push_domain::{ApnsEnvironment, BundleId, Channel, Device, DeviceToken, PersonId};
+use webex_push_domain::{
+    ApnsEnvironment, AppFlavour, BundleId, Channel, Device, DeviceToken, PersonId,
+};
 
 use super::StoreError;
 
@@ -22,9 +24,10 @@ pub(crate) mod pg {
             channel -> Text,
             person_uuid -> Uuid,
             person_id -> Text,
-            email -> Text,
+            email -> Nullable<Text>,
             environment -> Nullable<Text>,
             bundle_id -> Nullable<Text>,
+            flavour -> Text,
             registered_at -> Timestamptz,
             updated_at -> Timestamptz,
             last_outcome -> Nullable<Text>,
@@ -64,6 +67,7 @@ pub(crate) mod pg {
         person_id: String,
         environment: Option<String>,
         bundle_id: Option<String>,
+        flavour: String,
         registered_at: DateTime<Utc>,
         last_outcome: Option<String>,
         last_outcome_at: Option<DateTime<Utc>>,
@@ -112,6 +116,7 @@ pub(crate) mod pg {
                 person_id: self.person_id,
                 environment: self.environment,
                 bundle_id: self.bundle_id,
+                flavour: self.flavour,
                 registered_at: self.registered_at,
                 last_outcome: self.last_outcome,
                 last_outcome_at: self.last_outcome_at,
@@ -134,9 +139,10 @@ pub(crate) mod sqlite {
             channel -> Text,
             person_uuid -> Text,
             person_id -> Text,
-            email -> Text,
+            email -> Nullable<Text>,
             environment -> Nullable<Text>,
             bundle_id -> Nullable<Text>,
+            flavour -> Text,
             registered_at -> TimestamptzSqlite,
             updated_at -> TimestamptzSqlite,
             last_outcome -> Nullable<Text>,
@@ -177,6 +183,7 @@ pub(crate) mod sqlite {
         person_id: String,
         environment: Option<String>,
         bundle_id: Option<String>,
+        flavour: String,
         registered_at: DateTime<Utc>,
         last_outcome: Option<String>,
         last_outcome_at: Option<DateTime<Utc>>,
@@ -215,6 +222,7 @@ pub(crate) mod sqlite {
                 person_id: self.person_id,
                 environment: self.environment,
                 bundle_id: self.bundle_id,
+                flavour: self.flavour,
                 registered_at: self.registered_at,
                 last_outcome: self.last_outcome,
                 last_outcome_at: self.last_outcome_at,
@@ -231,6 +239,7 @@ struct RawDevice {
     person_id: String,
     environment: Option<String>,
     bundle_id: Option<String>,
+    flavour: String,
     registered_at: DateTime<Utc>,
     last_outcome: Option<String>,
     last_outcome_at: Option<DateTime<Utc>>,
@@ -259,12 +268,17 @@ fn device_from_row(row: RawDevice) -> Result<Device, StoreError> {
         .map(|b| BundleId::parse(&b))
         .transpose()
         .map_err(|_| StoreError::Corrupt("bundle_id is not a valid bundle id"))?;
+    let flavour = row
+        .flavour
+        .parse::<AppFlavour>()
+        .map_err(|_| StoreError::Corrupt("flavour is not seed or kitchensink"))?;
     Ok(Device {
         token,
         channel,
         person,
         environment,
         bundle_id,
+        flavour,
         registered_at: row.registered_at,
         last_outcome: row.last_outcome,
         last_outcome_at: row.last_outcome_at,

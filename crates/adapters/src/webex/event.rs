@@ -7,8 +7,10 @@
 //! - `telephony_calls`: a `terminator` call `alerting` (or `eventType=received`) rings;
 //!   `deleted`, `disconnected` end it; `connected` ends the ringing as answered.
 //!   The person is `data.personId` when present, else the webhook owner (`createdBy`).
-//! - `telephony_push`: rings the person with `data.apnsPayload` for the SDK; the person
-//!   is `data.personId` when present, else `actorId`.
+//! - `telephony_push`: rings the person with `data.apnsPayload` for the SDK, kept
+//!   byte for byte; the person is `data.personId` when present, else `createdBy` for a
+//!   webhook its creator owns (`ownedBy=creator`), else `actorId` (which field Webex
+//!   uses is unconfirmed; the one read is logged and kept with the event).
 //! - `messages/created`: announces the message to the webhook owner (`createdBy`)
 //!   unless the owner sent it.
 //!
@@ -16,10 +18,13 @@
 //! webhook that keeps failing, and retrying would not change the answer.
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha1::{Digest as _, Sha1};
 use webex_push_domain::{
-    CallEnded, CallId, Caller, Event, EventSource, IncomingCall, NewMessage, PersonId,
+    CallEnded, CallId, CalleeField, Caller, Event, EventSource, IncomingCall, NewMessage, PersonId,
+    RawJson,
 };
 
 /// What a webhook asks of us.
@@ -85,7 +90,8 @@ pub fn parse_event_at(
     let Value::Object(envelope) = value else {
         return Err(WebhookError::NotAnObject);
     };
-    let envelope = Envelope::read(&envelope, received_at)?;
+    let mut envelope = Envelope::read(&envelope, received_at)?;
+    envelope.raw = Raw::read(body);
     match envelope.resource {
         "callMemberships" => call_membership(&envelope),
         "telephony_calls" => telephony_call(&envelope),
@@ -104,6 +110,44 @@ struct Envelope<'a> {
     owned_by: Option<&'a str>,
     data: Fields<'a>,
     received_at: DateTime<Utc>,
+    raw: Raw<'a>,
+}
+
+/// The body's text and the parts of it that travel to phones as Webex wrote them.
+#[derive(Default)]
+struct Raw<'a> {
+    /// The whole body (valid JSON, so valid UTF-8).
+    body: Option<&'a str>,
+    data: Option<&'a RawValue>,
+    apns_payload: Option<&'a RawValue>,
+}
+
+impl<'a> Raw<'a> {
+    fn read(body: &'a [u8]) -> Self {
+        #[derive(Deserialize)]
+        struct Top<'a> {
+            #[serde(borrow, default)]
+            data: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Data<'a> {
+            #[serde(borrow, default, rename = "apnsPayload")]
+            apns_payload: Option<&'a RawValue>,
+        }
+        // Only fails for a body the `Value` parse accepted if a key appears twice;
+        // then the raw parts are taken from the parsed value instead.
+        let data = serde_json::from_slice::<Top<'a>>(body)
+            .ok()
+            .and_then(|top| top.data);
+        let apns_payload = data
+            .and_then(|data| serde_json::from_str::<Data<'a>>(data.get()).ok())
+            .and_then(|data| data.apns_payload);
+        Self {
+            body: std::str::from_utf8(body).ok(),
+            data,
+            apns_payload,
+        }
+    }
 }
 
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
@@ -135,6 +179,7 @@ impl<'a> Envelope<'a> {
                 names: &DATA_NAMES,
             },
             received_at,
+            raw: Raw::default(),
         })
     }
 
@@ -150,6 +195,28 @@ impl<'a> Envelope<'a> {
     fn is_org_owned(&self) -> bool {
         self.owned_by
             .is_some_and(|owner| owner.eq_ignore_ascii_case("org"))
+    }
+
+    /// A webhook its creator owns: `createdBy` is the person whose events it reports.
+    fn is_creator_owned(&self) -> bool {
+        self.owned_by
+            .is_some_and(|owner| owner.eq_ignore_ascii_case("creator"))
+    }
+
+    /// The whole webhook as posted, for apps that read it (KitchenSink's `webhookData`).
+    fn webhook(&self) -> Option<RawJson> {
+        self.raw.body.and_then(|body| RawJson::parse(body).ok())
+    }
+
+    /// `data` as Webex wrote it, for the SDK; `None` when empty.
+    fn sdk_data(&self) -> Option<RawJson> {
+        if self.data.map.is_empty() {
+            return None;
+        }
+        match self.raw.data {
+            Some(raw) => RawJson::parse(raw.get()).ok(),
+            None => Some(RawJson::from_value(&Value::Object(self.data.map.clone()))),
+        }
     }
 
     fn is_event(&self, name: &str) -> bool {
@@ -281,11 +348,6 @@ fn call_id(field: &'static str, text: &str) -> Result<CallId, WebhookError> {
     })
 }
 
-/// The object as the SDK may want it, for `IncomingCall::sdk_payload`.
-fn data_value(data: &Fields<'_>) -> Option<Value> {
-    (!data.map.is_empty()).then(|| Value::Object(data.map.clone()))
-}
-
 fn call_membership(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError> {
     let data = &envelope.data;
     if envelope.is_event("deleted") {
@@ -323,7 +385,9 @@ fn call_membership(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError
                 },
                 occurred_at,
                 source,
-                sdk_payload: data_value(data),
+                sdk_payload: envelope.sdk_data(),
+                webhook: envelope.webhook(),
+                callee_field: None,
             }))
         }
         // Answered on one of the callee's devices: the others stop ringing.
@@ -406,7 +470,11 @@ fn telephony_call(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
             caller: remote_party(data)?,
             occurred_at,
             source,
-            sdk_payload: data_value(data),
+            sdk_payload: envelope.sdk_data(),
+            // No app reads it: KitchenSink rings Webex Calling calls from their
+            // `telephony_push`.
+            webhook: None,
+            callee_field: None,
         })),
         Action::End { answered_elsewhere } => WebhookEvent::Relay(Event::CallEnded(CallEnded {
             call_id,
@@ -438,26 +506,33 @@ fn telephony_push(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
     if envelope.is_event("deleted") {
         return Ok(envelope.ignored("a deleted telephony push carries nothing to relay"));
     }
-    let payload = match data.map.get("apnsPayload") {
-        None | Some(Value::Null) => {
+    // The SDK's payload travels verbatim: the object as Webex wrote it, or the text of
+    // one when a sender JSON-encoded it as a string.
+    let (payload, verbatim) = match (data.map.get("apnsPayload"), envelope.raw.apns_payload) {
+        (None | Some(Value::Null), _) => {
             return Ok(envelope.ignored("no data.apnsPayload to relay"));
         }
-        // Some senders JSON-encode the payload as a string; the SDK wants the object.
-        Some(Value::String(text)) => {
-            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+        (Some(Value::String(text)), _) => match serde_json::from_str::<Value>(text) {
+            Ok(object @ Value::Object(_)) => (object, RawJson::parse(text).ok()),
+            _ => {
+                return Ok(envelope.ignored(
+                    "data.apnsPayload is a string that holds no JSON object: nothing the SDK can read",
+                ));
+            }
+        },
+        (Some(object @ Value::Object(_)), raw) => (
+            object.clone(),
+            raw.and_then(|raw| RawJson::parse(raw.get()).ok()),
+        ),
+        (Some(_), _) => {
+            return Ok(
+                envelope.ignored("data.apnsPayload is not a JSON object: nothing the SDK can read")
+            );
         }
-        Some(other) => other.clone(),
     };
-    // Which field names the target is unconfirmed: data.personId, else the actor.
-    let person = match data.person("personId")? {
-        Some(person) => person,
-        None => person_of(
-            "actorId",
-            envelope
-                .actor_id
-                .ok_or(WebhookError::MissingField("data.personId or actorId"))?,
-        )?,
-    };
+    let verbatim = verbatim.unwrap_or_else(|| RawJson::from_value(&payload));
+    let (person, field) = telephony_push_callee(envelope)?;
+    tracing::debug!(callee_field = field.as_str(), "telephony_push callee read");
     let call_id = match data.optional("callId")? {
         Some(id) => call_id("data.callId", id)?,
         None => payload_call_id(&payload),
@@ -468,8 +543,29 @@ fn telephony_push(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
         caller: remote_party(data)?,
         occurred_at: envelope.occurred_at(&["eventTimestamp", "created"]),
         source: EventSource::TelephonyPush,
-        sdk_payload: Some(payload),
+        sdk_payload: Some(verbatim),
+        webhook: None,
+        callee_field: Some(field),
     })))
+}
+
+/// Whom a `telephony_push` rings. Which field names the callee is unconfirmed, so the
+/// likeliest carrier comes first: `data.personId`; else `createdBy`, but only for a
+/// webhook its creator owns (an org-wide webhook's creator is the admin who made it,
+/// who must not get everyone's calls); else `actorId`.
+fn telephony_push_callee(envelope: &Envelope<'_>) -> Result<(PersonId, CalleeField), WebhookError> {
+    if let Some(person) = envelope.data.person("personId")? {
+        return Ok((person, CalleeField::DataPersonId));
+    }
+    if envelope.is_creator_owned()
+        && let Some(created_by) = envelope.created_by
+    {
+        return Ok((person_of("createdBy", created_by)?, CalleeField::CreatedBy));
+    }
+    let actor = envelope.actor_id.ok_or(WebhookError::MissingField(
+        "data.personId, createdBy (ownedBy=creator) or actorId",
+    ))?;
+    Ok((person_of("actorId", actor)?, CalleeField::ActorId))
 }
 
 /// A call id for a push that names none: the payload's own `callId` when it has one,
@@ -518,5 +614,6 @@ fn message(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError> {
         sender,
         sender_email: data.optional("personEmail")?.map(str::to_owned),
         occurred_at: envelope.occurred_at(&["created"]),
+        webhook: envelope.webhook(),
     })))
 }

@@ -149,7 +149,6 @@ impl NotificationService {
             key: job.event.key(),
             job: job.id,
             person: job.event.person().clone(),
-            channel: job.event.channel(),
             at: self.clock.now(),
             event,
             deliver_by: job.deliver_by,
@@ -242,6 +241,7 @@ impl NotificationService {
             channel: device.channel,
             environment: device.environment,
             bundle_id: device.bundle_id.clone(),
+            flavour: device.flavour,
             content: content.clone(),
         };
         let mut retries: u32 = 0;
@@ -364,25 +364,15 @@ impl NotificationService {
     }
 }
 
-/// The devices the store returned that the event may go to. The store answers by
-/// channel; this is the last guard before a message or a call-ended notice could
-/// reach a VoIP token and get the app killed.
-fn on_channel(devices: Vec<Device>, event: &Event) -> Vec<Device> {
-    let channel = event.channel();
+/// The devices the event goes to: those whose app takes it on the channel they serve
+/// ([`Event::channel_for`]). The store returns all of a person's devices; this is the
+/// one place that picks, and so the guard that keeps a message, a call-ended notice
+/// or a ring of the wrong shape away from a VoIP token (which would get the app
+/// killed).
+fn reached_by(devices: Vec<Device>, event: &Event) -> Vec<Device> {
     devices
         .into_iter()
-        .filter(|device| {
-            let fits = device.channel == channel;
-            if !fits {
-                tracing::error!(
-                    token = %device.token,
-                    channel = %device.channel,
-                    expected = %channel,
-                    "store returned a device of the wrong channel; skipped",
-                );
-            }
-            fits
-        })
+        .filter(|device| event.channel_for(device.flavour) == Some(device.channel))
         .collect()
 }
 
@@ -419,8 +409,10 @@ impl IncomingCallPort for NotificationService {
             Claim::Devices(devices) => (devices, false),
             Claim::Duplicate(devices) => (devices, true),
         };
-        let devices = on_channel(devices, &job.event);
+        let registered = devices.len();
+        let devices = reached_by(devices, &job.event);
         let mut report = DeliveryReport {
+            registered,
             devices: devices.len(),
             duplicate,
             attempts,
@@ -432,9 +424,14 @@ impl IncomingCallPort for NotificationService {
             return Ok(report);
         }
         if devices.is_empty() {
-            // Not recorded (the port's rule): an org-wide webhook reports many people who
-            // have no device here, and a write per such event would buy nothing.
-            tracing::debug!("no device to notify");
+            // Not recorded when the person has no device at all (the port's rule): an
+            // org-wide webhook reports many people who have no device here, and a write
+            // per such event would buy nothing. Recorded when the person's devices take
+            // none of this event (a KitchenSink app and a `telephony_calls` ring): done.
+            if registered > 0 {
+                self.finish(&job).await;
+            }
+            tracing::debug!(registered, "no device to notify");
             return Ok(report);
         }
         if Instant::now() >= deadline {
@@ -509,7 +506,8 @@ mod tests {
     };
     use crate::services::ManualClock;
     use crate::types::{
-        CallEnded, CallId, Caller, Channel, EventSource, IncomingCall, JobId, NewMessage, PersonId,
+        AppFlavour, CallEnded, CallId, Caller, Channel, EventSource, IncomingCall, JobId,
+        NewMessage, PersonId,
     };
     use chrono::{DateTime, TimeDelta, Utc};
     use mockall::predicate::{always, eq};
@@ -540,10 +538,10 @@ mod tests {
     /// job that recorded it, nothing recorded for a person without devices.
     fn claims_with(
         log: Arc<Mutex<HashMap<String, JobId>>>,
-        devices: impl Fn(&PersonId, Channel) -> Vec<Device> + Send + 'static,
+        devices: impl Fn(&PersonId) -> Vec<Device> + Send + 'static,
     ) -> impl FnMut(&EventClaim) -> Result<Claim, RegistrationError> + Send + 'static {
         move |claim| {
-            let found = devices(&claim.person, claim.channel);
+            let found = devices(&claim.person);
             let fresh = match &claim.key {
                 Some(key) if !found.is_empty() => {
                     let mut log = log.lock().unwrap();
@@ -575,6 +573,7 @@ mod tests {
             person: person.clone(),
             environment,
             bundle_id: None,
+            flavour: AppFlavour::Seed,
             registered_at: start() - TimeDelta::days(1),
             last_outcome: None,
             last_outcome_at: None,
@@ -596,6 +595,8 @@ mod tests {
             occurred_at: start(),
             source: EventSource::TelephonyCalls,
             sdk_payload: None,
+            webhook: None,
+            callee_field: None,
         }
     }
 
@@ -618,6 +619,7 @@ mod tests {
             sender: None,
             sender_email: Some("bob@example.com".into()),
             occurred_at: start(),
+            webhook: None,
         }
     }
 
@@ -655,19 +657,15 @@ mod tests {
         gateway
     }
 
-    /// A store whose callee has `devices` on `channel`, whose event log is a real set,
-    /// and which accepts any recorded outcome.
-    fn store_with(
-        person: &PersonId,
-        channel: Channel,
-        devices: Vec<Device>,
-    ) -> MockRegistrationPort {
+    /// A store whose callee has `devices`, whose event log is a real set, and which
+    /// accepts any recorded outcome.
+    fn store_with(person: &PersonId, devices: Vec<Device>) -> MockRegistrationPort {
         let mut store = MockRegistrationPort::new();
         let person = person.clone();
         store
             .expect_claim()
-            .returning(claims_with(Arc::default(), move |asked, on| {
-                assert_eq!((asked, on), (&person, channel));
+            .returning(claims_with(Arc::default(), move |asked| {
+                assert_eq!(asked, &person);
                 devices.clone()
             }));
         store.expect_finish_event().returning(|_| Ok(()));
@@ -724,7 +722,7 @@ mod tests {
             ),
             device(&callee, "c3", Channel::Voip, Some(ApnsEnvironment::Sandbox)),
         ];
-        let mut store = store_with(&callee, Channel::Voip, devices);
+        let mut store = store_with(&callee, devices);
         store
             .expect_record_outcome()
             .with(always(), eq("delivered"), eq(None), always())
@@ -741,6 +739,7 @@ mod tests {
         assert_eq!(
             report,
             DeliveryReport {
+                registered: 3,
                 devices: 3,
                 delivered: 3,
                 attempts: 1,
@@ -766,7 +765,7 @@ mod tests {
             device(&callee, "a1", Channel::Voip, None),
             device(&callee, "b2", Channel::Voip, None),
         ];
-        let mut store = store_with(&callee, Channel::Voip, devices);
+        let mut store = store_with(&callee, devices);
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let on_record = recorded.clone();
         store
@@ -811,7 +810,7 @@ mod tests {
             device(&callee, "a1", Channel::Voip, None),
             device(&callee, "b2", Channel::Voip, Some(ApnsEnvironment::Sandbox)),
         ];
-        let mut store = store_with(&callee, Channel::Voip, devices);
+        let mut store = store_with(&callee, devices);
         store
             .expect_record_outcome()
             .with(
@@ -842,11 +841,7 @@ mod tests {
     async fn a_dead_token_is_removed_from_the_store() {
         let callee = person();
         let since = start() - TimeDelta::hours(1);
-        let mut store = store_with(
-            &callee,
-            Channel::Voip,
-            vec![device(&callee, "a1", Channel::Voip, None)],
-        );
+        let mut store = store_with(&callee, vec![device(&callee, "a1", Channel::Voip, None)]);
         store
             .expect_remove_unless_registered_since()
             .with(eq(token("a1")), eq(since))
@@ -867,6 +862,7 @@ mod tests {
         assert_eq!(
             report,
             DeliveryReport {
+                registered: 1,
                 devices: 1,
                 removed: 1,
                 attempts: 1,
@@ -880,11 +876,7 @@ mod tests {
     async fn a_token_registered_again_after_the_410_timestamp_is_kept() {
         let callee = person();
         let since = start() - TimeDelta::hours(1);
-        let mut store = store_with(
-            &callee,
-            Channel::Voip,
-            vec![device(&callee, "a1", Channel::Voip, None)],
-        );
+        let mut store = store_with(&callee, vec![device(&callee, "a1", Channel::Voip, None)]);
         // The store's atomic check finds a registration newer than `since`.
         store
             .expect_remove_unless_registered_since()
@@ -910,6 +902,7 @@ mod tests {
         assert_eq!(
             report,
             DeliveryReport {
+                registered: 1,
                 devices: 1,
                 attempts: 1,
                 ..DeliveryReport::default()
@@ -920,11 +913,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_push_apns_asks_to_retry_is_sent_again_and_delivered() {
         let callee = person();
-        let mut store = store_with(
-            &callee,
-            Channel::Voip,
-            vec![device(&callee, "a1", Channel::Voip, None)],
-        );
+        let mut store = store_with(&callee, vec![device(&callee, "a1", Channel::Voip, None)]);
         accept_outcomes(&mut store);
         let sent = Sent::default();
         let service = service(
@@ -951,11 +940,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_stop_at_the_ring_deadline_and_the_push_is_given_up() {
         let callee = person();
-        let mut store = store_with(
-            &callee,
-            Channel::Voip,
-            vec![device(&callee, "a1", Channel::Voip, None)],
-        );
+        let mut store = store_with(&callee, vec![device(&callee, "a1", Channel::Voip, None)]);
         store
             .expect_record_outcome()
             .with(
@@ -976,6 +961,7 @@ mod tests {
         assert_eq!(
             report,
             DeliveryReport {
+                registered: 1,
                 devices: 1,
                 gave_up: 1,
                 attempts: 1,
@@ -990,11 +976,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn with_full_jitter_retries_stay_bounded_by_the_deadline() {
         let callee = person();
-        let mut store = store_with(
-            &callee,
-            Channel::Voip,
-            vec![device(&callee, "a1", Channel::Voip, None)],
-        );
+        let mut store = store_with(&callee, vec![device(&callee, "a1", Channel::Voip, None)]);
         accept_outcomes(&mut store);
         let sent = Sent::default();
         let service = service(
@@ -1014,11 +996,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retry_after_beyond_the_deadline_gives_up_at_once() {
         let callee = person();
-        let mut store = store_with(
-            &callee,
-            Channel::Voip,
-            vec![device(&callee, "a1", Channel::Voip, None)],
-        );
+        let mut store = store_with(&callee, vec![device(&callee, "a1", Channel::Voip, None)]);
         accept_outcomes(&mut store);
         let sent = Sent::default();
         let service = service(
@@ -1039,7 +1017,6 @@ mod tests {
         let callee = person();
         let mut store = store_with(
             &callee,
-            Channel::Voip,
             vec![
                 device(&callee, "a1", Channel::Voip, None),
                 device(&callee, "b2", Channel::Voip, None),
@@ -1064,6 +1041,7 @@ mod tests {
         assert_eq!(
             report,
             DeliveryReport {
+                registered: 2,
                 devices: 2,
                 rejected: 2,
                 attempts: 1,
@@ -1084,7 +1062,7 @@ mod tests {
             device(&callee, "a1", Channel::Voip, None),
             device(&callee, "b2", Channel::Voip, None),
         ];
-        let mut store = store_with(&callee, Channel::Voip, devices);
+        let mut store = store_with(&callee, devices);
         accept_outcomes(&mut store);
         let sent = Sent::default();
         let service = service(
@@ -1115,17 +1093,10 @@ mod tests {
             assert_eq!(claim.at, start());
             let key = claim.key.as_ref().unwrap().as_str().to_owned();
             on_claim.lock().unwrap().push(key);
-            let fill = if claim.channel == Channel::Voip {
-                "a1"
-            } else {
-                "b2"
-            };
-            Ok(Claim::Devices(vec![device(
-                &claim.person,
-                fill,
-                claim.channel,
-                None,
-            )]))
+            Ok(Claim::Devices(vec![
+                device(&claim.person, "a1", Channel::Voip, None),
+                device(&claim.person, "b2", Channel::Alert, None),
+            ]))
         });
         store.expect_finish_event().returning(|_| Ok(()));
         accept_outcomes(&mut store);
@@ -1155,11 +1126,8 @@ mod tests {
     #[tokio::test]
     async fn a_message_only_ever_goes_to_alert_tokens() {
         let recipient = person();
-        // `store_with` only answers for the Alert channel: asking for VoIP devices
-        // would fail the test.
         let mut store = store_with(
             &recipient,
-            Channel::Alert,
             vec![
                 device(&recipient, "a1", Channel::Alert, None),
                 device(&recipient, "b2", Channel::Alert, None),
@@ -1187,11 +1155,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_ended_notice_is_never_a_voip_push() {
         let callee = person();
-        let mut store = store_with(
-            &callee,
-            Channel::Alert,
-            vec![device(&callee, "b2", Channel::Alert, None)],
-        );
+        let mut store = store_with(&callee, vec![device(&callee, "b2", Channel::Alert, None)]);
         accept_outcomes(&mut store);
         let sent = Sent::default();
         let service = service(
@@ -1208,12 +1172,106 @@ mod tests {
         assert!(matches!(sent[0].content, PushContent::CallEnded(_)));
     }
 
+    fn kitchensink(device: Device) -> Device {
+        Device {
+            flavour: AppFlavour::KitchenSink,
+            ..device
+        }
+    }
+
+    /// A person with a seed app (VoIP a1, alert b2) and a KitchenSink app (VoIP c3,
+    /// alert d4): the tokens each source's ring goes to.
+    async fn ring_tokens(source: EventSource) -> (DeliveryReport, HashSet<DeviceToken>, usize) {
+        let callee = person();
+        let mut store = store_with(
+            &callee,
+            vec![
+                device(&callee, "a1", Channel::Voip, None),
+                device(&callee, "b2", Channel::Alert, None),
+                kitchensink(device(&callee, "c3", Channel::Voip, None)),
+                kitchensink(device(&callee, "d4", Channel::Alert, None)),
+            ],
+        );
+        let finished = Arc::new(Mutex::new(0));
+        let on_finish = finished.clone();
+        store.checkpoint();
+        let person = callee.clone();
+        store
+            .expect_claim()
+            .returning(claims_with(Arc::default(), move |_| {
+                vec![
+                    device(&person, "a1", Channel::Voip, None),
+                    device(&person, "b2", Channel::Alert, None),
+                    kitchensink(device(&person, "c3", Channel::Voip, None)),
+                    kitchensink(device(&person, "d4", Channel::Alert, None)),
+                ]
+            }));
+        store.expect_finish_event().returning(move |_| {
+            *on_finish.lock().unwrap() += 1;
+            Ok(())
+        });
+        accept_outcomes(&mut store);
+        let sent = Sent::default();
+        let service = service(
+            store,
+            gateway(&sent, |_, _| delivered(ApnsEnvironment::Production)),
+        );
+        let report = service
+            .ring(IncomingCall {
+                source,
+                ..call(&callee, "call-1")
+            })
+            .await
+            .unwrap();
+        for push in sent.lock().unwrap().iter() {
+            assert_eq!(push.content.channel_for(push.flavour), Some(push.channel));
+        }
+        let finished = *finished.lock().unwrap();
+        (report, tokens_of(&sent), finished)
+    }
+
     #[tokio::test]
-    async fn a_voip_device_the_store_returns_by_mistake_gets_no_message() {
+    async fn each_app_gets_a_ring_on_the_token_its_flavour_reads() {
+        let (report, tokens, _) = ring_tokens(EventSource::CallMemberships).await;
+        assert_eq!(tokens, HashSet::from([token("a1"), token("d4")]));
+        assert_eq!((report.registered, report.devices), (4, 2));
+
+        let (_, tokens, _) = ring_tokens(EventSource::TelephonyPush).await;
+        assert_eq!(tokens, HashSet::from([token("a1"), token("c3")]));
+
+        let (report, tokens, finished) = ring_tokens(EventSource::TelephonyCalls).await;
+        assert_eq!(tokens, HashSet::from([token("a1")]));
+        assert_eq!((report.delivered, finished), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_event_none_of_the_persons_apps_takes_is_finished_without_a_push() {
+        let callee = person();
+        let mut store = MockRegistrationPort::new();
+        let person = callee.clone();
+        store
+            .expect_claim()
+            .returning(claims_with(Arc::default(), move |_| {
+                vec![kitchensink(device(&person, "c3", Channel::Voip, None))]
+            }));
+        store.expect_finish_event().times(1).returning(|_| Ok(()));
+        let sent = Sent::default();
+        let service = service(
+            store,
+            gateway(&sent, |_, _| unreachable!("nothing to send")),
+        );
+
+        let report = service.ring(call(&callee, "call-1")).await.unwrap();
+
+        assert_eq!((report.registered, report.devices), (1, 0));
+        assert!(sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_voip_device_of_the_person_gets_no_message() {
         let recipient = person();
         let mut store = store_with(
             &recipient,
-            Channel::Alert,
             vec![
                 device(&recipient, "a1", Channel::Voip, None),
                 device(&recipient, "b2", Channel::Alert, None),
@@ -1283,7 +1341,7 @@ mod tests {
         let devices = vec![device(&callee, "a1", Channel::Voip, None)];
         let mut store = MockRegistrationPort::new();
         let log = Arc::new(Mutex::new(HashMap::new()));
-        let mut answer = claims_with(log.clone(), move |_, _| devices.clone());
+        let mut answer = claims_with(log.clone(), move |_| devices.clone());
         let jobs = Arc::new(Mutex::new(Vec::new()));
         let seen_jobs = jobs.clone();
         let mut tries = 0;
@@ -1343,7 +1401,6 @@ mod tests {
         let callee = person();
         let mut store = store_with(
             &callee,
-            Channel::Voip,
             vec![
                 device(&callee, "a1", Channel::Voip, None),
                 device(&callee, "b2", Channel::Voip, None),
@@ -1389,7 +1446,7 @@ mod tests {
         let log = Arc::new(Mutex::new(HashMap::new()));
         store
             .expect_claim()
-            .returning(claims_with(log.clone(), |_, _| Vec::new()));
+            .returning(claims_with(log.clone(), |_| Vec::new()));
         store.expect_finish_event().never();
         let mut gateway = MockPushGateway::new();
         gateway.expect_send().never();

@@ -200,11 +200,12 @@ mod tests {
     fn registration(person: &PersonId, voip: &str, alert: &str) -> Registration {
         Registration {
             person: person.clone(),
-            email: EmailAddress::parse("ada@example.com").unwrap(),
+            email: Some(EmailAddress::parse("ada@example.com").unwrap()),
             voip_token: token(voip),
             alert_token: token(alert),
             environment: Some(ApnsEnvironment::Sandbox),
             bundle_id: None,
+            flavour: crate::types::AppFlavour::Seed,
         }
     }
 
@@ -244,6 +245,7 @@ mod tests {
                     person: person.clone(),
                     environment: None,
                     bundle_id: None,
+                    flavour: crate::types::AppFlavour::Seed,
                     registered_at: *at,
                     last_outcome: None,
                     last_outcome_at: None,

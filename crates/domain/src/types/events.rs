@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use super::{Channel, PersonId, PushContent};
+use super::{AppFlavour, Channel, PersonId, PushContent, RawJson};
 
 /// A Webex call id (or call session id), opaque to us; at most 256 bytes.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -109,6 +109,28 @@ impl fmt::Debug for Caller {
     }
 }
 
+/// Which field of a `telephony_push` named the callee. Webex does not say which one
+/// does (see `docs/webex-webhooks.md`), so the choice is logged and kept with the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CalleeField {
+    #[serde(rename = "data.personId")]
+    DataPersonId,
+    #[serde(rename = "createdBy")]
+    CreatedBy,
+    #[serde(rename = "actorId")]
+    ActorId,
+}
+
+impl CalleeField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CalleeField::DataPersonId => "data.personId",
+            CalleeField::CreatedBy => "createdBy",
+            CalleeField::ActorId => "actorId",
+        }
+    }
+}
+
 /// A call that should ring the callee's phones.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IncomingCall {
@@ -117,9 +139,17 @@ pub struct IncomingCall {
     pub caller: Caller,
     pub occurred_at: DateTime<Utc>,
     pub source: EventSource,
-    /// What the app may hand to the Webex SDK: for `telephony_push`, the event's
-    /// `data.apnsPayload`; otherwise the event's `data`.
-    pub sdk_payload: Option<serde_json::Value>,
+    /// What the app may hand to the Webex SDK, as Webex sent it: for `telephony_push`,
+    /// the event's `data.apnsPayload` (always a JSON object); otherwise the event's
+    /// `data`.
+    pub sdk_payload: Option<RawJson>,
+    /// The whole webhook as posted, for apps that read it (KitchenSink's
+    /// `webhookData`); `None` where no app reads it (`telephony_push`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<RawJson>,
+    /// For `telephony_push`: the field the callee was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callee_field: Option<CalleeField>,
 }
 
 /// A call that ended, or was answered elsewhere: the callee's phones stop ringing.
@@ -143,6 +173,9 @@ pub struct NewMessage {
     pub sender: Option<PersonId>,
     pub sender_email: Option<String>,
     pub occurred_at: DateTime<Utc>,
+    /// The whole webhook as posted, for apps that read it (KitchenSink's `webhookData`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<RawJson>,
 }
 
 impl fmt::Debug for NewMessage {
@@ -203,12 +236,10 @@ impl Event {
         }
     }
 
-    /// The channel its pushes travel on: only a ring ever goes to a VoIP token.
-    pub fn channel(&self) -> Channel {
-        match self {
-            Event::Ring(_) => Channel::Voip,
-            Event::CallEnded(_) | Event::Message(_) => Channel::Alert,
-        }
+    /// The channel its push travels on to an app of `flavour`, `None` when such an app
+    /// gets none (see [`channel_for`]).
+    pub fn channel_for(&self, flavour: AppFlavour) -> Option<Channel> {
+        channel_for(self.kind(), self.source(), flavour)
     }
 
     /// The call it is about (rings and call-ended notices), for logs.
@@ -261,6 +292,25 @@ impl Event {
             Event::CallEnded(ended) => PushContent::CallEnded(ended.into()),
             Event::Message(message) => PushContent::Message(message.into()),
         }
+    }
+}
+
+/// The one rule for which token of which app an event goes to. A VoIP push must
+/// report a call to CallKit at once, so only a ring ever goes to a VoIP token, and to
+/// KitchenSink only a `telephony_push` one: its PushKit handler understands nothing
+/// else. KitchenSink gets a `callMemberships` ring as an alert (it reads the call from
+/// `webhookData`), and no `telephony_calls` ring at all: it rings Webex Calling calls
+/// from their `telephony_push`, and an alert on top would be a second notice of one
+/// call.
+pub fn channel_for(kind: EventKind, source: EventSource, flavour: AppFlavour) -> Option<Channel> {
+    match (kind, flavour) {
+        (EventKind::Ring, AppFlavour::Seed) => Some(Channel::Voip),
+        (EventKind::Ring, AppFlavour::KitchenSink) => match source {
+            EventSource::TelephonyPush => Some(Channel::Voip),
+            EventSource::CallMemberships => Some(Channel::Alert),
+            EventSource::TelephonyCalls | EventSource::Messages => None,
+        },
+        (EventKind::CallEnded | EventKind::Message, _) => Some(Channel::Alert),
     }
 }
 
@@ -414,6 +464,7 @@ mod tests {
             sender: None,
             sender_email: None,
             occurred_at: Utc::now(),
+            webhook: None,
         })
     }
 
@@ -447,7 +498,9 @@ mod tests {
             },
             occurred_at: Utc::now(),
             source: EventSource::TelephonyPush,
-            sdk_payload: Some(serde_json::json!({"aps": {}, "data": [1, "two"]})),
+            sdk_payload: Some(RawJson::parse("{\"aps\": {}, \"data\": [1, \"two\"]}").unwrap()),
+            webhook: Some(RawJson::parse("{\"resource\":\"telephony_push\"}").unwrap()),
+            callee_field: Some(CalleeField::ActorId),
         });
         let stored = serde_json::to_string(&call).unwrap();
         let read: Event = serde_json::from_str(&stored).unwrap();
@@ -456,6 +509,29 @@ mod tests {
             unreachable!()
         };
         assert!(read.callee.original().starts_with("Y2lz"));
+    }
+
+    #[test]
+    fn only_rings_reach_voip_tokens_and_kitchensink_only_from_telephony_push() {
+        use EventSource::*;
+        let sources = [CallMemberships, TelephonyCalls, TelephonyPush, Messages];
+        for flavour in AppFlavour::ALL {
+            for source in sources {
+                for kind in [EventKind::CallEnded, EventKind::Message] {
+                    assert_eq!(channel_for(kind, source, flavour), Some(Channel::Alert));
+                }
+            }
+        }
+        for source in sources {
+            assert_eq!(
+                channel_for(EventKind::Ring, source, AppFlavour::Seed),
+                Some(Channel::Voip)
+            );
+        }
+        let kitchensink = |source| channel_for(EventKind::Ring, source, AppFlavour::KitchenSink);
+        assert_eq!(kitchensink(TelephonyPush), Some(Channel::Voip));
+        assert_eq!(kitchensink(CallMemberships), Some(Channel::Alert));
+        assert_eq!(kitchensink(TelephonyCalls), None);
     }
 
     #[test]

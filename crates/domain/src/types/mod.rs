@@ -5,17 +5,19 @@ mod device_token;
 mod events;
 mod person_id;
 mod push;
+mod raw_json;
 mod registration;
 
 pub use access_token::{AccessToken, AccessTokenError};
 pub use device_token::{DeviceToken, DeviceTokenError};
 pub use events::{
-    CallEnded, CallId, Caller, Deadlines, Event, EventKey, EventKind, EventSource, IncomingCall,
-    Job, JobId, NewMessage, ReplicaId,
+    CallEnded, CallId, CalleeField, Caller, Deadlines, Event, EventKey, EventKind, EventSource,
+    IncomingCall, Job, JobId, NewMessage, ReplicaId, channel_for,
 };
 pub use person_id::{PersonId, PersonIdError};
 pub use push::{Push, PushContent, PushOutcome};
+pub use raw_json::RawJson;
 pub use registration::{
-    ApnsEnvironment, BundleId, BundleIdError, Channel, Device, EmailAddress, EmailError,
-    ParseEnumError, Registration,
+    ApnsEnvironment, AppFlavour, BundleId, BundleIdError, Channel, Device, EmailAddress,
+    EmailError, ParseEnumError, Registration,
 };

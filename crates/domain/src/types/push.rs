@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{ApnsEnvironment, BundleId, CallEnded, Channel, DeviceToken, IncomingCall, NewMessage};
+use super::{
+    ApnsEnvironment, AppFlavour, BundleId, CallEnded, Channel, DeviceToken, EventKind, EventSource,
+    IncomingCall, NewMessage, channel_for,
+};
 
 /// What a push says. Shared (`Arc`) because one event fans out to many devices.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,13 +19,15 @@ pub enum PushContent {
 }
 
 impl PushContent {
-    /// The channel this content may travel on. A VoIP push must report a call to
-    /// CallKit, so only an incoming call ever goes to a VoIP token.
-    pub fn channel(&self) -> Channel {
-        match self {
-            PushContent::IncomingCall(_) => Channel::Voip,
-            PushContent::CallEnded(_) | PushContent::Message(_) => Channel::Alert,
-        }
+    /// The channel this content travels on to an app of `flavour`, `None` when such an
+    /// app gets none: the rule of [`channel_for`].
+    pub fn channel_for(&self, flavour: AppFlavour) -> Option<Channel> {
+        let (kind, source) = match self {
+            PushContent::IncomingCall(call) => (EventKind::Ring, call.source),
+            PushContent::CallEnded(ended) => (EventKind::CallEnded, ended.source),
+            PushContent::Message(_) => (EventKind::Message, EventSource::Messages),
+        };
+        channel_for(kind, source, flavour)
     }
 
     pub fn kind(&self) -> &'static str {
@@ -43,6 +48,8 @@ pub struct Push {
     pub environment: Option<ApnsEnvironment>,
     /// `None`: the gateway's configured topic.
     pub bundle_id: Option<BundleId>,
+    /// Which payloads the app reads.
+    pub flavour: AppFlavour,
     pub content: PushContent,
 }
 

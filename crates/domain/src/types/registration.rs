@@ -25,6 +25,52 @@ pub enum ApnsEnvironment {
     Sandbox,
 }
 
+/// Which app registered a device, and so which payloads it reads. Apps in the field
+/// speak one of two: the 2017 sample's (`{"email","voipToken","msgToken","personId"}`),
+/// or that of Cisco's current sample apps (KitchenSink, SDK 3.x:
+/// `{"voipToken","deviceToken","pushProvider","userId","prod"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AppFlavour {
+    /// The 2017 sample: every ring is a VoIP push carrying our `webex` dictionary.
+    #[default]
+    Seed,
+    /// KitchenSink 3.x: VoIP pushes only for `telephony_push` (its `apnsPayload`
+    /// verbatim); other rings and messages are alerts carrying `webhookData`.
+    KitchenSink,
+}
+
+impl AppFlavour {
+    pub const ALL: [AppFlavour; 2] = [AppFlavour::Seed, AppFlavour::KitchenSink];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppFlavour::Seed => "seed",
+            AppFlavour::KitchenSink => "kitchensink",
+        }
+    }
+}
+
+impl FromStr for AppFlavour {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "seed" => Ok(AppFlavour::Seed),
+            "kitchensink" => Ok(AppFlavour::KitchenSink),
+            _ => Err(ParseEnumError {
+                value: s.to_owned(),
+                expected: "seed, kitchensink",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for AppFlavour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{value:?} is not one of: {expected}")]
 pub struct ParseEnumError {
@@ -209,13 +255,16 @@ impl fmt::Display for BundleId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub person: PersonId,
-    pub email: EmailAddress,
+    /// `None` for apps that send none (KitchenSink).
+    pub email: Option<EmailAddress>,
     pub voip_token: DeviceToken,
     pub alert_token: DeviceToken,
     /// `None`: unknown; pushes try the configured default first, then the other.
     pub environment: Option<ApnsEnvironment>,
     /// `None`: the configured `APNS_TOPIC`.
     pub bundle_id: Option<BundleId>,
+    /// Which payloads the app reads.
+    pub flavour: AppFlavour,
 }
 
 impl Registration {
@@ -236,6 +285,8 @@ pub struct Device {
     pub person: PersonId,
     pub environment: Option<ApnsEnvironment>,
     pub bundle_id: Option<BundleId>,
+    /// Which payloads the app that registered it reads.
+    pub flavour: AppFlavour,
     pub registered_at: DateTime<Utc>,
     /// The outcome of the last push to this token (`delivered`, or an APNs reason).
     pub last_outcome: Option<String>,

@@ -1,5 +1,6 @@
 //! `POST /register` and `DELETE /register/{token}`: the original sample server's
-//! contract, unchanged for apps in the field, with validation that names the field.
+//! contract, unchanged for apps in the field, and the body of Cisco's current sample
+//! apps (KitchenSink), with validation that names the field.
 
 use std::time::Duration;
 
@@ -7,8 +8,8 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
 use webex_push_domain::{
-    AccessToken, ApnsEnvironment, BundleId, DeviceToken, EmailAddress, EmailError, PersonId,
-    Registration, RegistrationService,
+    AccessToken, ApnsEnvironment, AppFlavour, BundleId, DeviceToken, EmailAddress, EmailError,
+    PersonId, Registration, RegistrationService,
 };
 
 use super::{Limits, method_not_allowed, read_body, require_json, token_error};
@@ -88,9 +89,15 @@ fn access_token(request: &HttpRequest) -> Option<AccessToken> {
         .and_then(|value| AccessToken::from_authorization(value).ok())
 }
 
-/// Reads `{"email","voipToken","msgToken","personId"}` (+ optional `environment`,
-/// `bundleId`), reporting every bad field at once. Unknown fields are ignored, as
-/// apps may send more than the original read.
+/// Reads a registration in either shape apps in the field send, reporting every bad
+/// field at once. Unknown fields are ignored, as apps may send more than we read.
+///
+/// - The 2017 sample's: `{"email","voipToken","msgToken","personId"}`, plus optional
+///   `environment` and `bundleId`.
+/// - KitchenSink's (Cisco's current sample apps), told by its `userId` or
+///   `pushProvider`: `{"voipToken","deviceToken","pushProvider":"APNS","userId"}`, plus
+///   optional `prod` (the tokens' APNs environment: `false` is sandbox) and `bundleId`.
+///   `pushProvider: "FCM"` (Android) is refused until FCM is supported.
 pub fn parse_registration(body: &[u8]) -> Result<Registration, ApiError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
@@ -99,56 +106,123 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, ApiError> {
             "the body must be a JSON object".into(),
         ));
     };
+    if fields.contains_key("userId") || fields.contains_key("pushProvider") {
+        kitchensink_registration(&fields)
+    } else {
+        seed_registration(&fields)
+    }
+}
+
+fn seed_registration(fields: &Map<String, Value>) -> Result<Registration, ApiError> {
     let mut errors = Vec::new();
-    let email = required(&fields, "email", &mut errors).and_then(|text| {
+    let email = required(fields, "email", &mut errors).and_then(|text| {
         EmailAddress::parse(text)
             .map_err(|e| errors.push(email_error(&e)))
             .ok()
     });
-    let voip_token = required(&fields, "voipToken", &mut errors).and_then(|text| {
-        DeviceToken::parse(text.trim())
-            .map_err(|e| errors.push(token_error("voipToken", &e)))
-            .ok()
-    });
-    let alert_token = required(&fields, "msgToken", &mut errors).and_then(|text| {
-        DeviceToken::parse(text.trim())
-            .map_err(|e| errors.push(token_error("msgToken", &e)))
-            .ok()
-    });
-    let person = required(&fields, "personId", &mut errors).and_then(|text| {
-        PersonId::parse(text)
-            .map_err(|e| {
-                errors.push(FieldError::new(
-                    "personId",
-                    "webex-person-id",
-                    e.to_string(),
-                ))
-            })
-            .ok()
-    });
-    let environment = optional(&fields, "environment", &mut errors).and_then(|text| {
+    let voip_token = device_token(fields, "voipToken", &mut errors);
+    let alert_token = device_token(fields, "msgToken", &mut errors);
+    let person = person_id(fields, "personId", &mut errors);
+    let environment = optional(fields, "environment", &mut errors).and_then(|text| {
         text.parse::<ApnsEnvironment>()
             .map_err(|e| errors.push(FieldError::new("environment", "one-of", e.to_string())))
             .ok()
     });
-    let bundle_id = optional(&fields, "bundleId", &mut errors).and_then(|text| {
-        BundleId::parse(text)
-            .map_err(|e| errors.push(FieldError::new("bundleId", "bundle-id", e.to_string())))
-            .ok()
-    });
+    let bundle_id = bundle_id(fields, &mut errors);
     match (email, voip_token, alert_token, person) {
         (Some(email), Some(voip_token), Some(alert_token), Some(person)) if errors.is_empty() => {
             Ok(Registration {
                 person,
-                email,
+                email: Some(email),
                 voip_token,
                 alert_token,
                 environment,
                 bundle_id,
+                flavour: AppFlavour::Seed,
             })
         }
         _ => Err(ApiError::Validation(errors)),
     }
+}
+
+fn kitchensink_registration(fields: &Map<String, Value>) -> Result<Registration, ApiError> {
+    let mut errors = Vec::new();
+    let provider = optional(fields, "pushProvider", &mut errors);
+    if let Some(provider) = provider.filter(|p| !p.eq_ignore_ascii_case("APNS")) {
+        let detail = if provider.eq_ignore_ascii_case("FCM") {
+            "FCM (Android) is not supported yet; only APNS".to_owned()
+        } else {
+            format!("must be APNS (FCM, for Android, is not supported yet); got {provider:?}")
+        };
+        errors.push(FieldError::new("pushProvider", "supported", detail));
+        // An Android body has no VoIP token and its token is not APNs hex: checking
+        // them would only bury the one error that matters.
+        person_id(fields, "userId", &mut errors);
+        return Err(ApiError::Validation(errors));
+    }
+    let voip_token = device_token(fields, "voipToken", &mut errors);
+    let alert_token = device_token(fields, "deviceToken", &mut errors);
+    let person = person_id(fields, "userId", &mut errors);
+    let environment = match fields.get("prod") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(true)) => Some(ApnsEnvironment::Production),
+        Some(Value::Bool(false)) => Some(ApnsEnvironment::Sandbox),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "prod",
+                "boolean",
+                "must be true (production APNs tokens) or false (sandbox)",
+            ));
+            None
+        }
+    };
+    let bundle_id = bundle_id(fields, &mut errors);
+    match (voip_token, alert_token, person) {
+        (Some(voip_token), Some(alert_token), Some(person)) if errors.is_empty() => {
+            Ok(Registration {
+                person,
+                email: None,
+                voip_token,
+                alert_token,
+                environment,
+                bundle_id,
+                flavour: AppFlavour::KitchenSink,
+            })
+        }
+        _ => Err(ApiError::Validation(errors)),
+    }
+}
+
+fn device_token(
+    fields: &Map<String, Value>,
+    name: &'static str,
+    errors: &mut Vec<FieldError>,
+) -> Option<DeviceToken> {
+    required(fields, name, errors).and_then(|text| {
+        DeviceToken::parse(text.trim())
+            .map_err(|e| errors.push(token_error(name, &e)))
+            .ok()
+    })
+}
+
+fn person_id(
+    fields: &Map<String, Value>,
+    name: &'static str,
+    errors: &mut Vec<FieldError>,
+) -> Option<PersonId> {
+    required(fields, name, errors).and_then(|text| {
+        PersonId::parse(text)
+            .map_err(|e| errors.push(FieldError::new(name, "webex-person-id", e.to_string())))
+            .ok()
+    })
+}
+
+fn bundle_id(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<BundleId> {
+    optional(fields, "bundleId", errors).and_then(|text| {
+        BundleId::parse(text)
+            .map_err(|e| errors.push(FieldError::new("bundleId", "bundle-id", e.to_string())))
+            .ok()
+    })
 }
 
 /// A required string field; records `required` or `string` when it is not one.
