@@ -78,6 +78,8 @@ pub struct AcceptedPush {
     pub apns_id: String,
     pub collapse_id: Option<String>,
     pub payload: serde_json::Value,
+    /// The request body as sent, byte for byte.
+    pub body: Vec<u8>,
     /// The provider token the push came with.
     pub jwt: String,
     pub received_at: SystemTime,

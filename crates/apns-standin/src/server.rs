@@ -222,6 +222,7 @@ impl Stream {
                     apns_id,
                     collapse_id: checked.collapse_id,
                     payload: serde_json::from_slice(&payload).unwrap_or_default(),
+                    body: payload,
                     jwt: checked.jwt,
                     received_at: self.received_at,
                     connection: self.connection,

@@ -519,6 +519,119 @@ async fn every_bad_field_is_reported_at_once() {
     assert_eq!(fields, ["email", "voipToken", "msgToken", "personId"]);
 }
 
+/// The body KitchenSink (Cisco's current sample app, iOS) registers with.
+fn kitchensink_registration() -> Value {
+    json!({
+        "voipToken": voip_token(),
+        "deviceToken": msg_token(),
+        "pushProvider": "APNS",
+        "userId": PERSON_UUID,
+        "prod": false,
+    })
+}
+
+#[tokio::test]
+async fn kitchensinks_registration_body_is_stored_as_a_kitchensink_device() {
+    let mut store = MockRegistrationPort::new();
+    store
+        .expect_register()
+        .withf(|registration, _| {
+            registration.person == PersonId::parse(PERSON_UUID).unwrap()
+                && registration.voip_token.as_str() == voip_token()
+                && registration.alert_token.as_str() == msg_token()
+                && registration.email.is_none()
+                && registration.environment == Some(ApnsEnvironment::Sandbox)
+                && registration.flavour == AppFlavour::KitchenSink
+        })
+        .times(1)
+        .returning(|_, _| Ok(()));
+    store
+        .expect_register()
+        .withf(|registration, _| {
+            registration.environment == Some(ApnsEnvironment::Production)
+                && registration.flavour == AppFlavour::KitchenSink
+        })
+        .times(1)
+        .returning(|_, _| Ok(()));
+    store
+        .expect_register()
+        .withf(|registration, _| {
+            registration.environment.is_none() && registration.flavour == AppFlavour::KitchenSink
+        })
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let app = TestApp::spawn(Options {
+        store,
+        ..Options::default()
+    })
+    .await;
+    let response = app
+        .post_json("/register", &kitchensink_registration())
+        .await;
+    assert_eq!(response.status().as_u16(), 204);
+    let mut production = kitchensink_registration();
+    production["prod"] = json!(true);
+    assert_eq!(app.post_json("/register", &production).await.status(), 204);
+    // `prod` and even `pushProvider` may be left out: the tokens' environment is then
+    // found by trying (as for the seed's body).
+    let mut unknown = kitchensink_registration();
+    unknown.as_object_mut().unwrap().remove("prod");
+    unknown.as_object_mut().unwrap().remove("pushProvider");
+    assert_eq!(app.post_json("/register", &unknown).await.status(), 204);
+}
+
+#[tokio::test]
+async fn a_bad_kitchensink_body_is_400_naming_every_field_and_android_is_refused_clearly() {
+    let app = TestApp::spawn(Options::default()).await;
+    let body = problem(
+        app.post_json(
+            "/register",
+            &json!({"pushProvider": "APNS", "voipToken": "xyz", "prod": "yes"}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["voipToken", "deviceToken", "userId", "prod"],
+        "{body}"
+    );
+
+    // Android's body: one clear error, not a list of APNs fields it never has.
+    let android = json!({
+        "pushProvider": "FCM",
+        "deviceToken": "fcm-registration-token:APA91b",
+        "userId": PERSON_UUID,
+    });
+    let body = problem(app.post_json("/register", &android).await, 400).await;
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["field"], "pushProvider");
+    assert_eq!(errors[0]["rule"], "supported");
+    assert!(
+        errors[0]["detail"].as_str().unwrap().contains("FCM"),
+        "{body}"
+    );
+
+    let other = json!({"pushProvider": "HMS", "userId": "not-a-person"});
+    let body = problem(app.post_json("/register", &other).await, 400).await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["pushProvider", "userId"], "{body}");
+    app.assert_nothing_relayed().await;
+}
+
 #[tokio::test]
 async fn malformed_json_wrong_type_and_oversized_bodies_are_refused() {
     let app = TestApp::spawn(Options::default()).await;

@@ -136,6 +136,133 @@ async fn every_resource_pushes_to_every_phone_of_the_person_in_any_spelling() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kitchensink_app_and_a_seed_app_of_one_person_each_get_the_pushes_they_read() {
+    let h = Harness::start(4).await;
+    let (seed_voip, seed_alert) = (token("a1"), token("b1"));
+    let (ks_voip, ks_alert) = (token("c1"), token("d1"));
+    h.register_ok(&webex_id(PERSON), &seed_voip, &seed_alert)
+        .await;
+    let response = h
+        .register(&kitchensink_registration(
+            &webex_id(PERSON),
+            &ks_voip,
+            &ks_alert,
+        ))
+        .await;
+    assert_eq!(response.status().as_u16(), 204, "{}", h.server.log_text());
+
+    // A telephony_push from an org-wide webhook, its payload in spellings a
+    // re-serialisation would change, and a `webex` key of the SDK's own.
+    let apns_payload = r#"{"aps":{"alert":{"loc-key":"CALL"}},"webex":"the SDK's","pushId":"p-1","version":1.50,"name":"\u00c9mile","data":{"k":[1,{"x":null}]}}"#;
+    let telephony_push = format!(
+        r#"{{"id":"wh-1","resource":"telephony_push","event":"updated","ownedBy":"org","createdBy":"{admin}","actorId":"{admin}","data":{{"personId":"{person}","callId":"tp-1","apnsPayload":{apns_payload}}}}}"#,
+        admin = webex_id(OTHER),
+        person = webex_id(PERSON),
+    );
+    h.webhook_text(&telephony_push).await;
+    let rings = h.pushes(0, 2).await;
+    assert_eq!(sorted_tokens(&rings), sorted(&[&seed_voip, &ks_voip]));
+    let sdk: Value = serde_json::from_str(apns_payload).unwrap();
+    for push in &rings {
+        assert_voip(push);
+        if push.token == ks_voip {
+            // KitchenSink's PushKit handler gets the SDK's payload as Webex wrote it.
+            assert_eq!(push.body, apns_payload.as_bytes());
+        } else {
+            // The seed app keeps every SDK key and finds ours beside them.
+            for (key, value) in sdk.as_object().unwrap() {
+                assert_eq!(&push.payload[key], value, "{key}");
+            }
+            assert_eq!(push.payload["webexPush"]["type"], "incoming_call");
+        }
+    }
+
+    // A Webex app call: VoIP to the seed app, an alert with the webhook to KitchenSink.
+    let membership = call_membership("call-membership-1", &webex_id(PERSON)).to_string();
+    h.webhook_text(&membership).await;
+    let rings = h.pushes(2, 4).await;
+    assert_eq!(sorted_tokens(&rings), sorted(&[&seed_voip, &ks_alert]));
+    for push in &rings {
+        if push.token == ks_alert {
+            assert_alert(push);
+            assert_eq!(push.payload["webhookData"], membership);
+            let webhook: Value =
+                serde_json::from_str(push.payload["webhookData"].as_str().unwrap()).unwrap();
+            assert_eq!(webhook["data"]["callId"], "call-membership-1");
+        } else {
+            assert_voip(push);
+            assert_eq!(push.payload["webex"]["callId"], "call-membership-1");
+        }
+    }
+
+    let message = envelope(
+        "messages",
+        "created",
+        PERSON,
+        CALLER,
+        json!({
+            "id": "message-1",
+            "roomId": "room-1",
+            "personId": webex_id(CALLER),
+            "personEmail": "caller@example.com",
+            "created": "2025-06-01T12:00:00.000Z",
+        }),
+    )
+    .to_string();
+    h.webhook_text(&message).await;
+    let notices = h.pushes(4, 6).await;
+    assert_eq!(sorted_tokens(&notices), sorted(&[&seed_alert, &ks_alert]));
+    for push in &notices {
+        assert_alert(push);
+        if push.token == ks_alert {
+            assert_eq!(push.payload["webhookData"], message);
+        } else {
+            assert_eq!(push.payload["webex"]["roomId"], "room-1");
+        }
+    }
+
+    // A Webex Calling ring KitchenSink gets from its telephony_push: the seed app only.
+    h.webhook(&telephony_call("telephony-1", "alerting", "received"))
+        .await;
+    h.relayed(4).await;
+    let rest: Vec<_> = h.standin.accepted()[6..].to_vec();
+    assert_eq!(sorted_tokens(&rest), vec![seed_voip.clone()]);
+
+    // Never a VoIP push of another shape to KitchenSink: one VoIP push in all, the SDK's.
+    let to_ks_voip: Vec<_> = h
+        .standin
+        .accepted()
+        .into_iter()
+        .filter(|push| push.token == ks_voip)
+        .collect();
+    assert_eq!(to_ks_voip.len(), 1);
+
+    // A telephony_push for nobody registered here is counted for the operator.
+    let for_nobody = telephony_push.replace(&webex_id(PERSON), &webex_id(CALLER));
+    h.webhook_text(&for_nobody.replace("tp-1", "tp-2")).await;
+    h.relayed(5).await;
+    let metrics = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("webex_push_telephony_push_unmatched_total 1"),
+        "{metrics}"
+    );
+}
+
+fn sorted(tokens: &[&String]) -> Vec<String> {
+    let mut tokens: Vec<String> = tokens.iter().map(|t| (*t).clone()).collect();
+    tokens.sort();
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_with_bad_or_missing_signature_is_rejected_and_nothing_is_pushed() {
     let h = Harness::start(1).await;
     h.register_ok(PERSON, &token("a1"), &token("b1")).await;
