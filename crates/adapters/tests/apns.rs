@@ -113,6 +113,7 @@ fn call_content(caller_name: &str) -> PushContent {
         sdk_payload: Some(RawJson::parse(r#"{"callId": "call-42", "state": "alerting"}"#).unwrap()),
         webhook: None,
         callee_field: None,
+        audience: None,
     }))
 }
 

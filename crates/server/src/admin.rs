@@ -178,6 +178,7 @@ pub fn test_content(channel: Channel, message: &str) -> PushContent {
             sdk_payload: None,
             webhook: None,
             callee_field: None,
+            audience: None,
         })),
         Channel::Alert => PushContent::Message(Arc::new(NewMessage {
             message_id: id.clone(),

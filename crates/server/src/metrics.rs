@@ -705,6 +705,7 @@ mod tests {
                 sdk_payload: None,
                 webhook: None,
                 callee_field: None,
+                audience: None,
             })),
         }
     }

@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use webex_push_domain::{
-    CallId, CalleeField, Claim, Deadlines, DeliveryReport, Event, EventSource, IncomingCallPort,
-    Job, NotifyError,
+    AppFlavour, CallId, CalleeField, Claim, Deadlines, DeliveryReport, Event, EventSource,
+    IncomingCallPort, Job, NotifyError,
 };
 
 use crate::error::Chain;
@@ -366,7 +366,13 @@ async fn relay(notifier: &dyn IncomingCallPort, metrics: &Metrics, queued: Queue
         Event::Ring(call) if call.source == EventSource::TelephonyPush => call.callee_field,
         _ => None,
     };
-    let telephony_push = job.event.source() == EventSource::TelephonyPush;
+    // Counted once per event: a `telephony_push` is two jobs (one per flavour of app,
+    // see `Event::split`) reading the same devices.
+    let telephony_push = matches!(
+        &job.event,
+        Event::Ring(call) if call.source == EventSource::TelephonyPush
+            && call.audience != Some(AppFlavour::KitchenSink)
+    );
     let result: Result<DeliveryReport, NotifyError> = match claim {
         Some(Claim::Duplicate(devices)) => Ok(DeliveryReport {
             duplicate: true,
@@ -479,6 +485,7 @@ mod tests {
             sdk_payload: None,
             webhook: None,
             callee_field: None,
+            audience: None,
         })
     }
 

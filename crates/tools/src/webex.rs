@@ -103,3 +103,29 @@ pub fn direct_message(message_id: &str, owner: &str, sender: &str) -> Value {
         }),
     )
 }
+
+/// `telephony_push` / `updated` from an org-wide webhook `admin` made: Webex Calling
+/// rings `callee`, with the SDK's payload for the phone in `data.apnsPayload`.
+pub fn telephony_push(call_id: &str, callee: &str, admin: &str, caller_name: &str) -> Value {
+    let mut body = envelope(
+        "telephony_push",
+        "updated",
+        admin,
+        admin,
+        json!({
+            "personId": person_id(callee),
+            "callId": call_id,
+            "apnsPayload": {
+                "aps": {},
+                "pushId": format!("push-{call_id}"),
+                "externalTrackingId": format!("tracking-{call_id}"),
+                "name": caller_name,
+                "number": "+15557654321",
+                "version": "1.0",
+            },
+            "eventTimestamp": "2025-06-01T12:00:02.000Z",
+        }),
+    );
+    body["ownedBy"] = json!("org");
+    body
+}

@@ -24,15 +24,42 @@ fn the_demo_shows_every_push_and_cleans_up() {
         output.status
     );
 
-    // Two rings (callMemberships, telephony_calls) and one message notice, in order.
+    // Two phones of one person: the 2017 sample app (A) and KitchenSink (B).
     let arrivals: Vec<&str> = stdout
         .lines()
         .filter(|l| l.contains("push at the stand-in"))
         .collect();
-    assert_eq!(arrivals.len(), 3, "{stdout}");
-    assert!(arrivals[0].contains("voip"), "{stdout}");
-    assert!(arrivals[1].contains("voip"), "{stdout}");
-    assert!(arrivals[2].contains("alert"), "{stdout}");
+    assert_eq!(arrivals.len(), 6, "{stdout}");
+    let phone_a = "phone A (2017 sample app)";
+    let phone_b = "phone B (KitchenSink app)";
+    // callMemberships: A rings (VoIP), B gets an alert; in either order.
+    let first: Vec<&str> = arrivals[..2].to_vec();
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("voip") && l.contains(phone_a)),
+        "{stdout}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("alert") && l.contains(phone_b)),
+        "{stdout}"
+    );
+    // telephony_calls: A only; then the call's telephony_push: B only, as VoIP.
+    assert!(
+        arrivals[2].contains("voip") && arrivals[2].contains(phone_a),
+        "{stdout}"
+    );
+    assert!(
+        arrivals[3].contains("voip") && arrivals[3].contains(phone_b),
+        "{stdout}"
+    );
+    // The message: an alert to each.
+    assert!(
+        arrivals[4..].iter().all(|l| l.contains("alert")),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("\"source\": \"callMemberships\""),
         "{stdout}"
@@ -46,11 +73,17 @@ fn the_demo_shows_every_push_and_cleans_up() {
         "{stdout}"
     );
     assert!(
+        stdout.contains("\"pushId\": \"push-demo-call-2\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the whole webhook as posted"), "{stdout}");
+    assert!(stdout.contains("\"userId\""), "{stdout}");
+    assert!(
         stdout.contains("apns-topic: com.example.app.voip"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("3 of 3 expected pushes arrived"),
+        stdout.contains("6 of 6 expected pushes arrived"),
         "{stdout}"
     );
     // The provider token is shown cut short, never whole.
@@ -58,7 +91,7 @@ fn the_demo_shows_every_push_and_cleans_up() {
         .lines()
         .filter(|l| l.contains("authorization:"))
         .collect();
-    assert_eq!(authorization.len(), 3, "{stdout}");
+    assert_eq!(authorization.len(), 6, "{stdout}");
     for line in authorization {
         let shown = line.split("bearer ").nth(1).expect("a bearer token");
         assert_eq!(

@@ -711,6 +711,7 @@ mod tests {
             sdk_payload: sdk,
             webhook,
             callee_field: None,
+            audience: None,
         }))
     }
 

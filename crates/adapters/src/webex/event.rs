@@ -388,6 +388,7 @@ fn call_membership(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError
                 sdk_payload: envelope.sdk_data(),
                 webhook: envelope.webhook(),
                 callee_field: None,
+                audience: None,
             }))
         }
         // Answered on one of the callee's devices: the others stop ringing.
@@ -475,6 +476,7 @@ fn telephony_call(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
             // `telephony_push`.
             webhook: None,
             callee_field: None,
+            audience: None,
         })),
         Action::End { answered_elsewhere } => WebhookEvent::Relay(Event::CallEnded(CallEnded {
             call_id,
@@ -546,6 +548,7 @@ fn telephony_push(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
         sdk_payload: Some(verbatim),
         webhook: None,
         callee_field: Some(field),
+        audience: None,
     })))
 }
 

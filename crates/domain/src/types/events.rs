@@ -150,6 +150,10 @@ pub struct IncomingCall {
     /// For `telephony_push`: the field the callee was read from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callee_field: Option<CalleeField>,
+    /// The only flavour of app this ring is for, once [`Event::split`] made one job per
+    /// flavour; `None`: every app that takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<AppFlavour>,
 }
 
 /// A call that ended, or was answered elsewhere: the callee's phones stop ringing.
@@ -239,7 +243,35 @@ impl Event {
     /// The channel its push travels on to an app of `flavour`, `None` when such an app
     /// gets none (see [`channel_for`]).
     pub fn channel_for(&self, flavour: AppFlavour) -> Option<Channel> {
-        channel_for(self.kind(), self.source(), flavour)
+        match self {
+            Event::Ring(call) if call.audience.is_some_and(|only| only != flavour) => None,
+            _ => channel_for(self.kind(), self.source(), flavour),
+        }
+    }
+
+    /// The jobs this event makes, each claimed (so de-duplicated) on its own. A
+    /// `telephony_push` ring makes two: the seed apps' part, under the key every ring
+    /// of the call shares, so a seed app rung for the call through `telephony_calls`
+    /// is not rung again; and KitchenSink's, under a key of its own, since KitchenSink
+    /// rings only from `telephony_push` and must not lose its ring to a `telephony_calls`
+    /// event of the same call. Every other event makes one.
+    pub fn split(self) -> Vec<Event> {
+        match self {
+            Event::Ring(call)
+                if call.source == EventSource::TelephonyPush && call.audience.is_none() =>
+            {
+                let seed = IncomingCall {
+                    audience: Some(AppFlavour::Seed),
+                    ..call.clone()
+                };
+                let kitchensink = IncomingCall {
+                    audience: Some(AppFlavour::KitchenSink),
+                    ..call
+                };
+                vec![Event::Ring(seed), Event::Ring(kitchensink)]
+            }
+            event => vec![event],
+        }
     }
 
     /// The call it is about (rings and call-ended notices), for logs.
@@ -265,7 +297,13 @@ impl Event {
     /// cannot be told apart from others, and is better announced twice than never.
     pub fn key(&self) -> Option<EventKey> {
         match self {
-            Event::Ring(call) => Some(EventKey::new("ring", &call.callee, call.call_id.as_str())),
+            Event::Ring(call) => {
+                let kind = match call.audience {
+                    Some(AppFlavour::KitchenSink) => "ring-kitchensink",
+                    Some(AppFlavour::Seed) | None => "ring",
+                };
+                Some(EventKey::new(kind, &call.callee, call.call_id.as_str()))
+            }
             Event::CallEnded(ended) => Some(EventKey::new(
                 "ended",
                 &ended.person,
@@ -501,6 +539,7 @@ mod tests {
             sdk_payload: Some(RawJson::parse("{\"aps\": {}, \"data\": [1, \"two\"]}").unwrap()),
             webhook: Some(RawJson::parse("{\"resource\":\"telephony_push\"}").unwrap()),
             callee_field: Some(CalleeField::ActorId),
+            audience: Some(AppFlavour::KitchenSink),
         });
         let stored = serde_json::to_string(&call).unwrap();
         let read: Event = serde_json::from_str(&stored).unwrap();
@@ -532,6 +571,39 @@ mod tests {
         assert_eq!(kitchensink(TelephonyPush), Some(Channel::Voip));
         assert_eq!(kitchensink(CallMemberships), Some(Channel::Alert));
         assert_eq!(kitchensink(TelephonyCalls), None);
+    }
+
+    #[test]
+    fn a_telephony_push_is_one_job_per_flavour_and_only_kitchensinks_has_a_key_of_its_own() {
+        let callee = person();
+        let ring = |source| {
+            Event::Ring(IncomingCall {
+                call_id: CallId::parse("call-1").unwrap(),
+                callee: callee.clone(),
+                caller: Caller::default(),
+                occurred_at: Utc::now(),
+                source,
+                sdk_payload: None,
+                webhook: None,
+                callee_field: None,
+                audience: None,
+            })
+        };
+        let [seed, kitchensink] = <[Event; 2]>::try_from(ring(EventSource::TelephonyPush).split())
+            .unwrap_or_else(|_| panic!("two jobs"));
+        // The seed part shares the key of the call's telephony_calls ring...
+        assert_eq!(seed.key(), ring(EventSource::TelephonyCalls).key());
+        // ...KitchenSink's does not: it rings from telephony_push only.
+        assert_ne!(kitchensink.key(), seed.key());
+        assert_eq!(seed.channel_for(AppFlavour::Seed), Some(Channel::Voip));
+        assert_eq!(seed.channel_for(AppFlavour::KitchenSink), None);
+        assert_eq!(kitchensink.channel_for(AppFlavour::Seed), None);
+        assert_eq!(
+            kitchensink.channel_for(AppFlavour::KitchenSink),
+            Some(Channel::Voip)
+        );
+        assert_eq!(ring(EventSource::CallMemberships).split().len(), 1);
+        assert_eq!(message("m").split().len(), 1);
     }
 
     #[test]

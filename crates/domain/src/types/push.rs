@@ -23,6 +23,11 @@ impl PushContent {
     /// app gets none: the rule of [`channel_for`].
     pub fn channel_for(&self, flavour: AppFlavour) -> Option<Channel> {
         let (kind, source) = match self {
+            PushContent::IncomingCall(call)
+                if call.audience.is_some_and(|only| only != flavour) =>
+            {
+                return None;
+            }
             PushContent::IncomingCall(call) => (EventKind::Ring, call.source),
             PushContent::CallEnded(ended) => (EventKind::CallEnded, ended.source),
             PushContent::Message(_) => (EventKind::Message, EventSource::Messages),

@@ -29,7 +29,10 @@ pub enum ApnsEnvironment {
 /// speak one of two: the 2017 sample's (`{"email","voipToken","msgToken","personId"}`),
 /// or that of Cisco's current sample apps (KitchenSink, SDK 3.x:
 /// `{"voipToken","deviceToken","pushProvider","userId","prod"}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum AppFlavour {
     /// The 2017 sample: every ring is a VoIP push carrying our `webex` dictionary.
     #[default]

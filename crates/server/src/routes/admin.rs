@@ -78,6 +78,7 @@ fn device_json(device: &Device) -> Value {
         "channel": device.channel,
         "environment": device.environment,
         "bundleId": device.bundle_id.as_ref().map(|b| b.as_str()),
+        "flavour": device.flavour.as_str(),
         "registeredAt": device.registered_at,
         "lastOutcome": device.last_outcome,
         "lastOutcomeAt": device.last_outcome_at,

@@ -113,17 +113,28 @@ async fn accept(
             .extensions()
             .get::<RequestId>()
             .map(|id| Arc::clone(&id.0));
-        let accepted = queue.accept(event, request_id).await.map_err(|error| {
-            tracing::warn!(kind, error = %error, "webhook refused: event not queued");
-            match error {
-                EnqueueError::Full => ApiError::QueueFull,
-                EnqueueError::Closed => ApiError::ShuttingDown,
-            }
-        })?;
+        // One job per part of the event that is de-duplicated on its own (a
+        // `telephony_push` ring: the seed apps' and KitchenSink's). Should a later part
+        // not be queued, the webhook is refused and its re-delivery queues it; the parts
+        // already queued are then duplicates and ring nothing twice.
+        let mut recorded = true;
+        for event in event.split() {
+            let accepted = queue
+                .accept(event, request_id.clone())
+                .await
+                .map_err(|error| {
+                    tracing::warn!(kind, error = %error, "webhook refused: event not queued");
+                    match error {
+                        EnqueueError::Full => ApiError::QueueFull,
+                        EnqueueError::Closed => ApiError::ShuttingDown,
+                    }
+                })?;
+            recorded &= accepted == Accepted::Recorded;
+        }
         tracing::info!(
             kind,
             depth = queue.depth(),
-            recorded = accepted == Accepted::Recorded,
+            recorded,
             outcome = "queued",
             "webhook accepted"
         );

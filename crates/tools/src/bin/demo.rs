@@ -1,7 +1,8 @@
 //! `webex-push-demo`: the whole flow on one machine with nothing to set up. Starts the
 //! local APNs stand-in and the real `webex-push` binary on embedded SQLite in a
-//! temporary directory, registers a phone as the original iOS app does, sends signed
-//! Webex webhooks, and prints every push as it reaches the stand-in. Cleans up after
+//! temporary directory, registers two phones of one person (one as the original sample
+//! app does, one as Cisco's current KitchenSink app does), sends signed Webex webhooks,
+//! and prints every push as it reaches the stand-in, in the shape each app reads. Cleans up after
 //! itself; exits non-zero when an expected push does not arrive.
 
 use std::io::IsTerminal as _;
@@ -18,9 +19,11 @@ use webex_push_tools::keys::{GeneratedKey, KEY_ID, TEAM_ID, TOPIC};
 use webex_push_tools::server::{ServerProcess, locate_binary};
 use webex_push_tools::webex::{self, SIGNATURE_HEADER, sign};
 
-/// The person whose phone rings, and who calls them.
+/// The person whose phones ring, who calls them, and the admin who made the org's
+/// `telephony_push` webhook.
 const PERSON: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const CALLER: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
+const ADMIN: &str = "11111111-2222-4333-8444-555555555555";
 /// The secret the Webex webhooks were created with.
 const WEBHOOK_SECRET: &str = "demo-webhook-secret";
 
@@ -86,9 +89,9 @@ struct Demo {
     /// Pushes that arrived, and how many each step expected.
     received: usize,
     expected: usize,
-    /// The registered tokens: pushes to any other (the server's start-up warm-up
-    /// push to an all-zero token) are not the phone's.
-    tokens: Vec<String>,
+    /// The registered tokens and which phone's token each is: pushes to any other
+    /// (the server's start-up warm-up push to an all-zero token) are not a phone's.
+    tokens: Vec<(String, &'static str)>,
     /// Pushes to other tokens, seen and skipped.
     skipped: usize,
 }
@@ -233,51 +236,90 @@ impl Demo {
         );
         println!();
 
-        let voip_token = random_token();
-        let msg_token = random_token();
-        self.tokens = vec![voip_token.clone(), msg_token.clone()];
-        let register = json!({
-            "email": "ada@example.com",
-            "voipToken": voip_token,
-            "msgToken": msg_token,
-            "personId": webex::person_id(PERSON),
-        });
+        let (seed_voip, seed_alert) = (random_token(), random_token());
+        let (ks_voip, ks_alert) = (random_token(), random_token());
+        self.tokens = vec![
+            (seed_voip.clone(), "phone A (2017 sample app), VoIP token"),
+            (
+                seed_alert.clone(),
+                "phone A (2017 sample app), message token",
+            ),
+            (ks_voip.clone(), "phone B (KitchenSink app), VoIP token"),
+            (ks_alert.clone(), "phone B (KitchenSink app), device token"),
+        ];
         println!(
             "{}",
-            s.bold("1. The iOS app registers its two tokens (the original app's body)")
+            s.bold("1. Ada's two phones register their tokens, each app with its own body")
         );
-        let shown = json!({
-            "email": "ada@example.com",
-            "voipToken": short(&voip_token),
-            "msgToken": short(&msg_token),
-            "personId": webex::person_id(PERSON),
-        });
-        println!("   {} {base}/register", s.cyan("POST"));
-        print_indented(&pretty(&shown), "   ");
-        let response = self
-            .http
-            .post(format!("{base}/register"))
-            .json(&register)
-            .send()
-            .await
-            .context("POST /register failed")?;
-        let status = response.status().as_u16();
-        if status != 204 {
-            let body = response.text().await.unwrap_or_default();
-            bail!("POST /register answered {status}: {body}");
+        let registrations = [
+            (
+                "phone A, an app built on the original 2017 sample:",
+                json!({
+                    "email": "ada@example.com",
+                    "voipToken": seed_voip,
+                    "msgToken": seed_alert,
+                    "personId": webex::person_id(PERSON),
+                }),
+                json!({
+                    "email": "ada@example.com",
+                    "voipToken": short(&seed_voip),
+                    "msgToken": short(&seed_alert),
+                    "personId": webex::person_id(PERSON),
+                }),
+            ),
+            (
+                "phone B, Cisco's current KitchenSink sample app (SDK 3.x):",
+                json!({
+                    "voipToken": ks_voip,
+                    "deviceToken": ks_alert,
+                    "pushProvider": "APNS",
+                    "userId": webex::person_id(PERSON),
+                    "prod": false,
+                }),
+                json!({
+                    "voipToken": short(&ks_voip),
+                    "deviceToken": short(&ks_alert),
+                    "pushProvider": "APNS",
+                    "userId": webex::person_id(PERSON),
+                    "prod": false,
+                }),
+            ),
+        ];
+        for (who, register, shown) in registrations {
+            let s = &self.style;
+            println!("   {}", s.dim(who));
+            println!("   {} {base}/register", s.cyan("POST"));
+            print_indented(&pretty(&shown), "   ");
+            let response = self
+                .http
+                .post(format!("{base}/register"))
+                .json(&register)
+                .send()
+                .await
+                .context("POST /register failed")?;
+            let status = response.status().as_u16();
+            if status != 204 {
+                let body = response.text().await.unwrap_or_default();
+                bail!("POST /register answered {status}: {body}");
+            }
+            println!("   → {}", self.style.green("204 No Content"));
         }
-        println!("   → {}", self.style.green("204 No Content"));
         println!();
 
         let mut steps = vec![
             Step {
-                title: "Webex rings Ada: callMemberships/created, state notified",
+                title: "Webex rings Ada: callMemberships/created, state notified (phone A: VoIP; phone B: an alert with the webhook)",
                 body: webex::call_membership("demo-call-1", PERSON, CALLER),
+                expect: 2,
+            },
+            Step {
+                title: "A Webex Calling call alerts Ada: telephony_calls/created, state alerting (phone A only: phone B rings from the call's telephony_push)",
+                body: webex::telephony_ring("demo-call-2", PERSON, "Grace Hopper", "+15551234567"),
                 expect: 1,
             },
             Step {
-                title: "A Webex Calling call alerts Ada: telephony_calls/created, state alerting",
-                body: webex::telephony_ring("demo-call-2", PERSON, "Grace Hopper", "+15551234567"),
+                title: "The Calling SDK's push for the same call: telephony_push/updated (phone A rang for it already; phone B: the SDK's payload, verbatim)",
+                body: webex::telephony_push("demo-call-2", PERSON, ADMIN, "Grace Hopper"),
                 expect: 1,
             },
         ];
@@ -285,7 +327,7 @@ impl Demo {
             steps.push(Step {
                 title: "Grace writes to Ada: messages/created in a direct room",
                 body: webex::direct_message("demo-message-1", PERSON, CALLER),
-                expect: 1,
+                expect: 2,
             });
         }
         let mut pushes = pushes;
@@ -299,7 +341,7 @@ impl Demo {
         let standin = self.standin.as_ref().context("the stand-in runs")?;
         let stats = standin.stats();
         println!(
-            "   {} of {} expected pushes arrived at the phone's tokens ({} other: the server's start-up check); the stand-in answered {:?} over {} HTTP/2 connection(s) with {} provider token(s)",
+            "   {} of {} expected pushes arrived at the phones' tokens ({} other: the server's start-up check); the stand-in answered {:?} over {} HTTP/2 connection(s) with {} provider token(s)",
             self.received,
             self.expected,
             self.skipped,
@@ -382,7 +424,9 @@ impl Demo {
     ) -> Option<AcceptedPush> {
         loop {
             match pushes.recv().await {
-                Ok(push) if self.tokens.contains(&push.token) => return Some(push),
+                Ok(push) if self.tokens.iter().any(|(token, _)| *token == push.token) => {
+                    return Some(push);
+                }
                 Ok(push) => {
                     self.skipped += 1;
                     println!(
@@ -402,8 +446,13 @@ impl Demo {
 
     fn print_push(&self, push: &AcceptedPush, after: Duration) {
         let s = &self.style;
+        let phone = self
+            .tokens
+            .iter()
+            .find(|(token, _)| *token == push.token)
+            .map_or("?", |(_, phone)| phone);
         println!(
-            "   {} {} push at the stand-in after {:.1} ms",
+            "   {} {} push at the stand-in after {:.1} ms, for {phone}",
             s.green("◀"),
             s.bold(&push.push_type),
             after.as_secs_f64() * 1000.0
@@ -419,7 +468,22 @@ impl Demo {
             };
             println!("     {}: {value}", s.dim(name));
         }
-        print_indented(&pretty(&push.payload), "     ");
+        if push.push_type == "voip" && push.payload.get("webex").is_none() {
+            // The SDK's own payload: shown as sent, byte for byte.
+            println!("     {}", s.dim("(the body as sent, byte for byte)"));
+            print_indented(&String::from_utf8_lossy(&push.body), "     ");
+            return;
+        }
+        let mut payload = push.payload.clone();
+        if let Some(Value::String(webhook)) = payload.get("webhookData") {
+            // The whole webhook as posted, as one string: shown cut short.
+            let shown: String = webhook.chars().take(60).collect();
+            payload["webhookData"] = Value::String(format!(
+                "{shown}… ({} bytes: the whole webhook as posted)",
+                webhook.len()
+            ));
+        }
+        print_indented(&pretty(&payload), "     ");
     }
 
     /// Stops the server with SIGTERM (it drains its queue and exits), stops the
