@@ -6,6 +6,10 @@ use chrono::{TimeZone as _, Utc};
 use serde_json::{Value, json};
 use webex_push_adapters::webex::{WebhookError, WebhookEvent, parse_event_at};
 use webex_push_domain::{CalleeField, Event, EventSource, PersonId};
+use webex_push_test_support::webex_fixtures::{
+    GUIDE_MESSAGE, GUIDE_SECRET, GUIDE_SIGNATURE, QUEUE_CALL_CREATED, queue_call_answered,
+    queue_call_taken_elsewhere,
+};
 
 const CALLEE_UUID: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const CALLER_UUID: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
@@ -480,26 +484,7 @@ fn malformed_bodies_are_refused_saying_what_is_wrong() {
     assert_eq!(bad_data.field(), Some("data"));
 }
 
-// The payloads of real deliveries (`../shared/reference/webex-today.md` §5), verbatim.
-
-/// A `telephony_calls` incoming call into a queue, with the fields Webex adds
-/// (`appearance`, `muteCapable`, `muted`, ...).
-const QUEUE_CALL_CREATED: &str = r#"{"data": {"callId": "Y2lzY29zcGFyazovL3VzL0NBTEwvY2FsbGhhbGYtMTIzNDU2Nzg5OjA", "appearance": 1,
-  "personality": "terminator", "created": "2025-08-05T16:48:19.359Z",
-  "remoteParty": {"name": "ALEX EXAMPLE", "privacyEnabled": false, "number": "+15550100000", "callType": "external"},
-  "muteCapable": false, "eventType": "received", "state": "alerting",
-  "callSessionId": "ZmEzMmU1MzQtYzNhMi00NjVkLWJjZTgtMDAwMDAwMDAwMDAw", "muted": false,
-  "eventTimestamp": "2025-08-05T16:48:19.360Z", "completedElsewhere": false},
- "resource": "telephony_calls", "created": "2025-07-01T13:31:06.813Z",
- "orgId": "Y2lzY29zcGFyazovL3VzL09SR0FOSVpBVElPTi8wMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDE",
- "actorId": "Y2lzY29zcGFyazovL3VzL1BFT1BMRS8wMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDI",
- "createdBy": "Y2lzY29zcGFyazovL3VzL1BFT1BMRS8wMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDI",
- "appId": "Y2lzY29zcGFyazovL3VzL0FQUExJQ0FUSU9OL0MwMDAw", "name": "Calls",
- "id": "Y2lzY29zcGFyazovL3VzL1dFQkhPT0svMDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAz",
- "event": "created", "targetUrl": "https://relay.example.com/webhook", "ownedBy": "creator", "status": "active"}"#;
-
-/// The guide's `messages` example, minified, as signed by the test vector.
-const GUIDE_MESSAGE: &str = r#"{"id":"Y2lzY29zcGFyazovL3VzL1dFQkhPT0svOTZhYmMyYWEtM2RjYy0xMWU1LWExNTItZmUzNDgxOWNkYzlh","name":"My Attachment Action Webhook","targetUrl":"https://example.com/mywebhook","resource":"messages","event":"created","filter":"roomId=Y2lzY29zcGFyazovL3VzL1JPT00vYmJjZWIxYWQtNDNmMS0zYjU4LTkxNDctZjE0YmIwYzRkMTU0","orgId":"OTZhYmMyYWEtM2RjYy0xMWU1LWExNTItZmUzNDgxOWNkYzlh","createdBy":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9mNWIzNjE4Ny1jOGRkLTQ3MjctOGIyZi1mOWM0NDdmMjkwNDY","appId":"Y2lzY29zcGFyazovL3VzL0FQUExJQ0FUSU9OL0MyNzljYjMwYzAyOTE4MGJiNGJkYWViYjA2MWI3OTY1Y2RhMzliNjAyOTdjODUwM2YyNjZhYmY2NmM5OTllYzFm","ownedBy":"creator","status":"active","actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9mNWIzNjE4Ny1jOGRkLTQ3MjctOGIyZi1mOWM0NDdmMjkwNDY","data":{"id":"Y2lzY29zcGFyazovL3VzL01FU1NBR0UvOTJkYjNiZTAtNDNiZC0xMWU2LThhZTktZGQ1YjNkZmM1NjVk","roomId":"Y2lzY29zcGFyazovL3VzL1JPT00vYmJjZWIxYWQtNDNmMS0zYjU4LTkxNDctZjE0YmIwYzRkMTU0","personId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9mNWIzNjE4Ny1jOGRkLTQ3MjctOGIyZi1mOWM0NDdmMjkwNDY","personEmail":"matt@example.com","created":"2015-10-18T14:26:16.000Z"}}"#;
+// The payloads of real deliveries: `webex_push_test_support::webex_fixtures`.
 
 fn parse_text(body: &str) -> WebhookEvent {
     parse_event_at(body.as_bytes(), received_at()).unwrap_or_else(|e| panic!("{body}: {e}"))
@@ -525,20 +510,13 @@ fn a_real_queue_call_rings_its_owner_with_the_caller_and_its_end_stops_the_ringi
             + chrono::TimeDelta::milliseconds(360)
     );
 
-    let answered = QUEUE_CALL_CREATED
-        .replace(r#""event": "created""#, r#""event": "updated""#)
-        .replace(r#""eventType": "received""#, r#""eventType": "answered", "answered": "2025-08-05T16:48:25.000Z", "endpointType": "APPLICATION", "endpointId": "e-1""#)
-        .replace(r#""state": "alerting""#, r#""state": "connected""#);
+    let answered = queue_call_answered();
     let WebhookEvent::Relay(Event::CallEnded(ended)) = parse_text(&answered) else {
         panic!("expected the ringing to end");
     };
     assert!(ended.answered_elsewhere);
 
-    let taken_elsewhere = QUEUE_CALL_CREATED
-        .replace(r#""event": "created""#, r#""event": "deleted""#)
-        .replace(r#""eventType": "received""#, r#""eventType": "disconnected", "disconnected": "2025-08-05T16:48:30.000Z", "redirections": [{"reason": "unavailable"}]"#)
-        .replace(r#""state": "alerting""#, r#""state": "disconnected""#)
-        .replace(r#""completedElsewhere": false"#, r#""completedElsewhere": true"#);
+    let taken_elsewhere = queue_call_taken_elsewhere();
     let WebhookEvent::Relay(Event::CallEnded(ended)) = parse_text(&taken_elsewhere) else {
         panic!("expected the ringing to end");
     };

@@ -264,6 +264,62 @@ async fn a_kitchensink_app_and_a_seed_app_of_one_person_each_get_the_pushes_they
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_deliveries_ring_and_stop_ringing_and_the_guides_signature_is_accepted() {
+    use webex_push_test_support::webex_fixtures::{
+        GUIDE_MESSAGE, GUIDE_SECRET, GUIDE_SIGNATURE, QUEUE_CALL_CREATED, QUEUE_CALL_OWNER,
+        queue_call_taken_elsewhere,
+    };
+    let h = Harness::start_with(2, &[("WEBHOOK_SECRET", format!("{SECRET},{GUIDE_SECRET}"))]).await;
+    let (voip, alert) = (token("e1"), token("f1"));
+    h.register_ok(&webex_id(QUEUE_CALL_OWNER), &voip, &alert)
+        .await;
+
+    // A queue call as Webex delivered it: `appearance`, `muteCapable`, the webhook's own
+    // `created`, pretty-printed; then its `deleted` with `completedElsewhere`.
+    h.webhook_text(QUEUE_CALL_CREATED).await;
+    let ring = h.pushes(0, 1).await;
+    assert_voip(&ring[0]);
+    assert_eq!(ring[0].token, voip);
+    assert_eq!(ring[0].payload["webex"]["callerName"], "ALEX EXAMPLE");
+    assert_eq!(ring[0].payload["webex"]["event"]["appearance"], 1);
+    h.webhook_text(&queue_call_taken_elsewhere()).await;
+    let ended = h.pushes(1, 2).await;
+    assert_alert(&ended[0]);
+    assert_eq!(ended[0].token, alert);
+    assert_eq!(ended[0].payload["webex"]["answeredElsewhere"], true);
+
+    // The guide's message, signed as its test vector says (a bare base64 `orgId`): the
+    // owner's own message, accepted and announced to nobody.
+    let response = h
+        .http
+        .post(h.url("/webhook"))
+        .header("content-type", "application/json")
+        .header("X-Spark-Signature", GUIDE_SIGNATURE)
+        .body(GUIDE_MESSAGE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204, "{}", h.server.log_text());
+    h.server
+        .wait_for_log("the guide's message ignored", |l| {
+            message_is(l, "webhook ignored") && l["resource"] == "messages"
+        })
+        .await;
+    let tampered = GUIDE_MESSAGE.replace("matt@", "mallory@");
+    let response = h
+        .http
+        .post(h.url("/webhook"))
+        .header("content-type", "application/json")
+        .header("X-Spark-Signature", GUIDE_SIGNATURE)
+        .body(tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(h.standin.accepted().len(), 2);
+}
+
 fn sorted(tokens: &[&String]) -> Vec<String> {
     let mut tokens: Vec<String> = tokens.iter().map(|t| (*t).clone()).collect();
     tokens.sort();

@@ -1,11 +1,14 @@
 //! Test helpers shared by webex-push's crates: a fresh Postgres database per test
-//! (dropped afterwards) and a throwaway SQLite file.
+//! (dropped afterwards), a throwaway SQLite file, and webhook bodies as Webex sends them
+//! ([`webex_fixtures`]).
 //!
 //! Postgres comes from `TEST_DATABASE_URL` (an admin URL such as
 //! `postgres://postgres@127.0.0.1:5432/postgres`) when it is set; otherwise one
 //! throwaway cluster per test process is started from the installed PostgreSQL server
 //! binaries and removed when the process exits. Helpers panic with a message that says
 //! what to do: a test that cannot get its database fails, it is never skipped.
+
+pub mod webex_fixtures;
 
 use std::fs;
 use std::io::Read as _;
