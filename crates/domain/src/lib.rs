@@ -11,10 +11,10 @@ pub use ports::{
     BoxError, Claim, DeliveryReport, EventClaim, IncomingCallPort, NotifyError, PushGateway,
     RegistrationError, RegistrationPort, StoredEvent, TakeOver,
 };
-pub use ports::{IdentityError, IdentityPort};
+pub use ports::{DirectoryError, IdentityError, IdentityPort, WebhookDirectory};
 pub use services::{
     Clock, ManualClock, NotificationService, RegisterError, Registered, RegistrationService,
-    RetryPolicy, SystemClock,
+    RetryPolicy, SecretFor, SystemClock, UpkeepReport, WebhookUpkeep,
 };
 pub use services::{GuardError, RegistrationGuard};
 pub use types::*;

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 pub use crate::types::Deadlines;
 use crate::types::{
     AccessToken, ApnsEnvironment, Channel, Device, DeviceToken, EventKey, Job, JobId, PersonId,
-    Push, PushOutcome, Registration, ReplicaId,
+    Push, PushOutcome, Registration, RemoteWebhook, ReplicaId, WebhookSpec,
 };
 
 /// A boxed error source, for the causes adapters carry up without the domain naming them.
@@ -351,4 +351,56 @@ pub trait IdentityPort: Send + Sync + 'static {
     /// token.
     async fn person_for_token(&self, access_token: &AccessToken)
     -> Result<PersonId, IdentityError>;
+}
+
+/// What can go wrong asking Webex about webhooks.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// Webex refused the access token (invalid, expired, revoked).
+    #[error("the access token was rejected by Webex")]
+    Rejected,
+    /// Webex understood and said no: the token may not do this (no Webex Calling for
+    /// a `telephony_calls` webhook, not an org admin for an org-wide one). The message
+    /// is Webex's, safe to log.
+    #[error("Webex refused: {0}")]
+    Refused(String),
+    /// Webex cannot answer right now (unreachable, timed out, throttling, failing).
+    #[error("the Webex API is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Anything else, e.g. an answer that does not parse.
+    #[error("the Webex webhook request failed")]
+    Unknown(#[source] BoxError),
+}
+
+/// The WebhookDirectory port: the Webex webhooks API, as the holder of an access token
+/// sees it. MUST NOT log tokens or secrets.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait WebhookDirectory: Send + Sync + 'static {
+    /// The token holder's own webhooks, or (`org_wide`) the org's; `GET /v1/webhooks`.
+    async fn list(
+        &self,
+        token: &AccessToken,
+        org_wide: bool,
+    ) -> Result<Vec<RemoteWebhook>, DirectoryError>;
+
+    /// `POST /v1/webhooks`.
+    async fn create(
+        &self,
+        token: &AccessToken,
+        spec: &WebhookSpec,
+    ) -> Result<RemoteWebhook, DirectoryError>;
+
+    /// `PUT /v1/webhooks/{id}`: sets the name, target and (when given) secret, and
+    /// re-activates it when `activate`.
+    async fn update(
+        &self,
+        token: &AccessToken,
+        id: &str,
+        spec: &WebhookSpec,
+        activate: bool,
+    ) -> Result<RemoteWebhook, DirectoryError>;
+
+    /// `DELETE /v1/webhooks/{id}`; an unknown id is not an error.
+    async fn delete(&self, token: &AccessToken, id: &str) -> Result<(), DirectoryError>;
 }

@@ -86,6 +86,14 @@ pub struct AuthArgs {
     /// names the client; unset: the socket's peer is the client.
     #[arg(long, env = "TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
+    /// The server's own `https://` address as Webex reaches it. With REGISTER_AUTH=webex,
+    /// each registration makes sure the person's webhooks point at `PUBLIC_URL/webhook`.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds a person's webhooks count as checked: later registrations within it ask
+    /// Webex nothing.
+    #[arg(long, env = "WEBHOOK_CHECK_INTERVAL_SECS", default_value_t = 900)]
+    pub webhook_check_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

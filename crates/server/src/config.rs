@@ -57,6 +57,18 @@ pub struct Config {
     pub register_auth: Option<WebexIdentityConfig>,
     /// Devices per person and channel, registrations per client address.
     pub register_limits: RegisterLimits,
+    /// `Some` with `PUBLIC_URL`, REGISTER_AUTH=webex and a WEBHOOK_SECRET: the server
+    /// keeps each registered person's webhooks.
+    pub webhook_upkeep: Option<UpkeepSettings>,
+}
+
+/// How the server keeps people's webhooks.
+#[derive(Debug, Clone)]
+pub struct UpkeepSettings {
+    /// `PUBLIC_URL/webhook`.
+    pub target_url: String,
+    /// How long a person's webhooks count as checked.
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +146,7 @@ impl Config {
             retry: RetryPolicy::default(),
             admin_token: None,
             register_auth: None,
+            webhook_upkeep: None,
             // Tests register freely from one address; they opt in to a rate.
             register_limits: RegisterLimits {
                 devices_per_channel: RegistrationService::DEFAULT_DEVICES_PER_CHANNEL,
@@ -174,6 +187,7 @@ impl Config {
             apns
         });
         let webhook_secrets = webhook_secrets(webhook.webhook_secret.as_deref())?;
+        let webhook_upkeep = webhook_upkeep(&args.auth, &webhook_secrets)?;
         webhook_auth(
             &webhook_secrets,
             webhook.allow_unsigned_webhooks,
@@ -206,8 +220,47 @@ impl Config {
             admin_token: admin_token(args.auth.admin_token.as_deref())?,
             register_auth: register_auth(&args.auth)?,
             register_limits: register_limits(&args.auth)?,
+            webhook_upkeep,
         })
     }
+}
+
+fn webhook_upkeep(
+    args: &AuthArgs,
+    secrets: &[SecretString],
+) -> Result<Option<UpkeepSettings>, ConfigError> {
+    let Some(public_url) = args.public_url.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    let rest = public_url
+        .strip_prefix("https://")
+        .or_else(|| public_url.strip_prefix("http://"));
+    let host = rest
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(invalid(
+            "PUBLIC_URL",
+            "must be the server's https:// address, e.g. https://push.example.com",
+        ));
+    }
+    if public_url.contains(['?', '#']) {
+        return Err(invalid("PUBLIC_URL", "must not have a query or fragment"));
+    }
+    if args.register_auth != RegisterAuth::Webex {
+        // Without the person's token nothing can be made for them.
+        return Ok(None);
+    }
+    if secrets.is_empty() {
+        return Err(invalid(
+            "PUBLIC_URL",
+            "needs WEBHOOK_SECRET: the secrets of the webhooks the server makes are derived from it",
+        ));
+    }
+    Ok(Some(UpkeepSettings {
+        target_url: format!("{}/webhook", public_url.trim_end_matches('/')),
+        interval: Duration::from_secs(args.webhook_check_interval_secs),
+    }))
 }
 
 /// An admin token guessable in a few tries would open every person's device list.

@@ -9,13 +9,15 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
 use tokio::task::JoinHandle;
 use webex_push_adapters::apns::ApnsClient;
 use webex_push_adapters::identity::WebexIdentity;
 use webex_push_adapters::persistence::DieselRegistrationStore;
+use webex_push_adapters::webex::{WebexWebhooks, WebexWebhooksConfig, webhook_secret};
 use webex_push_domain::{
-    Clock, IdentityPort, IncomingCallPort, NotificationService, RegistrationGuard,
-    RegistrationPort, RegistrationService, SystemClock,
+    Clock, IdentityPort, IncomingCallPort, NotificationService, PersonId, RegistrationGuard,
+    RegistrationPort, RegistrationService, SecretFor, SystemClock, WebhookDirectory, WebhookUpkeep,
 };
 
 use crate::admin::{AdminService, DetailedPushGateway};
@@ -41,6 +43,9 @@ pub struct Dependencies {
     pub test_pushes: Option<Arc<dyn DetailedPushGateway>>,
     /// Shared with the adapters' decorators, so `/metrics` sees what they count.
     pub metrics: Arc<Metrics>,
+    /// The Webex webhooks API, for keeping people's webhooks (`PUBLIC_URL` with
+    /// REGISTER_AUTH=webex); `None`: nothing is kept.
+    pub webhooks: Option<Arc<dyn WebhookDirectory>>,
 }
 
 impl Dependencies {
@@ -56,6 +61,7 @@ impl Dependencies {
             identity: None,
             test_pushes: None,
             metrics: Arc::new(Metrics::new()),
+            webhooks: None,
         }
     }
 }
@@ -105,6 +111,21 @@ impl Application {
             }
             None => None,
         };
+        let webhooks = match (&config.webhook_upkeep, &config.register_auth) {
+            (Some(upkeep), Some(webex)) => {
+                let directory = WebexWebhooks::new(&WebexWebhooksConfig {
+                    base_url: webex.base_url.clone(),
+                    timeout: webex.timeout,
+                })
+                .context("PUBLIC_URL: cannot set up the Webex webhooks client")?;
+                tracing::info!(
+                    target_url = upkeep.target_url.as_str(),
+                    "each registration keeps the person's webhooks (PUBLIC_URL)"
+                );
+                Some(Arc::new(directory) as Arc<dyn WebhookDirectory>)
+            }
+            _ => None,
+        };
         let mut test_pushes = None;
         let notifier = match &config.apns {
             Some(apns) => {
@@ -148,6 +169,7 @@ impl Application {
                 identity,
                 test_pushes,
                 metrics,
+                webhooks,
             },
         )?;
         application.housekeeping = Some(pruner);
@@ -200,14 +222,30 @@ impl Application {
             }
             None => (None, None),
         };
-        let registrations = web::Data::new(
-            RegistrationService::new(
-                Arc::clone(&dependencies.store),
-                Arc::clone(&dependencies.clock),
-            )
-            .guarded_by(RegistrationGuard::new(dependencies.identity))
-            .keeping(config.register_limits.devices_per_channel),
-        );
+        let mut registrations = RegistrationService::new(
+            Arc::clone(&dependencies.store),
+            Arc::clone(&dependencies.clock),
+        )
+        .guarded_by(RegistrationGuard::new(dependencies.identity))
+        .keeping(config.register_limits.devices_per_channel);
+        if let (Some(settings), Some(directory), Some(key)) = (
+            &config.webhook_upkeep,
+            dependencies.webhooks,
+            config.webhook_secrets.first(),
+        ) {
+            // The current secret (the list's first) keys the secrets of new webhooks.
+            let key = key.clone();
+            let secret_for: SecretFor = Arc::new(move |person: &PersonId, resource: &str| {
+                webhook_secret(key.expose_secret(), person, resource)
+            });
+            registrations = registrations.keeping_webhooks(Arc::new(WebhookUpkeep::new(
+                directory,
+                settings.target_url.clone(),
+                secret_for,
+                settings.interval,
+            )));
+        }
+        let registrations = web::Data::new(registrations);
         let rate_limiter = web::Data::new(RegisterRateLimiter::new(
             config.register_limits.rate,
             config.register_limits.trusted_proxies.clone(),

@@ -4,6 +4,9 @@
 use hmac::{Hmac, Mac as _};
 use secrecy::{ExposeSecret as _, SecretString};
 use sha1::Sha1;
+use webex_push_domain::PersonId;
+
+use super::directory::webhook_secret;
 
 /// The header Webex puts the signature in.
 pub const SIGNATURE_HEADER: &str = "X-Spark-Signature";
@@ -24,6 +27,59 @@ pub enum SignatureError {
     Malformed,
     #[error("the X-Spark-Signature header does not match the body under any configured secret")]
     Mismatch,
+    /// Signed with the secret of a webhook the server made for one person, but about
+    /// someone else: that webhook never reports such an event.
+    #[error("the event names someone other than the owner of the webhook it was signed for")]
+    NotTheOwner,
+}
+
+/// Who a delivery's signature says it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// A webhook made elsewhere, with a secret of `WEBHOOK_SECRET`.
+    Shared,
+    /// A webhook the server made for this person (its secret derived for them): the
+    /// event may concern only them.
+    Owner(PersonId),
+}
+
+/// Checks a delivery's signature: under one of `secrets` (webhooks made elsewhere), or
+/// under the secret the server derives from one of them for the webhook the body says
+/// it comes from (its `createdBy` and `resource`; see [`webhook_secret`]).
+pub fn verify_delivery(
+    secrets: &[SecretString],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<Signer, SignatureError> {
+    match verify_signature(secrets, body, header) {
+        Ok(()) => return Ok(Signer::Shared),
+        Err(SignatureError::Mismatch) => {}
+        Err(error) => return Err(error),
+    }
+    #[derive(serde::Deserialize)]
+    struct Origin<'a> {
+        #[serde(rename = "createdBy", borrow)]
+        created_by: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        resource: Option<std::borrow::Cow<'a, str>>,
+    }
+    let origin: Origin<'_> = serde_json::from_slice(body).map_err(|_| SignatureError::Mismatch)?;
+    let (Some(owner), Some(resource)) = (origin.created_by, origin.resource) else {
+        return Err(SignatureError::Mismatch);
+    };
+    let owner = PersonId::parse(&owner).map_err(|_| SignatureError::Mismatch)?;
+    let derived: Vec<SecretString> = secrets
+        .iter()
+        .map(|key| {
+            SecretString::from(
+                webhook_secret(key.expose_secret(), &owner, &resource)
+                    .expose()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    verify_signature(&derived, body, header)?;
+    Ok(Signer::Owner(owner))
 }
 
 /// Checks that `header` is the HMAC-SHA1 of `body` under one of `secrets` (several while
@@ -139,6 +195,50 @@ mod tests {
         assert_eq!(
             verify_signature(&all, BODY, Some("abcd")),
             Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_delivery_signed_with_its_own_webhooks_derived_secret_names_its_owner() {
+        let ada = PersonId::parse("6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d").unwrap();
+        let bob = PersonId::parse("0f1e2d3c-4b5a-4968-8776-655443322110").unwrap();
+        let body = format!(
+            r#"{{"resource":"messages","createdBy":"{}"}}"#,
+            ada.original()
+        );
+        let keys = secrets(&["old", "current"]);
+        for key in ["old", "current"] {
+            let own = webhook_secret(key, &ada, "messages");
+            assert_eq!(
+                verify_delivery(
+                    &keys,
+                    body.as_bytes(),
+                    Some(&sign(own.expose(), body.as_bytes()))
+                ),
+                Ok(Signer::Owner(ada.clone()))
+            );
+        }
+        // Another webhook's secret (Bob's, or Ada's of another resource) does not do.
+        for other in [
+            webhook_secret("current", &bob, "messages"),
+            webhook_secret("current", &ada, "callMemberships"),
+        ] {
+            assert_eq!(
+                verify_delivery(
+                    &keys,
+                    body.as_bytes(),
+                    Some(&sign(other.expose(), body.as_bytes()))
+                ),
+                Err(SignatureError::Mismatch)
+            );
+        }
+        assert_eq!(
+            verify_delivery(
+                &keys,
+                body.as_bytes(),
+                Some(&sign("current", body.as_bytes()))
+            ),
+            Ok(Signer::Shared)
         );
     }
 

@@ -4,8 +4,12 @@ mod clock;
 mod identity;
 mod notification;
 mod registration;
+mod webhooks;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use identity::{GuardError, RegistrationGuard};
 pub use notification::{HOLDER_TIMEOUT, Jitter, NotificationService, RetryPolicy};
 pub use registration::{RegisterError, Registered, RegistrationService};
+pub use webhooks::{
+    PERSONAL_WEBHOOKS, REACTIVATION_WINDOW, SecretFor, UpkeepReport, WebhookUpkeep,
+};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracing::instrument;
 
-use super::{Clock, GuardError, RegistrationGuard};
+use super::{Clock, GuardError, RegistrationGuard, WebhookUpkeep};
 use crate::ports::{BoxError, RegistrationError, RegistrationPort};
 use crate::types::{AccessToken, Channel, DeviceToken, Registration};
 
@@ -50,6 +50,8 @@ pub struct RegistrationService {
     clock: Arc<dyn Clock>,
     guard: RegistrationGuard,
     devices_per_channel: usize,
+    /// With proof of identity: the person's webhooks are checked after registering.
+    upkeep: Option<Arc<WebhookUpkeep>>,
 }
 
 /// What a registration did besides storing its two tokens.
@@ -68,6 +70,7 @@ impl RegistrationService {
             clock,
             guard: RegistrationGuard::off(),
             devices_per_channel: Self::DEFAULT_DEVICES_PER_CHANNEL,
+            upkeep: None,
         }
     }
 
@@ -80,6 +83,14 @@ impl RegistrationService {
     /// more removes the least recently registered.
     pub fn keeping(mut self, limit: usize) -> Self {
         self.devices_per_channel = limit.max(1);
+        self
+    }
+
+    /// After each registration proven with a Webex access token, the person's webhooks
+    /// are checked (made, repaired) with that token, in the background: the app's
+    /// answer never waits for Webex.
+    pub fn keeping_webhooks(mut self, upkeep: Arc<WebhookUpkeep>) -> Self {
+        self.upkeep = Some(upkeep);
         self
     }
 
@@ -129,6 +140,23 @@ impl RegistrationService {
             .await
             .inspect_err(|error| tracing::warn!(error = %error, "registration not stored"))?;
         tracing::info!("registered");
+        if let (Some(upkeep), Some(proof), true) = (&self.upkeep, proof, self.guard.is_enabled()) {
+            // The guard proved `proof` is the person's: their webhooks may be made with it.
+            let (upkeep, proof, person) = (
+                Arc::clone(upkeep),
+                proof.clone(),
+                registration.person.clone(),
+            );
+            let span = tracing::Span::current();
+            tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    if let Err(error) = upkeep.ensure_for(&proof, &person).await {
+                        tracing::warn!(error = %error, "webhooks not checked; the next registration tries again");
+                    }
+                },
+                span,
+            ));
+        }
         let mut registered = Registered::default();
         for channel in [Channel::Voip, Channel::Alert] {
             // Stored already: a failure here only leaves one device too many for now.

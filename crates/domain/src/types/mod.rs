@@ -7,6 +7,7 @@ mod person_id;
 mod push;
 mod raw_json;
 mod registration;
+mod webhook;
 
 pub use access_token::{AccessToken, AccessTokenError};
 pub use device_token::{DeviceToken, DeviceTokenError};
@@ -21,3 +22,4 @@ pub use registration::{
     ApnsEnvironment, AppFlavour, BundleId, BundleIdError, Channel, Device, EmailAddress,
     EmailError, ParseEnumError, Registration,
 };
+pub use webhook::{RemoteWebhook, WebhookSecret, WebhookSpec};

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
-use webex_push_adapters::webex::{SIGNATURE_HEADER, WebhookEvent, parse_event, verify_signature};
+use webex_push_adapters::webex::{
+    SIGNATURE_HEADER, SignatureError, Signer, WebhookEvent, parse_event, verify_delivery,
+};
 
 use super::{Limits, method_not_allowed, read_body};
 use crate::error::ApiError;
@@ -64,18 +66,21 @@ async fn accept(
     let mut resource = "unknown";
     let result: Result<&'static str, ApiError> = async {
         let body = read_body(payload, limits.webhook_body, limits.request_timeout).await?;
-        if !state.secrets.is_empty() {
+        let refused = |error: SignatureError| {
+            // Every webhook failing here usually means WEBHOOK_SECRET differs from the
+            // secret the webhook was created with: operators must see it.
+            tracing::warn!(error = %error, outcome = "unauthorized", "webhook refused");
+            ApiError::BadSignature(error)
+        };
+        let signer = if state.secrets.is_empty() {
+            Signer::Shared
+        } else {
             let header = request
                 .headers()
                 .get(SIGNATURE_HEADER)
                 .and_then(|value| value.to_str().ok());
-            verify_signature(&state.secrets, &body, header).map_err(|error| {
-                // Every webhook failing here usually means WEBHOOK_SECRET differs from the
-                // secret the webhook was created with: operators must see it.
-                tracing::warn!(error = %error, outcome = "unauthorized", "webhook refused");
-                ApiError::BadSignature(error)
-            })?;
-        }
+            verify_delivery(&state.secrets, &body, header).map_err(refused)?
+        };
         let event = parse_event(&body).map_err(|error| {
             tracing::warn!(error = %error, outcome = "malformed", "webhook refused");
             ApiError::MalformedWebhook(error)
@@ -83,6 +88,12 @@ async fn accept(
         let event = match event {
             WebhookEvent::Relay(event) => {
                 resource = event.source().as_str();
+                // A webhook the server made for one person reports only their events.
+                if let Signer::Owner(owner) = &signer
+                    && event.person() != owner
+                {
+                    return Err(refused(SignatureError::NotTheOwner));
+                }
                 event
             }
             WebhookEvent::Ignored {

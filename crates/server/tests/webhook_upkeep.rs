@@ -1,0 +1,242 @@
+//! Webhook upkeep end to end: the real binary with REGISTER_AUTH=webex and PUBLIC_URL,
+//! the Webex API stand-in making and delivering webhooks as Webex does, and the APNs
+//! stand-in. A registration makes the person's webhooks (once), a disabled one is
+//! re-activated at the next registration, deliveries are checked with their own
+//! webhook's secret, and no token or secret reaches the logs.
+// Test helpers outside #[test] functions: a failed set-up should panic loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use webex_standin::{Person, WebexStandIn, Webhook, sign};
+
+mod common;
+
+use common::*;
+
+const ADA_TOKEN: &str = "ada-access-token_PF84_org";
+const BOB_TOKEN: &str = "bob-access-token_PF84_org";
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn start(webex: &WebexStandIn, interval_secs: u64) -> Harness {
+    let port = free_port();
+    Harness::start_with(
+        2,
+        &[
+            ("PORT", port.to_string()),
+            ("PUBLIC_URL", format!("http://127.0.0.1:{port}/")),
+            ("REGISTER_AUTH", "webex".into()),
+            ("WEBEX_API_URL", webex.url()),
+            ("WEBHOOK_CHECK_INTERVAL_SECS", interval_secs.to_string()),
+            ("RUST_LOG", "info,webex_push_domain=debug".into()),
+        ],
+    )
+    .await
+}
+
+async fn register_as(h: &Harness, access: &str, person: &str, voip: &str, alert: &str) {
+    let response = h
+        .http
+        .post(h.url("/register"))
+        .bearer_auth(access)
+        .json(&registration(&webex_id(person), voip, alert))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204, "{}", h.server.log_text());
+}
+
+/// Waits until the server logged its `n`th check of someone's webhooks.
+async fn checks(h: &Harness, n: usize, message: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.server.count_logs(|l| message_is(l, message)) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {n}th `{message}`:\n{}",
+            h.server.log_text()
+        );
+        let notified = h.server.new_line.notified();
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), notified).await;
+    }
+}
+
+fn of(webhooks: &[Webhook], resource: &str) -> Webhook {
+    webhooks
+        .iter()
+        .find(|w| w.resource == resource)
+        .unwrap_or_else(|| panic!("no {resource} webhook in {webhooks:?}"))
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_makes_the_persons_webhooks_once_each_with_a_secret_of_its_own() {
+    let webex = WebexStandIn::start().await.unwrap();
+    webex.add_person(ADA_TOKEN, Person::user(PERSON));
+    let h = start(&webex, 900).await;
+    register_as(&h, ADA_TOKEN, PERSON, &token("a1"), &token("b1")).await;
+    checks(&h, 1, "webhooks checked").await;
+
+    let webhooks = webex.webhooks();
+    assert_eq!(webhooks.len(), 3, "{webhooks:?}");
+    let target = h.url("/webhook");
+    for webhook in &webhooks {
+        assert_eq!(webhook.target_url, target);
+        assert_eq!(webhook.created_by, webex_id(PERSON));
+        let secret = webhook.secret.as_deref().expect("a secret");
+        assert_ne!(secret, SECRET, "never the shared secret");
+    }
+    let rings = of(&webhooks, "callMemberships");
+    assert_eq!(rings.event, "created");
+    assert_eq!(rings.filter.as_deref(), Some("state=notified&personId=me"));
+    assert_ne!(rings.secret, of(&webhooks, "messages").secret);
+
+    // The next registration within WEBHOOK_CHECK_INTERVAL_SECS asks Webex nothing.
+    let asked = webex.requests().len();
+    register_as(&h, ADA_TOKEN, PERSON, &token("a1"), &token("b1")).await;
+    checks(&h, 1, "webhooks checked recently; nothing asked of Webex").await;
+    assert_eq!(webex.requests().len(), asked);
+    assert_eq!(webex.webhooks().len(), 3);
+
+    let log = h.server.log_text();
+    assert!(
+        !log.contains(ADA_TOKEN),
+        "the access token was logged:\n{log}"
+    );
+    for webhook in webex.webhooks() {
+        let secret = webhook.secret.unwrap();
+        assert!(
+            !log.contains(&secret),
+            "a webhook secret was logged:\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_webhook_is_reactivated_at_the_next_registration_and_its_event_rings() {
+    let webex = WebexStandIn::start().await.unwrap();
+    webex.add_person(ADA_TOKEN, Person::user(PERSON));
+    webex.add_person(
+        BOB_TOKEN,
+        Person {
+            calling: false,
+            ..Person::user(OTHER)
+        },
+    );
+    // Checked at every registration, so each one shows what it found.
+    let h = start(&webex, 0).await;
+    let (voip, alert) = (token("a1"), token("b1"));
+    register_as(&h, ADA_TOKEN, PERSON, &voip, &alert).await;
+    checks(&h, 1, "webhooks checked").await;
+    // Bob has no Webex Calling: Webex refuses his telephony_calls webhook, the others
+    // are made.
+    register_as(&h, BOB_TOKEN, OTHER, &token("c1"), &token("d1")).await;
+    checks(&h, 2, "webhooks checked").await;
+    assert_eq!(webex.webhooks().len(), 5);
+
+    // A second registration finds Ada's three and makes none.
+    register_as(&h, ADA_TOKEN, PERSON, &voip, &alert).await;
+    checks(&h, 3, "webhooks checked").await;
+    assert_eq!(webex.webhooks().len(), 5);
+
+    // Webex disables her rings webhook (100 failed deliveries): nothing arrives...
+    let rings = of(&webex.webhooks(), "callMemberships");
+    webex.disable(&rings.id);
+    let data = json!({
+        "id": "membership-1",
+        "callId": "call-upkeep-1",
+        "personId": webex_id(PERSON),
+        "state": "notified",
+        "isInitiator": false,
+    });
+    assert_eq!(
+        webex
+            .deliver(&rings.id, "created", &webex_id(CALLER), data.clone())
+            .await,
+        None
+    );
+    // ...until her next registration re-activates it; the next ring arrives.
+    register_as(&h, ADA_TOKEN, PERSON, &voip, &alert).await;
+    checks(&h, 1, "webhook repaired").await;
+    checks(&h, 4, "webhooks checked").await;
+    assert!(
+        webex
+            .webhooks()
+            .iter()
+            .all(|w| w.active || w.created_by != webex_id(PERSON))
+    );
+    assert_eq!(
+        webex
+            .deliver(&rings.id, "created", &webex_id(CALLER), data)
+            .await,
+        Some(204)
+    );
+    let pushes = h.pushes(0, 1).await;
+    assert_eq!(pushes[0].token, voip);
+    assert_eq!(pushes[0].payload["webex"]["callId"], "call-upkeep-1");
+
+    // Bob's webhook's secret cannot speak for Ada: signed for Ada's webhook (the body
+    // says she made it) it does not verify...
+    let bobs = webex
+        .webhooks()
+        .into_iter()
+        .find(|w| w.resource == "messages" && w.created_by == webex_id(OTHER))
+        .unwrap();
+    let bob_secret = bobs.secret.clone().unwrap();
+    let mut forged: Value =
+        serde_json::from_str(&call_membership("call-forged-1", &webex_id(PERSON)).to_string())
+            .unwrap();
+    forged["createdBy"] = json!(webex_id(PERSON));
+    assert_eq!(post_signed(&h, &forged, &bob_secret).await, 401);
+    // ...and signed as Bob's own webhook, an event about Ada is refused too.
+    let mut bob_signed = json!({
+        "id": rings.id,
+        "resource": "callMemberships",
+        "event": "created",
+        "createdBy": webex_id(OTHER),
+        "ownedBy": "creator",
+        "actorId": webex_id(CALLER),
+        "data": {"id": "m-2", "callId": "call-forged-2", "personId": webex_id(PERSON), "state": "notified"},
+    });
+    let bob_rings = webex
+        .webhooks()
+        .into_iter()
+        .find(|w| w.resource == "callMemberships" && w.created_by == webex_id(OTHER))
+        .unwrap();
+    assert_eq!(
+        post_signed(&h, &bob_signed, bob_rings.secret.as_deref().unwrap()).await,
+        401
+    );
+    // About Bob himself it is his to send.
+    bob_signed["data"]["personId"] = json!(webex_id(OTHER));
+    assert_eq!(
+        post_signed(&h, &bob_signed, bob_rings.secret.as_deref().unwrap()).await,
+        204
+    );
+    h.relayed(2).await;
+    assert_eq!(h.standin.accepted().len(), 2);
+
+    let log = h.server.log_text();
+    for secret in [ADA_TOKEN, BOB_TOKEN, &bob_secret] {
+        assert!(
+            !log.contains(secret),
+            "a token or secret was logged:\n{log}"
+        );
+    }
+}
+
+async fn post_signed(h: &Harness, body: &Value, secret: &str) -> u16 {
+    let text = body.to_string();
+    h.http
+        .post(h.url("/webhook"))
+        .header("content-type", "application/json")
+        .header("X-Spark-Signature", sign(secret, text.as_bytes()))
+        .body(text)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
