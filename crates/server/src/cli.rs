@@ -41,6 +41,24 @@ pub enum Command {
     /// key, provider token, APNs connection, database), print each step's outcome and a
     /// warning for each insecure setting; non-zero exit on any failure.
     Check(ServeArgs),
+    /// The org-wide webhooks pointing at PUBLIC_URL that WEBEX_SERVICE_TOKEN sees:
+    /// `list` prints them, `sync` also re-activates those Webex disabled (what the
+    /// watchdog does), once; non-zero exit when one stays inactive.
+    Webhooks(WebhooksArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct WebhooksArgs {
+    #[arg(value_enum)]
+    pub action: WebhooksAction,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WebhooksAction {
+    List,
+    Sync,
 }
 
 #[derive(Args, Clone)]
@@ -94,6 +112,14 @@ pub struct AuthArgs {
     /// Webex nothing.
     #[arg(long, env = "WEBHOOK_CHECK_INTERVAL_SECS", default_value_t = 900)]
     pub webhook_check_interval_secs: u64,
+    /// A Webex token (a service app's, or an org admin's) whose org-wide webhooks
+    /// pointing at PUBLIC_URL (the `telephony_push` firehose) are watched and
+    /// re-activated when Webex disables them.
+    #[arg(long, env = "WEBEX_SERVICE_TOKEN", hide_env_values = true)]
+    pub webex_service_token: Option<String>,
+    /// Seconds between the watchdog's looks at those webhooks.
+    #[arg(long, env = "WEBHOOK_WATCHDOG_INTERVAL_SECS", default_value_t = 120)]
+    pub webhook_watchdog_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -294,6 +320,7 @@ impl Command {
             Command::Migrate(args) => &args.log,
             Command::Push(args) => &args.log,
             Command::Check(args) => &args.log,
+            Command::Webhooks(args) => &args.serve.log,
         }
     }
 }

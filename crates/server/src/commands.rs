@@ -3,12 +3,18 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use std::sync::Arc;
 use webex_push_adapters::apns::ApnsClient;
 use webex_push_adapters::persistence::DieselRegistrationStore;
-use webex_push_domain::{AppFlavour, Channel, DeviceToken, Push};
+
+use secrecy::ExposeSecret as _;
+use webex_push_adapters::webex::{WebexWebhooks, WebexWebhooksConfig};
+use webex_push_domain::{
+    AccessToken, AppFlavour, Channel, DeviceToken, Push, WebhookDirectory as _, WebhookUpkeep,
+};
 
 use crate::admin::test_content;
-use crate::cli::{Command, MigrateArgs, PushArgs, ServeArgs};
+use crate::cli::{Command, MigrateArgs, PushArgs, ServeArgs, WebhooksAction, WebhooksArgs};
 use crate::config::{self, Config};
 use crate::startup::{Application, ShutdownSignal};
 
@@ -18,7 +24,70 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => migrate(&args).await,
         Command::Push(args) => push(&args).await,
         Command::Check(args) => Ok(crate::check::run(&args).await),
+        Command::Webhooks(args) => webhooks(&args).await,
     }
+}
+
+/// `webhooks list` and `webhooks sync`: the watchdog's look, once, printed.
+async fn webhooks(args: &WebhooksArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::from_args(&args.serve)?;
+    let settings = config
+        .webhook_upkeep
+        .context("PUBLIC_URL is required: it names the webhooks that are this server's")?;
+    let token = settings
+        .service_token
+        .as_ref()
+        .context("WEBEX_SERVICE_TOKEN is required: the token whose org-wide webhooks to look at")?;
+    let token = AccessToken::parse(token.expose_secret())
+        .map_err(|e| anyhow::anyhow!("WEBEX_SERVICE_TOKEN: {e}"))?;
+    let directory = Arc::new(
+        WebexWebhooks::new(&WebexWebhooksConfig {
+            base_url: settings.webex_api_url.clone(),
+            timeout: settings.timeout,
+        })
+        .context("cannot set up the Webex webhooks client")?,
+    );
+    let webhooks = match args.action {
+        WebhooksAction::List => directory
+            .list(&token, true)
+            .await
+            .context("cannot list the org's webhooks")?
+            .into_iter()
+            .filter(|webhook| webhook.target_url == settings.target_url)
+            .collect::<Vec<_>>(),
+        WebhooksAction::Sync => {
+            let upkeep =
+                WebhookUpkeep::new(directory, settings.target_url.clone(), settings.interval);
+            let (webhooks, report) = upkeep
+                .sync_org(&token)
+                .await
+                .context("cannot check the org's webhooks")?;
+            println!(
+                "re-activated: {}, already active: {}, waiting (re-activated < 5 min ago): {}",
+                report.repaired, report.unchanged, report.backing_off
+            );
+            webhooks
+        }
+    };
+    println!(
+        "org-wide webhooks pointing at {}: {}",
+        settings.target_url,
+        webhooks.len()
+    );
+    for webhook in &webhooks {
+        println!(
+            "  {}  {}/{}  {}",
+            webhook.id,
+            webhook.resource,
+            webhook.event,
+            if webhook.active { "active" } else { "inactive" }
+        );
+    }
+    Ok(if webhooks.iter().all(|webhook| webhook.active) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The pool of a one-shot command. With more than one connection the pool opens

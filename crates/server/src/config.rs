@@ -57,18 +57,28 @@ pub struct Config {
     pub register_auth: Option<WebexIdentityConfig>,
     /// Devices per person and channel, registrations per client address.
     pub register_limits: RegisterLimits,
-    /// `Some` with `PUBLIC_URL`, REGISTER_AUTH=webex and a WEBHOOK_SECRET: the server
-    /// keeps each registered person's webhooks.
+    /// `Some` with `PUBLIC_URL`: the server looks after the webhooks pointing at it.
     pub webhook_upkeep: Option<UpkeepSettings>,
 }
 
-/// How the server keeps people's webhooks.
+/// How the server looks after its webhooks.
 #[derive(Debug, Clone)]
 pub struct UpkeepSettings {
     /// `PUBLIC_URL/webhook`.
     pub target_url: String,
+    /// `WEBEX_API_URL`.
+    pub webex_api_url: String,
+    /// One Webex request, connect to last byte.
+    pub timeout: Duration,
+    /// REGISTER_AUTH=webex (with a WEBHOOK_SECRET to derive their secrets from): each
+    /// registration keeps the person's own webhooks.
+    pub personal: bool,
     /// How long a person's webhooks count as checked.
     pub interval: Duration,
+    /// `WEBEX_SERVICE_TOKEN`: the org-wide webhooks it sees are watched.
+    pub service_token: Option<SecretString>,
+    /// How often the watchdog looks.
+    pub watchdog_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +240,16 @@ fn webhook_upkeep(
     secrets: &[SecretString],
 ) -> Result<Option<UpkeepSettings>, ConfigError> {
     let Some(public_url) = args.public_url.as_deref().map(str::trim) else {
+        if args
+            .webex_service_token
+            .as_deref()
+            .is_some_and(|t| !t.trim().is_empty())
+        {
+            return Err(invalid(
+                "WEBEX_SERVICE_TOKEN",
+                "needs PUBLIC_URL: the watchdog looks after the webhooks pointing at it",
+            ));
+        }
         return Ok(None);
     };
     let rest = public_url
@@ -247,19 +267,37 @@ fn webhook_upkeep(
     if public_url.contains(['?', '#']) {
         return Err(invalid("PUBLIC_URL", "must not have a query or fragment"));
     }
-    if args.register_auth != RegisterAuth::Webex {
-        // Without the person's token nothing can be made for them.
-        return Ok(None);
-    }
-    if secrets.is_empty() {
+    let personal = args.register_auth == RegisterAuth::Webex;
+    if personal && secrets.is_empty() {
         return Err(invalid(
             "PUBLIC_URL",
-            "needs WEBHOOK_SECRET: the secrets of the webhooks the server makes are derived from it",
+            "with REGISTER_AUTH=webex needs WEBHOOK_SECRET: the secrets of the webhooks the server makes are derived from it",
         ));
+    }
+    let service_token = args
+        .webex_service_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .map(|token| SecretString::from(token.to_owned()));
+    if args.webhook_watchdog_interval_secs == 0 {
+        return Err(invalid(
+            "WEBHOOK_WATCHDOG_INTERVAL_SECS",
+            "must be at least 1",
+        ));
+    }
+    let webex_api_url = args.webex_api_url.trim();
+    if webex_api_url.is_empty() {
+        return Err(invalid("WEBEX_API_URL", "is empty"));
     }
     Ok(Some(UpkeepSettings {
         target_url: format!("{}/webhook", public_url.trim_end_matches('/')),
+        webex_api_url: webex_api_url.to_owned(),
+        timeout: WebexIdentityConfig::default().timeout,
+        personal,
         interval: Duration::from_secs(args.webhook_check_interval_secs),
+        service_token,
+        watchdog_interval: Duration::from_secs(args.webhook_watchdog_interval_secs),
     }))
 }
 

@@ -16,6 +16,7 @@ pub mod request_telemetry;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod watchdog;
 
 pub use config::Config;
 pub use error::ApiError;

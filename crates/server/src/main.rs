@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Command::Migrate(_) => ("migrate", LogTarget::Stderr),
         Command::Push(_) => ("push", LogTarget::Stderr),
         Command::Check(_) => ("check", LogTarget::Stderr),
+        Command::Webhooks(_) => ("webhooks", LogTarget::Stderr),
     };
     if let Err(error) = telemetry::init(command.log(), target) {
         eprintln!("error: {error:#}");

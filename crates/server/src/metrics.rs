@@ -77,6 +77,12 @@ pub struct WebhookLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchedLabels {
+    pub resource: &'static str,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PushLabels {
     pub channel: String,
     /// `delivered`, `token_invalid`, `retry` or `rejected`.
@@ -132,6 +138,8 @@ pub struct Metrics {
     /// Registrations refused because their client address went past its rate.
     rate_limited: Counter,
     telephony_push_unmatched: Counter,
+    watched_webhooks: Family<WatchedLabels, Gauge>,
+    webhooks_reactivated: Counter,
     pub store_duration: Family<StoreLabels, Histogram, StageHistogram>,
     queue_depth: Gauge,
     pool: Family<PoolLabels, Gauge>,
@@ -286,6 +294,18 @@ impl Metrics {
             "telephony_push events whose callee (data.personId, createdBy or actorId, whichever came first) has no device registered here: many mean the callee is read from the wrong field",
             telephony_push_unmatched.clone(),
         );
+        let watched_webhooks = Family::<WatchedLabels, Gauge>::default();
+        registry.register(
+            "webhooks_watched",
+            "Org-wide webhooks pointing at PUBLIC_URL the watchdog saw at its last look, by resource and status (inactive: Webex disabled it)",
+            watched_webhooks.clone(),
+        );
+        let webhooks_reactivated = Counter::default();
+        registry.register(
+            "webhooks_reactivated",
+            "Org-wide webhooks Webex had disabled, re-activated by the watchdog",
+            webhooks_reactivated.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "push_queue_depth",
@@ -320,6 +340,8 @@ impl Metrics {
             evicted,
             rate_limited,
             telephony_push_unmatched,
+            watched_webhooks,
+            webhooks_reactivated,
             store_duration,
             queue_depth,
             pool,
@@ -352,6 +374,34 @@ impl Metrics {
 
     pub fn count_telephony_push_unmatched(&self) {
         self.telephony_push_unmatched.inc();
+    }
+
+    pub fn count_webhooks_reactivated(&self, webhooks: usize) {
+        self.webhooks_reactivated.inc_by(webhooks as u64);
+    }
+
+    /// What the watchdog saw: a count per resource and status, each pair present (0
+    /// when none) so an alert on `inactive > 0` has a series to read.
+    pub fn set_watched_webhooks(&self, webhooks: &[webex_push_domain::RemoteWebhook]) {
+        self.watched_webhooks.clear();
+        for webhook in webhooks {
+            for status in ["active", "inactive"] {
+                self.watched_webhooks
+                    .get_or_create(&WatchedLabels {
+                        resource: crate::routes::webhook::known_resource(&webhook.resource),
+                        status,
+                    })
+                    .set(0);
+            }
+        }
+        for webhook in webhooks {
+            self.watched_webhooks
+                .get_or_create(&WatchedLabels {
+                    resource: crate::routes::webhook::known_resource(&webhook.resource),
+                    status: if webhook.active { "active" } else { "inactive" },
+                })
+                .inc();
+        }
     }
 
     /// Where `webex_push_push_queue_depth` is read at scrape time.

@@ -16,8 +16,9 @@ use webex_push_adapters::identity::WebexIdentity;
 use webex_push_adapters::persistence::DieselRegistrationStore;
 use webex_push_adapters::webex::{WebexWebhooks, WebexWebhooksConfig, webhook_secret};
 use webex_push_domain::{
-    Clock, IdentityPort, IncomingCallPort, NotificationService, PersonId, RegistrationGuard,
-    RegistrationPort, RegistrationService, SecretFor, SystemClock, WebhookDirectory, WebhookUpkeep,
+    AccessToken, Clock, IdentityPort, IncomingCallPort, NotificationService, PersonId,
+    RegistrationGuard, RegistrationPort, RegistrationService, SystemClock, WebhookDirectory,
+    WebhookUpkeep,
 };
 
 use crate::admin::{AdminService, DetailedPushGateway};
@@ -30,6 +31,7 @@ use crate::rate_limit::RegisterRateLimiter;
 use crate::request_telemetry;
 use crate::routes::admin::AdminState;
 use crate::routes::{self, Limits, health::Readiness, webhook::WebhookState};
+use crate::watchdog;
 
 /// The ports the HTTP app drives: the real adapters in production, mocks in tests.
 pub struct Dependencies {
@@ -74,6 +76,8 @@ pub struct Application {
     shutdown_timeout: Duration,
     /// Background upkeep (pruning de-duplication keys); stopped with the server.
     housekeeping: Option<JoinHandle<()>>,
+    /// The webhook watchdog (`WEBEX_SERVICE_TOKEN`); stopped with the server.
+    watchdog: Option<JoinHandle<()>>,
 }
 
 impl Application {
@@ -111,11 +115,11 @@ impl Application {
             }
             None => None,
         };
-        let webhooks = match (&config.webhook_upkeep, &config.register_auth) {
-            (Some(upkeep), Some(webex)) => {
+        let webhooks = match &config.webhook_upkeep {
+            Some(upkeep) => {
                 let directory = WebexWebhooks::new(&WebexWebhooksConfig {
-                    base_url: webex.base_url.clone(),
-                    timeout: webex.timeout,
+                    base_url: upkeep.webex_api_url.clone(),
+                    timeout: upkeep.timeout,
                 })
                 .context("PUBLIC_URL: cannot set up the Webex webhooks client")?;
                 tracing::info!(
@@ -124,7 +128,7 @@ impl Application {
                 );
                 Some(Arc::new(directory) as Arc<dyn WebhookDirectory>)
             }
-            _ => None,
+            None => None,
         };
         let mut test_pushes = None;
         let notifier = match &config.apns {
@@ -228,22 +232,46 @@ impl Application {
         )
         .guarded_by(RegistrationGuard::new(dependencies.identity))
         .keeping(config.register_limits.devices_per_channel);
-        if let (Some(settings), Some(directory), Some(key)) = (
-            &config.webhook_upkeep,
-            dependencies.webhooks,
-            config.webhook_secrets.first(),
-        ) {
-            // The current secret (the list's first) keys the secrets of new webhooks.
-            let key = key.clone();
-            let secret_for: SecretFor = Arc::new(move |person: &PersonId, resource: &str| {
-                webhook_secret(key.expose_secret(), person, resource)
-            });
-            registrations = registrations.keeping_webhooks(Arc::new(WebhookUpkeep::new(
-                directory,
-                settings.target_url.clone(),
-                secret_for,
-                settings.interval,
-            )));
+        let upkeep = match (&config.webhook_upkeep, dependencies.webhooks) {
+            (Some(settings), Some(directory)) => {
+                let mut upkeep =
+                    WebhookUpkeep::new(directory, settings.target_url.clone(), settings.interval);
+                if let (true, Some(key)) = (settings.personal, config.webhook_secrets.first()) {
+                    // The current secret (the list's first) keys the secrets of new webhooks.
+                    let key = key.clone();
+                    upkeep =
+                        upkeep.with_secrets(Arc::new(move |person: &PersonId, resource: &str| {
+                            webhook_secret(key.expose_secret(), person, resource)
+                        }));
+                }
+                Some(Arc::new(upkeep))
+            }
+            _ => None,
+        };
+        if let Some(upkeep) = upkeep.as_ref().filter(|u| u.keeps_personal_webhooks()) {
+            registrations = registrations.keeping_webhooks(Arc::clone(upkeep));
+        }
+        let mut watchdog = None;
+        let mut watchdog_status = None;
+        if let (Some(upkeep), Some(settings)) = (&upkeep, &config.webhook_upkeep)
+            && let Some(token) = &settings.service_token
+        {
+            match AccessToken::parse(token.expose_secret()) {
+                Ok(token) => {
+                    let status = watchdog::SharedStatus::default();
+                    watchdog = Some(watchdog::spawn(
+                        Arc::clone(upkeep),
+                        token,
+                        settings.watchdog_interval,
+                        Arc::clone(&status),
+                        Arc::clone(&dependencies.metrics),
+                    ));
+                    watchdog_status = Some(status);
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "WEBEX_SERVICE_TOKEN is not a token; org-wide webhooks are not watched");
+                }
+            }
         }
         let registrations = web::Data::new(registrations);
         let rate_limiter = web::Data::new(RegisterRateLimiter::new(
@@ -270,6 +298,7 @@ impl Application {
             webhook_auth: config.webhook_auth(),
             register_auth: config.register_auth.is_some(),
             ping_timeout: Duration::from_secs(3),
+            webhooks: watchdog_status,
         });
         let webhook = web::Data::new(WebhookState {
             secrets: config.webhook_secrets.clone().into(),
@@ -317,6 +346,7 @@ impl Application {
             workers,
             shutdown_timeout: config.http.shutdown_timeout,
             housekeeping: None,
+            watchdog,
         })
     }
 
@@ -360,8 +390,8 @@ impl Application {
                 .saturating_sub(stopping_since.elapsed());
             workers.drain(left).await;
         }
-        if let Some(housekeeping) = self.housekeeping {
-            housekeeping.abort();
+        for task in [self.housekeeping, self.watchdog].into_iter().flatten() {
+            task.abort();
         }
         tracing::info!("stopped");
         Ok(())

@@ -15,6 +15,8 @@ use common::*;
 
 const ADA_TOKEN: &str = "ada-access-token_PF84_org";
 const BOB_TOKEN: &str = "bob-access-token_PF84_org";
+const SERVICE_TOKEN: &str = "service-app-token_PF84_org";
+const ADMIN: &str = "22222222-3333-4444-8555-666666666666";
 
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -22,19 +24,21 @@ fn free_port() -> u16 {
 }
 
 async fn start(webex: &WebexStandIn, interval_secs: u64) -> Harness {
+    start_with(webex, interval_secs, &[]).await
+}
+
+async fn start_with(webex: &WebexStandIn, interval_secs: u64, extra: &[(&str, String)]) -> Harness {
     let port = free_port();
-    Harness::start_with(
-        2,
-        &[
-            ("PORT", port.to_string()),
-            ("PUBLIC_URL", format!("http://127.0.0.1:{port}/")),
-            ("REGISTER_AUTH", "webex".into()),
-            ("WEBEX_API_URL", webex.url()),
-            ("WEBHOOK_CHECK_INTERVAL_SECS", interval_secs.to_string()),
-            ("RUST_LOG", "info,webex_push_domain=debug".into()),
-        ],
-    )
-    .await
+    let mut envs = vec![
+        ("PORT", port.to_string()),
+        ("PUBLIC_URL", format!("http://127.0.0.1:{port}/")),
+        ("REGISTER_AUTH", "webex".into()),
+        ("WEBEX_API_URL", webex.url()),
+        ("WEBHOOK_CHECK_INTERVAL_SECS", interval_secs.to_string()),
+        ("RUST_LOG", "info,webex_push_domain=debug".into()),
+    ];
+    envs.extend(extra.iter().cloned());
+    Harness::start_with(2, &envs).await
 }
 
 async fn register_as(h: &Harness, access: &str, person: &str, voip: &str, alert: &str) {
@@ -239,4 +243,160 @@ async fn post_signed(h: &Harness, body: &Value, secret: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_and_webhooks_sync_reactivate_the_org_wide_firehose_and_its_next_push_rings() {
+    let webex = WebexStandIn::start().await.unwrap();
+    webex.add_person(ADA_TOKEN, Person::user(PERSON));
+    webex.add_person(SERVICE_TOKEN, Person::admin(ADMIN));
+    let h = start_with(
+        &webex,
+        900,
+        &[
+            ("WEBEX_SERVICE_TOKEN", SERVICE_TOKEN.into()),
+            ("WEBHOOK_WATCHDOG_INTERVAL_SECS", "1".into()),
+        ],
+    )
+    .await;
+    // The admin's firehose, made elsewhere with the shared secret (as Webex's guide has
+    // it), and one of another server's that must be left alone.
+    let firehose = webex
+        .create_webhook(
+            SERVICE_TOKEN,
+            json!({"name": "firehose", "targetUrl": h.url("/webhook"), "resource": "telephony_push",
+                   "event": "updated", "ownedBy": "org", "secret": SECRET}),
+        )
+        .unwrap();
+    let foreign = webex
+        .create_webhook(
+            SERVICE_TOKEN,
+            json!({"name": "theirs", "targetUrl": "https://elsewhere.example.com/hook",
+                   "resource": "telephony_push", "event": "updated", "ownedBy": "org"}),
+        )
+        .unwrap();
+    let voip = token("a1");
+    register_as(&h, ADA_TOKEN, PERSON, &voip, &token("b1")).await;
+
+    webex.disable(&firehose);
+    webex.disable(&foreign);
+    checks(&h, 1, "org-wide webhook re-activated").await;
+    let states: Vec<(String, bool)> = webex
+        .webhooks()
+        .into_iter()
+        .filter(|w| w.owned_by == "org")
+        .map(|w| (w.id, w.active))
+        .collect();
+    assert_eq!(states, [(firehose.clone(), true), (foreign.clone(), false)]);
+    let push = json!({
+        "personId": webex_id(PERSON),
+        "callId": "firehose-call-1",
+        "apnsPayload": {"aps": {}, "pushId": "p-1"},
+    });
+    assert_eq!(
+        webex
+            .deliver(&firehose, "updated", &webex_id(ADMIN), push)
+            .await,
+        Some(204)
+    );
+    let rings = h.pushes(0, 1).await;
+    assert_eq!(rings[0].token, voip);
+    assert_eq!(rings[0].payload["pushId"], "p-1");
+
+    // What it saw, for operators.
+    checks(&h, 1, "org-wide webhooks checked").await;
+    let ready: Value = h
+        .http
+        .get(h.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["webhooks"]["active"], 1, "{ready}");
+    assert_eq!(ready["webhooks"]["inactive"], 0, "{ready}");
+    assert_eq!(
+        ready["webhooks"]["webhooks"][0]["resource"],
+        "telephony_push"
+    );
+    let metrics = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"webex_push_webhooks_watched{resource="telephony_push",status="active"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("webex_push_webhooks_reactivated_total 1"),
+        "{metrics}"
+    );
+
+    // Disabled again at once: Webex's rule disables one re-activated < 5 min ago at
+    // its next failure, so the watchdog waits; `webhooks sync` is the operator's lever.
+    webex.count_failure(&firehose);
+    assert!(
+        !webex
+            .webhooks()
+            .iter()
+            .any(|w| w.id == firehose && w.active)
+    );
+    checks(
+        &h,
+        1,
+        "org-wide webhook disabled again soon after its re-activation; waiting",
+    )
+    .await;
+    let list = run(&h, "list");
+    assert!(!list.0, "list fails while one is inactive:\n{}", list.1);
+    assert!(
+        list.1.contains("telephony_push/updated  inactive"),
+        "{}",
+        list.1
+    );
+    assert!(!list.1.contains(&foreign), "{}", list.1);
+    let sync = run(&h, "sync");
+    assert!(sync.0, "{}", sync.1);
+    assert!(sync.1.contains("re-activated: 1"), "{}", sync.1);
+    assert!(
+        webex
+            .webhooks()
+            .iter()
+            .any(|w| w.id == firehose && w.active)
+    );
+
+    let log = h.server.log_text();
+    for secret in [ADA_TOKEN, SERVICE_TOKEN, SECRET] {
+        assert!(
+            !log.contains(secret),
+            "a token or secret was logged:\n{log}"
+        );
+    }
+    assert!(!sync.1.contains(SERVICE_TOKEN) && !sync.1.contains(SECRET));
+}
+
+/// Runs `webex-push webhooks <action>` with the server's environment: success and
+/// its whole output.
+fn run(h: &Harness, action: &str) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_webex-push"))
+        .args(["webhooks", action])
+        .env_clear()
+        .envs(h.envs().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
 }

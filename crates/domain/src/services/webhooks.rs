@@ -59,7 +59,8 @@ pub struct WebhookUpkeep {
     directory: Arc<dyn WebhookDirectory>,
     /// `PUBLIC_URL/webhook`: where every webhook made here points.
     target_url: String,
-    secret_for: SecretFor,
+    /// `None`: personal webhooks are not kept (no key to derive their secrets).
+    secret_for: Option<SecretFor>,
     /// How long a person's webhooks count as checked.
     interval: Duration,
     checked: Mutex<HashMap<Uuid, Instant>>,
@@ -71,27 +72,39 @@ pub struct WebhookUpkeep {
 const CHECKED_CAPACITY: usize = 100_000;
 
 impl WebhookUpkeep {
+    /// Keeps the webhooks pointing at `target_url`; people's own ones only once given
+    /// their secrets ([`WebhookUpkeep::with_secrets`]).
     pub fn new(
         directory: Arc<dyn WebhookDirectory>,
         target_url: String,
-        secret_for: SecretFor,
         interval: Duration,
     ) -> Self {
         Self {
             directory,
             target_url,
-            secret_for,
+            secret_for: None,
             interval,
             checked: Mutex::default(),
             reactivated: Mutex::default(),
         }
     }
 
+    /// People's own webhooks are kept too, each with the secret `secret_for` makes.
+    pub fn with_secrets(mut self, secret_for: SecretFor) -> Self {
+        self.secret_for = Some(secret_for);
+        self
+    }
+
+    /// Whether people's own webhooks are kept.
+    pub fn keeps_personal_webhooks(&self) -> bool {
+        self.secret_for.is_some()
+    }
+
     pub fn target_url(&self) -> &str {
         &self.target_url
     }
 
-    fn specs_for(&self, person: &PersonId) -> Vec<WebhookSpec> {
+    fn specs_for(&self, person: &PersonId, secret_for: &SecretFor) -> Vec<WebhookSpec> {
         PERSONAL_WEBHOOKS
             .iter()
             .map(|(resource, event, filter)| WebhookSpec {
@@ -100,7 +113,7 @@ impl WebhookUpkeep {
                 resource: (*resource).to_owned(),
                 event: (*event).to_owned(),
                 filter: filter.map(str::to_owned),
-                secret: Some((self.secret_for)(person, resource)),
+                secret: Some(secret_for(person, resource)),
             })
             .collect()
     }
@@ -116,6 +129,11 @@ impl WebhookUpkeep {
         token: &AccessToken,
         person: &PersonId,
     ) -> Result<UpkeepReport, DirectoryError> {
+        let Some(secret_for) = &self.secret_for else {
+            return Err(DirectoryError::Unknown(
+                "personal webhooks are not kept: no key for their secrets".into(),
+            ));
+        };
         let now = Instant::now();
         if self
             .lock_checked()
@@ -134,7 +152,7 @@ impl WebhookUpkeep {
             .filter(|webhook| webhook.target_url == self.target_url && !webhook.org_wide)
             .collect();
         let mut report = UpkeepReport::default();
-        for spec in self.specs_for(person) {
+        for spec in self.specs_for(person, secret_for) {
             let mut like = ours.iter().filter(|webhook| webhook.is_like(&spec));
             let Some(keep) = like.next() else {
                 match self.directory.create(token, &spec).await {
@@ -261,11 +279,15 @@ mod tests {
         WebhookUpkeep::new(
             Arc::new(directory),
             "https://push.example.com/webhook".into(),
-            Arc::new(|person: &PersonId, resource: &str| {
-                WebhookSecret::new(format!("{}:{resource}", person.uuid()))
-            }),
             interval,
         )
+        .with_secrets(secret_for())
+    }
+
+    fn secret_for() -> SecretFor {
+        Arc::new(|person: &PersonId, resource: &str| {
+            WebhookSecret::new(format!("{}:{resource}", person.uuid()))
+        })
     }
 
     fn remote(spec: &WebhookSpec, id: &str, active: bool) -> RemoteWebhook {
@@ -305,7 +327,8 @@ mod tests {
     #[tokio::test]
     async fn disabled_ones_are_reactivated_duplicates_removed_and_others_left_alone() {
         let ada = person();
-        let upkeep_specs = upkeep(MockWebhookDirectory::new(), Duration::ZERO).specs_for(&ada);
+        let upkeep_specs =
+            upkeep(MockWebhookDirectory::new(), Duration::ZERO).specs_for(&ada, &secret_for());
         let mut listed = vec![
             remote(&upkeep_specs[0], "rings", false),
             remote(&upkeep_specs[1], "messages", true),

@@ -22,6 +22,9 @@ pub struct Readiness {
     pub register_auth: bool,
     /// A probe must answer before the orchestrator's own timeout.
     pub ping_timeout: Duration,
+    /// What the webhook watchdog last saw (`WEBEX_SERVICE_TOKEN`); not a condition
+    /// of readiness (a replica serves whatever Webex does), shown for operators.
+    pub webhooks: Option<crate::watchdog::SharedStatus>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -66,11 +69,15 @@ async fn readyz(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiErro
         problems.push("APNs key not loaded");
     }
     if problems.is_empty() {
-        Ok(HttpResponse::Ok().json(json!({
+        let mut answer = json!({
             "status": "ready",
             "webhook_auth": readiness.webhook_auth.as_str(),
             "register_auth": if readiness.register_auth { "webex" } else { "off" },
-        })))
+        });
+        if let Some(status) = &readiness.webhooks {
+            answer["webhooks"] = status.lock().unwrap_or_else(|e| e.into_inner()).to_json();
+        }
+        Ok(HttpResponse::Ok().json(answer))
     } else {
         Err(ApiError::NotReady(problems.join("; ")))
     }

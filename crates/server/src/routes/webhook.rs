@@ -157,7 +157,7 @@ async fn accept(
 
 /// A resource name for a metric label: the ones Webex sends, else `other`, so a
 /// client cannot grow the series without bound.
-fn known_resource(name: &str) -> &'static str {
+pub(crate) fn known_resource(name: &str) -> &'static str {
     [
         "callMemberships",
         "telephony_calls",

@@ -273,6 +273,11 @@ impl Harness {
         Self::spawn_server(&self.envs).await
     }
 
+    /// The environment the server runs with (for running other commands alike).
+    pub fn envs(&self) -> &[(String, String)] {
+        &self.envs
+    }
+
     /// The directory holding the APNs key file and the stand-in's CA.
     pub fn key_dir(&self) -> &std::path::Path {
         self._dir.path()
