@@ -73,7 +73,7 @@ fn the_demo_shows_every_push_and_cleans_up() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("\"pushId\": \"push-demo-call-2\""),
+        stdout.contains("\"pushId\":\"push-demo-call-2\""),
         "{stdout}"
     );
     assert!(stdout.contains("the whole webhook as posted"), "{stdout}");
