@@ -84,7 +84,7 @@ async fn a_registration_makes_the_persons_webhooks_once_each_with_a_secret_of_it
     checks(&h, 1, "webhooks checked").await;
 
     let webhooks = webex.webhooks();
-    assert_eq!(webhooks.len(), 3, "{webhooks:?}");
+    assert_eq!(webhooks.len(), 4, "{webhooks:?}");
     let target = h.url("/webhook");
     for webhook in &webhooks {
         assert_eq!(webhook.target_url, target);
@@ -102,7 +102,7 @@ async fn a_registration_makes_the_persons_webhooks_once_each_with_a_secret_of_it
     register_as(&h, ADA_TOKEN, PERSON, &token("a1"), &token("b1")).await;
     checks(&h, 1, "webhooks checked recently; nothing asked of Webex").await;
     assert_eq!(webex.requests().len(), asked);
-    assert_eq!(webex.webhooks().len(), 3);
+    assert_eq!(webex.webhooks().len(), 4);
 
     let log = h.server.log_text();
     assert!(
@@ -138,12 +138,12 @@ async fn a_disabled_webhook_is_reactivated_at_the_next_registration_and_its_even
     // are made.
     register_as(&h, BOB_TOKEN, OTHER, &token("c1"), &token("d1")).await;
     checks(&h, 2, "webhooks checked").await;
-    assert_eq!(webex.webhooks().len(), 5);
+    assert_eq!(webex.webhooks().len(), 7);
 
-    // A second registration finds Ada's three and makes none.
+    // A second registration finds Ada's four and makes none.
     register_as(&h, ADA_TOKEN, PERSON, &voip, &alert).await;
     checks(&h, 3, "webhooks checked").await;
-    assert_eq!(webex.webhooks().len(), 5);
+    assert_eq!(webex.webhooks().len(), 7);
 
     // Webex disables her rings webhook (100 failed deliveries): nothing arrives...
     let rings = of(&webex.webhooks(), "callMemberships");

@@ -18,14 +18,16 @@ use crate::types::{AccessToken, PersonId, RemoteWebhook, WebhookSecret, WebhookS
 pub const REACTIVATION_WINDOW: Duration = Duration::from_secs(300);
 
 /// The webhooks each person needs: `(resource, event, filter)`. `callMemberships` rings
-/// (only the person's own memberships being rung), new messages, and Webex Calling
-/// calls (made only for people Webex lets have them).
-pub const PERSONAL_WEBHOOKS: [(&str, &str, Option<&str>); 3] = [
+/// (only the person's own memberships being rung) and their changes (answered, declined,
+/// left: the other phones stop ringing), new messages, and Webex Calling calls (made
+/// only for people Webex lets have them).
+pub const PERSONAL_WEBHOOKS: [(&str, &str, Option<&str>); 4] = [
     (
         "callMemberships",
         "created",
         Some("state=notified&personId=me"),
     ),
+    ("callMemberships", "updated", Some("personId=me")),
     ("messages", "created", None),
     ("telephony_calls", "all", None),
 ];
@@ -108,7 +110,7 @@ impl WebhookUpkeep {
         PERSONAL_WEBHOOKS
             .iter()
             .map(|(resource, event, filter)| WebhookSpec {
-                name: format!("webex-push {resource}"),
+                name: format!("webex-push {resource} {event}"),
                 target_url: self.target_url.clone(),
                 resource: (*resource).to_owned(),
                 event: (*event).to_owned(),
@@ -314,12 +316,12 @@ mod tests {
             .returning(|_, _| Ok(Vec::new()));
         directory
             .expect_create()
-            .times(3)
+            .times(4)
             .returning(|_, spec| Ok(remote(spec, "new", true)));
         let upkeep = upkeep(directory, Duration::from_secs(900));
 
         let report = upkeep.ensure_for(&token(), &ada).await.unwrap();
-        assert_eq!(report.created, 3);
+        assert_eq!(report.created, 4);
         let again = upkeep.ensure_for(&token(), &ada).await.unwrap();
         assert!(again.cached);
     }
@@ -331,11 +333,12 @@ mod tests {
             upkeep(MockWebhookDirectory::new(), Duration::ZERO).specs_for(&ada, &secret_for());
         let mut listed = vec![
             remote(&upkeep_specs[0], "rings", false),
-            remote(&upkeep_specs[1], "messages", true),
-            remote(&upkeep_specs[1], "messages-again", true),
-            remote(&upkeep_specs[2], "calls", true),
+            remote(&upkeep_specs[1], "changes", true),
+            remote(&upkeep_specs[2], "messages", true),
+            remote(&upkeep_specs[2], "messages-again", true),
+            remote(&upkeep_specs[3], "calls", true),
         ];
-        let mut elsewhere = remote(&upkeep_specs[1], "elsewhere", false);
+        let mut elsewhere = remote(&upkeep_specs[2], "elsewhere", false);
         elsewhere.target_url = "https://other.example.com/hook".into();
         listed.push(elsewhere);
         let mut directory = MockWebhookDirectory::new();
@@ -358,7 +361,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (report.repaired, report.removed, report.unchanged),
-            (1, 1, 2)
+            (1, 1, 3)
         );
     }
 
@@ -378,7 +381,7 @@ mod tests {
             .ensure_for(&token(), &ada)
             .await
             .unwrap();
-        assert_eq!(report.created, 2);
+        assert_eq!(report.created, 3);
         assert_eq!(report.refused, ["telephony_calls"]);
 
         let mut down = MockWebhookDirectory::new();
