@@ -65,13 +65,51 @@ pub struct WebhookUpkeep {
     secret_for: Option<SecretFor>,
     /// How long a person's webhooks count as checked.
     interval: Duration,
-    checked: Mutex<HashMap<Uuid, Instant>>,
+    checked: Mutex<HashMap<Uuid, Check>>,
     /// When each org-wide webhook was last re-activated here.
     reactivated: Mutex<HashMap<String, Instant>>,
 }
 
 /// Past this many people the cache of checks is cleared (a check costs a list call).
 const CHECKED_CAPACITY: usize = 100_000;
+
+/// After a failed check (Webex unreachable), how long a person's next registrations
+/// leave Webex alone (at most the check interval): an outage must not turn every
+/// registration into another request.
+const FAILED_CHECK_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where a person's check stands.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    Done(Instant),
+    /// Another registration is checking now.
+    Running,
+    Failed(Instant),
+}
+
+/// Marks a check running; whatever ends it (done, failed, dropped) is recorded.
+struct Running<'a> {
+    upkeep: &'a WebhookUpkeep,
+    person: Uuid,
+    outcome: Option<Check>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut checked = self.upkeep.lock_checked();
+        match self.outcome {
+            Some(outcome) => {
+                if checked.len() >= CHECKED_CAPACITY {
+                    checked.clear();
+                }
+                checked.insert(self.person, outcome);
+            }
+            None => {
+                checked.remove(&self.person);
+            }
+        }
+    }
+}
 
 impl WebhookUpkeep {
     /// Keeps the webhooks pointing at `target_url`; people's own ones only once given
@@ -137,17 +175,29 @@ impl WebhookUpkeep {
             ));
         };
         let now = Instant::now();
-        if self
-            .lock_checked()
-            .get(&person.uuid())
-            .is_some_and(|at| now.duration_since(*at) < self.interval)
+        let failure_backoff = FAILED_CHECK_BACKOFF.min(self.interval);
         {
-            tracing::debug!("webhooks checked recently; nothing asked of Webex");
-            return Ok(UpkeepReport {
-                cached: true,
-                ..UpkeepReport::default()
-            });
+            let mut checked = self.lock_checked();
+            let skip = match checked.get(&person.uuid()) {
+                Some(Check::Done(at)) => now.duration_since(*at) < self.interval,
+                Some(Check::Running) => true,
+                Some(Check::Failed(at)) => now.duration_since(*at) < failure_backoff,
+                None => false,
+            };
+            if skip {
+                tracing::debug!("webhooks checked recently; nothing asked of Webex");
+                return Ok(UpkeepReport {
+                    cached: true,
+                    ..UpkeepReport::default()
+                });
+            }
+            checked.insert(person.uuid(), Check::Running);
         }
+        let mut running = Running {
+            upkeep: self,
+            person: person.uuid(),
+            outcome: Some(Check::Failed(now)),
+        };
         let listed = self.directory.list(token, false).await?;
         let ours: Vec<&RemoteWebhook> = listed
             .iter()
@@ -187,11 +237,8 @@ impl WebhookUpkeep {
                 report.unchanged += 1;
             }
         }
-        let mut checked = self.lock_checked();
-        if checked.len() >= CHECKED_CAPACITY {
-            checked.clear();
-        }
-        checked.insert(person.uuid(), now);
+        running.outcome = Some(Check::Done(now));
+        drop(running);
         tracing::info!(
             created = report.created,
             repaired = report.repaired,
@@ -255,7 +302,7 @@ impl WebhookUpkeep {
         Ok((ours, report))
     }
 
-    fn lock_checked(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Instant>> {
+    fn lock_checked(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Check>> {
         self.checked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -365,7 +412,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_webhook_webex_refuses_is_skipped_and_an_outage_is_an_error() {
         let ada = person();
         let mut directory = MockWebhookDirectory::new();
@@ -389,7 +436,9 @@ mod tests {
             .returning(|_, _| Err(DirectoryError::Unavailable("timeout".into())));
         let upkeep = upkeep(down, Duration::from_secs(900));
         assert!(upkeep.ensure_for(&token(), &ada).await.is_err());
-        // A failed check is not cached: the next registration tries again.
+        // The registrations right after leave Webex alone; later ones try again.
+        assert!(upkeep.ensure_for(&token(), &ada).await.unwrap().cached);
+        tokio::time::advance(FAILED_CHECK_BACKOFF).await;
         assert!(upkeep.ensure_for(&token(), &ada).await.is_err());
     }
 
