@@ -77,6 +77,16 @@ fn the_demo_shows_every_push_and_cleans_up() {
         "{stdout}"
     );
     assert!(stdout.contains("the whole webhook as posted"), "{stdout}");
+    // The server made Ada's webhooks at the Webex stand-in, and the ring came from one.
+    assert!(stdout.contains("The server made Ada's webhooks"), "{stdout}");
+    assert!(
+        stdout.contains("callMemberships/created state=notified&personId=me"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("signed with the webhook's own secret"),
+        "{stdout}"
+    );
     assert!(stdout.contains("\"userId\""), "{stdout}");
     assert!(
         stdout.contains("apns-topic: com.example.app.voip"),

@@ -18,14 +18,18 @@ use tokio::sync::broadcast;
 use webex_push_tools::keys::{GeneratedKey, KEY_ID, TEAM_ID, TOPIC};
 use webex_push_tools::server::{ServerProcess, locate_binary};
 use webex_push_tools::webex::{self, SIGNATURE_HEADER, sign};
+use webex_standin::{Person, WebexStandIn};
 
 /// The person whose phones ring, who calls them, and the admin who made the org's
 /// `telephony_push` webhook.
 const PERSON: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const CALLER: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
 const ADMIN: &str = "11111111-2222-4333-8444-555555555555";
-/// The secret the Webex webhooks were created with.
+/// The server's `WEBHOOK_SECRET`: what webhooks made by hand (an admin's) are signed
+/// with, and the key the secrets of the webhooks the server makes are derived from.
 const WEBHOOK_SECRET: &str = "demo-webhook-secret";
+/// Ada's Webex access token, as the apps send it to prove who they are.
+const ADA_TOKEN: &str = "ada-demo-access-token";
 
 #[derive(Parser)]
 #[command(
@@ -84,6 +88,7 @@ struct Demo {
     style: Style,
     dir: Option<tempfile::TempDir>,
     standin: Option<StandIn>,
+    webex: Option<WebexStandIn>,
     server: Option<ServerProcess>,
     http: reqwest::Client,
     /// Pushes that arrived, and how many each step expected.
@@ -101,6 +106,9 @@ struct Step {
     title: &'static str,
     body: Value,
     expect: usize,
+    /// Delivered by the Webex stand-in from this webhook of Ada's (signed with that
+    /// webhook's own secret) instead of posted here with `WEBHOOK_SECRET`.
+    via: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -125,6 +133,7 @@ fn main() -> ExitCode {
             style,
             dir: None,
             standin: None,
+            webex: None,
             server: None,
             http: reqwest::Client::new(),
             received: 0,
@@ -201,8 +210,22 @@ impl Demo {
         } else {
             None
         };
+        let webex = WebexStandIn::start()
+            .await
+            .context("cannot start the Webex stand-in")?;
+        webex.add_person(ADA_TOKEN, Person::user(PERSON));
+        let webex_url = webex.url();
+        self.webex = Some(webex);
+        // PUBLIC_URL names the server's own address, so its port is chosen here.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .context("cannot find a free port")?
+            .port();
         let envs = [
-            ("PORT", "0".to_owned()),
+            ("PORT", port.to_string()),
+            ("PUBLIC_URL", format!("http://127.0.0.1:{port}")),
+            ("REGISTER_AUTH", "webex".to_owned()),
+            ("WEBEX_API_URL", webex_url.clone()),
             ("HOST", "127.0.0.1".to_owned()),
             ("HTTP_WORKERS", "1".to_owned()),
             ("APNS_KEY_FILE", key_file.display().to_string()),
@@ -230,6 +253,10 @@ impl Demo {
             s.dim("APNs stand-in      ")
         );
         println!(
+            "  {} {webex_url}  (people/me and webhooks, as Webex; knows Ada's access token)",
+            s.dim("Webex stand-in     ")
+        );
+        println!(
             "  {} {} (pid {pid}) on {base}, SQLite webex-push.db, ready",
             s.dim("webex-push         "),
             binary.display()
@@ -249,7 +276,7 @@ impl Demo {
         ];
         println!(
             "{}",
-            s.bold("1. Ada's two phones register their tokens, each app with its own body")
+            s.bold("1. Ada's two phones register their tokens, each app with its own body and her Webex access token (REGISTER_AUTH=webex)")
         );
         let registrations = [
             (
@@ -289,10 +316,15 @@ impl Demo {
             let s = &self.style;
             println!("   {}", s.dim(who));
             println!("   {} {base}/register", s.cyan("POST"));
+            println!(
+                "   {}",
+                s.dim("Authorization: Bearer <Ada's Webex access token>")
+            );
             print_indented(&pretty(&shown), "   ");
             let response = self
                 .http
                 .post(format!("{base}/register"))
+                .bearer_auth(ADA_TOKEN)
                 .json(&register)
                 .send()
                 .await
@@ -306,21 +338,25 @@ impl Demo {
         }
         println!();
 
+        let rings = self.show_webhooks(timeout).await?;
         let mut steps = vec![
             Step {
-                title: "Webex rings Ada: callMemberships/created, state notified (phone A: VoIP; phone B: an alert with the webhook)",
-                body: webex::call_membership("demo-call-1", PERSON, CALLER),
+                title: "Webex rings Ada: callMemberships/created, state notified, delivered by the Webex stand-in from the webhook the server made (phone A: VoIP; phone B: an alert with the webhook)",
+                body: webex::call_membership("demo-call-1", PERSON, CALLER)["data"].clone(),
                 expect: 2,
+                via: Some(rings),
             },
             Step {
                 title: "A Webex Calling call alerts Ada: telephony_calls/created, state alerting (phone A only: phone B rings from the call's telephony_push)",
                 body: webex::telephony_ring("demo-call-2", PERSON, "Grace Hopper", "+15551234567"),
                 expect: 1,
+                via: None,
             },
             Step {
                 title: "The Calling SDK's push for the same call: telephony_push/updated (phone A rang for it already; phone B: the SDK's payload, verbatim)",
                 body: webex::telephony_push("demo-call-2", PERSON, ADMIN, "Grace Hopper"),
                 expect: 1,
+                via: None,
             },
         ];
         if !self.args.no_message {
@@ -328,6 +364,7 @@ impl Demo {
                 title: "Grace writes to Ada: messages/created in a direct room",
                 body: webex::direct_message("demo-message-1", PERSON, CALLER),
                 expect: 2,
+                via: None,
             });
         }
         let mut pushes = pushes;
@@ -369,28 +406,44 @@ impl Demo {
     ) -> anyhow::Result<()> {
         let s = &self.style;
         println!("{}", s.bold(&format!("{number}. {}", step.title)));
-        let text = step.body.to_string();
-        let signature = sign(WEBHOOK_SECRET, text.as_bytes());
-        println!(
-            "   {} {base}/webhook  {}: {}…",
-            s.cyan("POST"),
-            SIGNATURE_HEADER,
-            &signature[..16]
-        );
         let sent = Instant::now();
-        let response = self
-            .http
-            .post(format!("{base}/webhook"))
-            .header("content-type", "application/json")
-            .header(SIGNATURE_HEADER, &signature)
-            .body(text)
-            .send()
-            .await
-            .context("POST /webhook failed")?;
-        let status = response.status().as_u16();
-        if status != 204 {
-            let body = response.text().await.unwrap_or_default();
-            bail!("POST /webhook answered {status}: {body}");
+        if let Some(id) = &step.via {
+            let webex = self.webex.as_ref().context("the Webex stand-in runs")?;
+            println!(
+                "   {} {base}/webhook  {}",
+                s.cyan("POST"),
+                s.dim("(by the Webex stand-in, signed with the webhook's own secret)")
+            );
+            let status = webex
+                .deliver(id, "created", &webex::person_id(CALLER), step.body.clone())
+                .await
+                .context("the Webex stand-in has no active webhook to deliver from")?;
+            if status != 204 {
+                bail!("POST /webhook answered {status} to the Webex stand-in's delivery");
+            }
+        } else {
+            let text = step.body.to_string();
+            let signature = sign(WEBHOOK_SECRET, text.as_bytes());
+            println!(
+                "   {} {base}/webhook  {}: {}…",
+                s.cyan("POST"),
+                SIGNATURE_HEADER,
+                &signature[..16]
+            );
+            let response = self
+                .http
+                .post(format!("{base}/webhook"))
+                .header("content-type", "application/json")
+                .header(SIGNATURE_HEADER, &signature)
+                .body(text)
+                .send()
+                .await
+                .context("POST /webhook failed")?;
+            let status = response.status().as_u16();
+            if status != 204 {
+                let body = response.text().await.unwrap_or_default();
+                bail!("POST /webhook answered {status}: {body}");
+            }
         }
         println!(
             "   → {}",
@@ -412,6 +465,48 @@ impl Demo {
         }
         println!();
         Ok(())
+    }
+
+    /// Waits until the server has made Ada's webhooks at the Webex stand-in (in the
+    /// background of her registration), prints them, and returns her rings webhook.
+    async fn show_webhooks(&self, timeout: Duration) -> anyhow::Result<String> {
+        let webex = self.webex.as_ref().context("the Webex stand-in runs")?;
+        let deadline = Instant::now() + timeout;
+        let webhooks = loop {
+            let webhooks = webex.webhooks();
+            if webhooks.len() >= webex_push_domain::PERSONAL_WEBHOOKS.len() {
+                break webhooks;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the server did not make Ada's webhooks: {} of them",
+                    webhooks.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let s = &self.style;
+        println!(
+            "{}",
+            s.bold("   The server made Ada's webhooks at Webex with her token (no app holds a webhook secret):")
+        );
+        for webhook in &webhooks {
+            let secret = webhook.secret.as_deref().unwrap_or_default();
+            println!(
+                "     {}/{} {} → {}  secret {}… (derived; only the server knows it)",
+                webhook.resource,
+                webhook.event,
+                webhook.filter.as_deref().unwrap_or(""),
+                webhook.target_url,
+                secret.chars().take(8).collect::<String>()
+            );
+        }
+        println!();
+        webhooks
+            .iter()
+            .find(|w| w.resource == "callMemberships" && w.event == "created")
+            .map(|w| w.id.clone())
+            .context("no callMemberships webhook")
     }
 
     /// The next push to the registered phone. Others are skipped with a note: the
@@ -504,6 +599,9 @@ impl Demo {
         }
         if let Some(standin) = self.standin.take() {
             standin.shutdown().await;
+        }
+        if let Some(webex) = self.webex.take() {
+            webex.shutdown().await;
         }
         if let Some(dir) = self.dir.take() {
             let path = dir.path().display().to_string();
