@@ -78,7 +78,10 @@ fn the_demo_shows_every_push_and_cleans_up() {
     );
     assert!(stdout.contains("the whole webhook as posted"), "{stdout}");
     // The server made Ada's webhooks at the Webex stand-in, and the ring came from one.
-    assert!(stdout.contains("The server made Ada's webhooks"), "{stdout}");
+    assert!(
+        stdout.contains("The server made Ada's webhooks"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("callMemberships/created state=notified&personId=me"),
         "{stdout}"
