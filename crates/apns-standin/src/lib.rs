@@ -108,6 +108,11 @@ pub struct Stats {
     pub goaways_sent: u64,
     /// Streams received.
     pub requests: u64,
+    /// Streams reset with `REFUSED_STREAM` by `refuse_next`.
+    pub refused_streams: u64,
+    /// Streams that arrived on a connection while another was open on it, before that
+    /// connection answered its first push: Apple allows one stream at a time until then.
+    pub streams_before_first_answer: u64,
     /// Pushes answered `200`.
     pub accepted: u64,
     /// Every distinct provider token seen (valid or not), in order of first use.
@@ -124,6 +129,8 @@ struct Counters {
     connections_dropped: AtomicU64,
     goaways_sent: AtomicU64,
     requests: AtomicU64,
+    refused_streams: AtomicU64,
+    streams_before_first_answer: AtomicU64,
     ok: AtomicU64,
 }
 
@@ -285,6 +292,10 @@ impl StandIn {
             connections_dropped: counters.connections_dropped.load(Ordering::Acquire),
             goaways_sent: counters.goaways_sent.load(Ordering::Acquire),
             requests: counters.requests.load(Ordering::Acquire),
+            refused_streams: counters.refused_streams.load(Ordering::Acquire),
+            streams_before_first_answer: counters
+                .streams_before_first_answer
+                .load(Ordering::Acquire),
             accepted: ok,
             distinct_jwts: self.shared.jwts.distinct(),
             responses,

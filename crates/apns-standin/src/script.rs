@@ -88,6 +88,8 @@ pub struct Script {
     retry_after_secs: AtomicU64,
     goaway_after: AtomicU64,
     drop_after: AtomicU64,
+    /// Streams left to refuse with `REFUSED_STREAM`.
+    refuse_remaining: AtomicU64,
     jwts: Arc<JwtRegistry>,
 }
 
@@ -104,6 +106,7 @@ impl Script {
             retry_after_secs: AtomicU64::new(NO_RETRY_AFTER),
             goaway_after: AtomicU64::new(0),
             drop_after: AtomicU64::new(0),
+            refuse_remaining: AtomicU64::new(0),
             jwts,
         }
     }
@@ -180,6 +183,13 @@ impl Script {
         self.drop_after.store(n, Ordering::Release);
     }
 
+    /// The next `n` streams are reset with `REFUSED_STREAM` before anything of them is
+    /// read, as a server at its stream limit or going away does: nothing was processed,
+    /// so a client may send them again.
+    pub fn refuse_next(&self, n: u64) {
+        self.refuse_remaining.store(n, Ordering::Release);
+    }
+
     /// Every valid provider token seen so far answers `403 ExpiredProviderToken` from now
     /// on, whatever its `iat`: a client must mint a new one.
     pub fn expire_seen_tokens(&self) {
@@ -197,6 +207,7 @@ impl Script {
             .store(NO_RETRY_AFTER, Ordering::Release);
         self.goaway_after.store(0, Ordering::Release);
         self.drop_after.store(0, Ordering::Release);
+        self.refuse_remaining.store(0, Ordering::Release);
         self.jwts.unrevoke_all();
     }
 
@@ -216,6 +227,15 @@ impl Script {
 
     pub(crate) fn goaway_after_now(&self) -> u64 {
         self.goaway_after.load(Ordering::Acquire)
+    }
+
+    /// Whether this stream is to be refused (and counts it against `refuse_next`).
+    pub(crate) fn take_refusal(&self) -> bool {
+        self.refuse_remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
     }
 
     pub(crate) fn drop_after_now(&self) -> u64 {

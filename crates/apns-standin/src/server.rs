@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -94,6 +94,8 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
     let mut jwt_cache = ConnJwtCache::default();
     let mut streams = 0_u64;
     let mut going_away = false;
+    // Set by the first answer other than 403 (the provider token passed).
+    let answered = Arc::new(AtomicBool::new(false));
     // Streams are answered on this connection's task rather than spawned: it spares a
     // cross-thread wake-up per request, which at load costs more than the work itself.
     let mut in_flight = FuturesUnordered::new();
@@ -104,7 +106,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
             accepted = connection.accept() => accepted,
         };
         let Some(accepted) = accepted else { break };
-        let (request, respond) = match accepted {
+        let (request, mut respond) = match accepted {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(%error, connection = id, "HTTP/2 connection ended with an error");
@@ -113,6 +115,20 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
         };
         streams += 1;
         shared.counters.requests.fetch_add(1, Ordering::AcqRel);
+        if !answered.load(Ordering::Acquire) && !in_flight.is_empty() {
+            shared
+                .counters
+                .streams_before_first_answer
+                .fetch_add(1, Ordering::AcqRel);
+        }
+        if shared.script.take_refusal() {
+            shared
+                .counters
+                .refused_streams
+                .fetch_add(1, Ordering::AcqRel);
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
         let drop_after = shared.script.drop_after_now();
         if drop_after != 0 && streams > drop_after {
             shared
@@ -141,6 +157,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
         let stream = Stream {
             shared: Arc::clone(&shared),
             connection: id,
+            answered: Arc::clone(&answered),
             received_at,
             head,
             headers,
@@ -161,6 +178,8 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
 struct Stream {
     shared: Arc<Shared>,
     connection: u64,
+    /// The connection's "first answer sent" flag.
+    answered: Arc<AtomicBool>,
     received_at: SystemTime,
     head: Result<Checked, Rejection>,
     headers: Option<Vec<(String, String)>>,
@@ -230,6 +249,7 @@ impl Stream {
                 // Recorded under the lock that `accepted()` takes, so a client that has
                 // seen its 200 always finds its push recorded.
                 let mut records = shared.config.record_accepted.then(|| lock(&shared.records));
+                self.answered.store(true, Ordering::Release);
                 if respond.send_response(response, true).is_err() {
                     return;
                 }
@@ -247,6 +267,9 @@ impl Stream {
             }
             Err(rejection) => {
                 let apns_id = echo_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                if rejection.status != 403 {
+                    self.answered.store(true, Ordering::Release);
+                }
                 reject(shared, respond, &rejection, &apns_id);
             }
         }

@@ -47,11 +47,11 @@ pub enum ApnsConfigError {
     #[error("APNS_TOPIC: {0:?} cannot be sent as an HTTP header")]
     BadTopic(String),
     #[error("APNS_CA_FILE: not a PEM certificate: {0}")]
-    BadCaCertificate(#[source] reqwest::Error),
+    BadCaCertificate(String),
     #[error("max in flight must be at least 1")]
     NoInFlight,
-    #[error("cannot build the HTTP/2 client: {0}")]
-    Http(#[source] reqwest::Error),
+    #[error("cannot set up TLS for APNs: {0}")]
+    Tls(#[source] rustls::Error),
     #[error("cannot sign a provider token with this key: {0}")]
     Signing(#[source] jsonwebtoken::errors::Error),
 }

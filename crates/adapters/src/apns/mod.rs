@@ -4,6 +4,7 @@
 mod classify;
 mod client;
 mod config;
+mod connection;
 mod payload;
 mod prepared;
 mod token;
