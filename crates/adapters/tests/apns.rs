@@ -487,6 +487,8 @@ async fn goaway_with_pushes_in_flight_loses_none() {
     assert!(stats.goaways_sent >= 2, "{stats:?}");
     assert!(stats.connections_opened >= stats.goaways_sent, "{stats:?}");
     assert_eq!(stats.distinct_jwts.len(), 1);
+    // Each new connection carried one push until its first answer, as Apple asks.
+    assert_eq!(stats.streams_before_first_answer, 0, "{stats:?}");
     eprintln!(
         "GOAWAY: {retries} retries, {} connections",
         stats.connections_opened
@@ -504,6 +506,9 @@ async fn a_dropped_connection_with_pushes_in_flight_loses_none() {
         retries >= 1,
         "a dropped connection loses the pushes in flight"
     );
+    // Reconnects too wait for their first answer before the burst follows.
+    assert!(stats.connections_opened >= 2, "{stats:?}");
+    assert_eq!(stats.streams_before_first_answer, 0, "{stats:?}");
     eprintln!(
         "drop: {retries} retries, {} connections",
         stats.connections_opened
@@ -512,28 +517,8 @@ async fn a_dropped_connection_with_pushes_in_flight_loses_none() {
 
 #[tokio::test]
 async fn a_connection_silently_dropped_on_the_way_is_abandoned_at_the_first_unanswered_push() {
-    let key = ApnsKey::from_pem(&key_pem()).unwrap();
-    let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, key.public_key_pem()))
-        .await
-        .unwrap();
-    let target = standin
-        .url()
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.trim_end_matches('/').parse::<u16>().ok())
-        .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-        .unwrap();
-    let proxy = FaultProxy::start(target).await.unwrap();
-    let mut config = ApnsConfig::new(
-        key,
-        KeyId::parse(KEY_ID).unwrap(),
-        TeamId::parse(TEAM_ID).unwrap(),
-        BundleId::parse(BUNDLE).unwrap(),
-    );
-    config.endpoint = Some(proxy.url());
-    config.extra_ca_pem = Some(standin.ca_pem());
-    config.request_timeout = Duration::from_secs(2);
-    let client = ApnsClient::new(config).unwrap();
+    let (_standin, proxy, client) =
+        behind_proxy(|config| config.request_timeout = Duration::from_secs(2)).await;
     assert!(is_delivered(&client.send(&alert(1)).await));
     assert_eq!(proxy.connections(), 1);
 
@@ -554,6 +539,90 @@ async fn a_connection_silently_dropped_on_the_way_is_abandoned_at_the_first_unan
     // And the new connection carries what follows.
     assert!(is_delivered(&client.send(&alert(3)).await));
     assert_eq!(proxy.connections(), 2);
+}
+
+/// A stand-in and a client that reaches it through a [`FaultProxy`].
+async fn behind_proxy(adjust: impl FnOnce(&mut ApnsConfig)) -> (StandIn, FaultProxy, ApnsClient) {
+    let key = ApnsKey::from_pem(&key_pem()).unwrap();
+    let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, key.public_key_pem()))
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(standin.local_addr()).await.unwrap();
+    let mut config = ApnsConfig::new(
+        key,
+        KeyId::parse(KEY_ID).unwrap(),
+        TeamId::parse(TEAM_ID).unwrap(),
+        BundleId::parse(BUNDLE).unwrap(),
+    );
+    config.endpoint = Some(proxy.url());
+    config.extra_ca_pem = Some(standin.ca_pem());
+    adjust(&mut config);
+    let client = ApnsClient::new(config).unwrap();
+    (standin, proxy, client)
+}
+
+#[tokio::test]
+async fn pushes_in_flight_on_a_blackholed_connection_fail_within_seconds_not_at_the_timeout() {
+    // The default request timeout (10 s): only the PINGs can notice the dead path fast.
+    let (standin, proxy, client) = behind_proxy(|_| {}).await;
+    assert!(is_delivered(&client.send(&alert(1)).await));
+    assert_eq!(proxy.blackhole_live(), 1);
+    let since = Instant::now();
+    let client = &client;
+    let settled = join_all((2..12).map(|i| async move {
+        let p = alert(i);
+        send_until_settled(client, &p).await
+    }))
+    .await;
+    let took = since.elapsed();
+    for (outcome, attempts) in &settled {
+        assert!(is_delivered(outcome), "{outcome:?}");
+        assert_eq!(*attempts, 2, "one try on the dead connection, one on a new");
+    }
+    assert!(
+        took < Duration::from_secs(5),
+        "delivered again after {took:?}"
+    );
+    assert_eq!(proxy.connections(), 2);
+    assert_eq!(standin.stats().accepted, 11);
+}
+
+#[tokio::test]
+async fn refused_streams_are_sent_again_on_a_new_connection_before_the_answer() {
+    let f = fixture().await;
+    assert!(is_delivered(&f.client.send(&alert(1)).await));
+    // Nothing of a refused stream was processed: the client sends it again itself,
+    // on a fresh connection, and the push is delivered at the first `send`.
+    f.standin.script().refuse_next(2);
+    assert!(is_delivered(&f.client.send(&alert(2)).await));
+    let stats = f.standin.stats();
+    assert_eq!(stats.refused_streams, 2, "{stats:?}");
+    assert_eq!(stats.accepted, 2, "{stats:?}");
+    assert_eq!(stats.connections_opened, 3, "{stats:?}");
+    // More refusals in a row than it resends: a retry for the domain, not a failure.
+    f.standin.script().refuse_next(10);
+    let outcome = f.client.send(&alert(3)).await;
+    assert!(matches!(outcome, PushOutcome::Retry { .. }), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_new_connection_carries_one_push_until_its_first_answer_even_after_a_reconnect() {
+    let f = fixture().await;
+    // Slow answers: a burst would open many streams at once if the client let it.
+    f.standin.script().latency(Duration::from_millis(100));
+    let client = &f.client;
+    let first = join_all((0..50).map(|i| async move { client.send(&alert(i)).await })).await;
+    assert!(first.iter().all(is_delivered));
+    // The stand-in goes away gracefully; the next burst lands on a new connection.
+    f.standin.script().goaway_after(1);
+    assert!(is_delivered(&client.send(&alert(50)).await));
+    f.standin.script().goaway_after(0);
+    let second = join_all((51..100).map(|i| async move { client.send(&alert(i)).await })).await;
+    assert!(second.iter().all(is_delivered));
+    let stats = f.standin.stats();
+    assert!(stats.connections_opened >= 2, "{stats:?}");
+    assert_eq!(stats.streams_before_first_answer, 0, "{stats:?}");
+    assert_eq!(stats.accepted, 100, "{stats:?}");
 }
 
 #[tokio::test]

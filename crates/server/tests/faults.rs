@@ -409,6 +409,45 @@ async fn apns_goaway_and_dropped_connections_mid_load_still_ring_each_call_exact
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_apns_connection_is_abandoned_and_rings_arrive_again_within_5_s() {
+    // The production request timeout (10 s): the connection's PINGs must notice.
+    let (h, proxy) = Harness::start_with_apns_proxy(4, &[("ADMIN_TOKEN", ADMIN.to_owned())]).await;
+    let ada = Person::new(1);
+    let bob = Person::new(2);
+    h.register_ok(&ada.uuid, &ada.voip, &ada.alert).await;
+    h.register_ok(&bob.uuid, &bob.voip, &bob.alert).await;
+    assert_eq!(post_ring(&h, "before", &ada.uuid).await, 204);
+    eventually(&h, "the ring before", async || rings_of(&h, &ada.voip) == 1).await;
+
+    // A NAT forgets the flow: nothing is refused, nothing comes back.
+    assert_eq!(proxy.blackhole_live(), 1, "one warm APNs connection");
+    let since = tokio::time::Instant::now();
+    assert_eq!(post_ring(&h, "during", &bob.uuid).await, 204);
+    eventually(&h, "the ring after the blackhole", async || {
+        rings_of(&h, &bob.voip) == 1
+    })
+    .await;
+    let took = since.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "rang again after {took:?}; log:\n{}",
+        h.server.log_text()
+    );
+    assert_eq!(proxy.connections(), 2, "the dead connection was replaced");
+    assert!(
+        h.server.count_logs(|l| message_is(
+            l,
+            "APNs connection stopped answering PINGs: closed, and what it carried is retried on a new one"
+        )) == 1
+    );
+    // Exactly once, and what follows goes out on the new connection at once.
+    assert_eq!(post_ring(&h, "after", &ada.uuid).await, 204);
+    eventually(&h, "the ring after", async || rings_of(&h, &ada.voip) == 2).await;
+    assert_eq!(rings_of(&h, &bob.voip), 1);
+    assert_eq!(proxy.connections(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_stops_accepting_drains_the_queue_and_exits_zero() {
     let (mut h, persons) = start(2, 10, &[]).await;
     // A slow Apple, so events are still queued when the signal comes.

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apns_standin::{AcceptedPush, Failure, StandIn, StandInConfig};
+use apns_standin::{AcceptedPush, Failure, FaultProxy, StandIn, StandInConfig};
 use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -201,6 +201,30 @@ impl Harness {
         push_workers: usize,
         extra: &[(&str, String)],
     ) -> Self {
+        Self::start_full(db, database_url, push_workers, extra, false)
+            .await
+            .0
+    }
+
+    /// As [`Harness::start_with`], with the server reaching the stand-in through a
+    /// [`FaultProxy`], which can blackhole the live APNs connection.
+    pub async fn start_with_apns_proxy(
+        push_workers: usize,
+        extra: &[(&str, String)],
+    ) -> (Self, FaultProxy) {
+        let db = TestDatabase::postgres();
+        let url = db.url().to_owned();
+        let (harness, proxy) = Self::start_full(db, url, push_workers, extra, true).await;
+        (harness, proxy.expect("a proxy was asked for"))
+    }
+
+    async fn start_full(
+        db: TestDatabase,
+        database_url: String,
+        push_workers: usize,
+        extra: &[(&str, String)],
+        apns_behind_proxy: bool,
+    ) -> (Self, Option<FaultProxy>) {
         let key = p256::SecretKey::random(&mut rand::thread_rng());
         let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
         let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
@@ -212,6 +236,13 @@ impl Harness {
         std::fs::write(&key_file, private_pem.as_bytes()).unwrap();
         let ca_file = dir.path().join("standin-ca.pem");
         std::fs::write(&ca_file, standin.ca_pem()).unwrap();
+        let proxy = match apns_behind_proxy {
+            true => Some(FaultProxy::start(standin.local_addr()).await.unwrap()),
+            false => None,
+        };
+        let apns_endpoint = proxy
+            .as_ref()
+            .map_or_else(|| standin.url(), FaultProxy::url);
         // As Apple does, so the start-up warm-up is not counted as an accepted push.
         standin
             .script()
@@ -230,7 +261,7 @@ impl Harness {
             ("APNS_KEY_ID", KEY_ID.into()),
             ("APNS_TEAM_ID", TEAM_ID.into()),
             ("APNS_TOPIC", TOPIC.into()),
-            ("APNS_ENDPOINT", standin.url()),
+            ("APNS_ENDPOINT", apns_endpoint),
             ("APNS_CA_FILE", ca_file.display().to_string()),
             ("WEBHOOK_SECRET", format!("old-secret,{SECRET}")),
             ("PUSH_WORKERS", push_workers.to_string()),
@@ -244,7 +275,7 @@ impl Harness {
             envs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         let server = Self::spawn_server(&envs).await;
         let warm_up_requests = standin.stats().requests;
-        Self {
+        let harness = Self {
             server,
             standin,
             db,
@@ -252,7 +283,8 @@ impl Harness {
             _dir: dir,
             warm_up_requests,
             envs,
-        }
+        };
+        (harness, proxy)
     }
 
     async fn spawn_server(envs: &[(String, String)]) -> Server {
