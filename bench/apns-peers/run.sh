@@ -1,72 +1,75 @@
 #!/usr/bin/env bash
-# Measures webex-push's APNs client and two widely used peers (the a2 crate,
-# @parse/node-apn) against the same local APNs stand-in, one after the other, at 1,
-# 100 and 1,000 pushes in flight, and prints one markdown table.
+# Measures webex-push's APNs client and its peers side by side against ONE local APNs
+# stand-in process: the a2 crate as shipped and with TCP_NODELAY, @parse/node-apn, and
+# h2load (nghttp2's load generator: what the stand-in serves at most). Every client
+# sends the same alert padded to the same size, at 1, 100 and 1,000 pushes in flight,
+# each level in a process of its own so that its CPU time per push can be read
+# (measure.py; start-up and the 0.5 s warm-up included, alike for every client).
+# Prints one markdown table; the stand-in's counters go to stderr at the end.
 #
-# Each client gets a fresh stand-in process, whose counters (connections, distinct
-# provider tokens) are printed when it stops. Needs cargo, node/npm, openssl.
+# Needs cargo, node/npm, openssl, python3 and h2load (Debian: nghttp2-client).
 # Usage: bench/apns-peers/run.sh [seconds per level, default 5]
-# Honours CARGO_TARGET_DIR. A2_BENCH_PAYLOAD_BYTES=N pads a2's alert to N bytes of JSON
-# (webex-push's bench alert is 300 bytes; a2's is 104 unpadded).
+# Env: APNS_PEERS_LEVELS (default 1,100,1000), APNS_PEERS_PAYLOAD_BYTES (default 300),
+# CARGO_TARGET_DIR honoured.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 seconds="${1:-5}"
-target="${CARGO_TARGET_DIR:-$root/target}"
-a2_target="${CARGO_TARGET_DIR:-$here/a2-runner/target}"
+levels="${APNS_PEERS_LEVELS:-1,100,1000}"
+bytes="${APNS_PEERS_PAYLOAD_BYTES:-300}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 echo "building (release)..." >&2
-(cd "$root" && cargo build --release -q -p apns-standin \
-  && cargo bench -q -p webex-push-adapters --bench apns --no-run)
-(cd "$here/a2-runner" && ./setup.sh >/dev/null && cargo build --release -q)
-(cd "$here/node-apn" && npm install --no-audit --no-fund --silent)
+(cd "$root" && cargo build --release -q -p apns-standin)
 bench_bin="$(cd "$root" && cargo bench -q -p webex-push-adapters --bench apns --no-run 2>&1 \
   | sed -n 's/.*(\(.*\))$/\1/p' | tail -1)"
 case "$bench_bin" in
-  "") ;;
   /*) ;;
   *) bench_bin="$root/$bench_bin" ;;
 esac
-if [ -z "$bench_bin" ]; then
-  bench_bin="$(ls -t "$target"/release/deps/apns-* | grep -v '\.d$' | head -1)"
-fi
+standin_bin="$(cd "$root" && cargo build --release -p apns-standin --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "apns-standin" and m.get("executable"):
+        print(m["executable"])')"
+a2_target="${CARGO_TARGET_DIR:-$here/a2-runner/target}"
+(cd "$here/a2-runner" && ./setup.sh >/dev/null && cargo build --release -q)
+(cd "$here/node-apn" && npm install --no-audit --no-fund --silent)
+command -v h2load >/dev/null || { echo "h2load not found (apt-get install nghttp2-client)" >&2; exit 1; }
 
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/key.p8" 2>/dev/null
+"$standin_bin" --key-id KEY1234567 --team-id TEAM123456 \
+  --public-key "$work/key.p8" --ca-out "$work/ca.pem" >"$work/standin.out" 2>"$work/standin.err" &
+standin_pid=$!
+for _ in $(seq 1 100); do
+  [ -s "$work/standin.out" ] && break
+  sleep 0.1
+done
+url="$(head -1 "$work/standin.out")"
+echo "stand-in at $url (pid $standin_pid), $seconds s per level, $bytes-byte payloads" >&2
 
-start_standin() {
-  "$target/release/apns-standin" --key-id KEY1234567 --team-id TEAM123456 \
-    --public-key "$work/key.p8" --ca-out "$work/ca.pem" >"$work/standin.out" 2>"$work/standin.err" &
-  standin_pid=$!
-  for _ in $(seq 1 100); do
-    [ -s "$work/standin.out" ] && break
-    sleep 0.1
-  done
-  url="$(head -1 "$work/standin.out")"
-}
+measure() { python3 "$here/measure.py" "$@"; }
 
-stop_standin() {
-  kill -INT "$standin_pid"
-  wait "$standin_pid" || true
-  echo "    stand-in: $(tail -1 "$work/standin.err")" >&2
-}
+echo "| client | in flight | pushes | failed | pushes/s | p50 ms | p99 ms | client CPU µs/push |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+IFS=, read -ra level_list <<<"$levels"
+for level in "${level_list[@]}"; do
+  APNS_BENCH_ENDPOINT="$url" APNS_BENCH_CA="$work/ca.pem" APNS_BENCH_KEY="$work/key.p8" \
+    APNS_BENCH_SECONDS="$seconds" APNS_BENCH_LEVELS="$level" \
+    measure sh -c "\"$bench_bin\" | grep '^| webex-push' | cut -d'|' -f1-8 | sed 's/\$/|/'"
+  A2_BENCH_LEVELS="$level" A2_BENCH_PAYLOAD_BYTES="$bytes" \
+    measure "$a2_target/release/a2-runner" "$url" "$work/ca.pem" "$work/key.p8" "$seconds"
+  A2_TCP_NODELAY=1 A2_BENCH_LEVELS="$level" A2_BENCH_PAYLOAD_BYTES="$bytes" \
+    measure "$a2_target/release/a2-runner" "$url" "$work/ca.pem" "$work/key.p8" "$seconds"
+  NODE_APN_LEVELS="$level" NODE_APN_PAYLOAD_BYTES="$bytes" \
+    measure node "$here/node-apn/bench.js" "$url" "$work/ca.pem" "$work/key.p8" "$seconds"
+  if [ "$level" -ge 100 ]; then
+    measure "$here/h2load.sh" "$url" "$work/ca.pem" "$work/key.p8" "$seconds" "$level" "$bytes"
+  fi
+done
 
-echo "| client | in flight | pushes | failed | pushes/s | p50 ms | p99 ms |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
-
-start_standin
-echo "webex-push against $url" >&2
-APNS_BENCH_ENDPOINT="$url" APNS_BENCH_CA="$work/ca.pem" APNS_BENCH_KEY="$work/key.p8" \
-  APNS_BENCH_SECONDS="$seconds" "$bench_bin" | grep '^| webex-push' | cut -d'|' -f1-8 | sed 's/$/|/'
-stop_standin
-
-start_standin
-echo "a2 against $url" >&2
-"$a2_target/release/a2-runner" "$url" "$work/ca.pem" "$work/key.p8" "$seconds"
-stop_standin
-
-start_standin
-echo "node-apn against $url" >&2
-node "$here/node-apn/bench.js" "$url" "$work/ca.pem" "$work/key.p8" "$seconds"
-stop_standin
+kill -INT "$standin_pid"
+wait "$standin_pid" || true
+echo "stand-in: $(tail -1 "$work/standin.err")" >&2

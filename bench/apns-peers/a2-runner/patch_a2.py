@@ -4,7 +4,8 @@ a2 hard-codes api.push.apple.com and trusts only the webpki roots. The benchmark
 it to reach the local stand-in, so two spots change, both driven by environment
 variables read once per client:
 - `Endpoint`'s host becomes `A2_ENDPOINT_HOST` (host:port) when set;
-- the default connector also trusts the PEM certificates in `A2_EXTRA_CA_FILE`.
+- the default connector also trusts the PEM certificates in `A2_EXTRA_CA_FILE`, and
+  sets `TCP_NODELAY` when `A2_TCP_NODELAY` is set (a2 as shipped leaves Nagle on).
 The provider token's base64 alphabet changes too (see the end of this file). The HTTP
 client, its pool, TCP settings (Nagle left on, as a2 ships) and payload code stay
 exactly as published.
@@ -36,11 +37,18 @@ new_connector = '''fn default_connector() -> HyperConnector {
         let config = rustls::client::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        return HttpsConnectorBuilder::new()
+        let builder = HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only()
-            .enable_http2()
-            .build();
+            .enable_http2();
+        // A2_TCP_NODELAY=1: the one TCP setting a2 leaves at the kernel's default.
+        if std::env::var("A2_TCP_NODELAY").is_ok() {
+            let mut http = HttpConnector::new();
+            http.set_nodelay(true);
+            http.enforce_http(false);
+            return builder.wrap_connector(http);
+        }
+        return builder.build();
     }
     HttpsConnectorBuilder::new()
         .with_webpki_roots()

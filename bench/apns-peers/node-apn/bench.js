@@ -4,7 +4,9 @@
 // Usage: node bench.js <url> <ca.pem> <key.p8> [seconds]
 // (key id KEY1234567, team TEAM123456, topic com.example.app: the stand-in's
 // benchmark settings). node-apn takes a custom address, port and CA as options, so
-// it runs unmodified.
+// it runs unmodified. NODE_APN_LEVELS=100,1000 runs only those levels;
+// NODE_APN_PAYLOAD_BYTES=300 pads the alert with a custom "webex" string to that many
+// bytes of JSON, the size of webex-push's bench alert.
 'use strict';
 
 const fs = require('fs');
@@ -28,7 +30,21 @@ function provider() {
   });
 }
 
+let padding = null;
+
 function notification() {
+  const note = bare();
+  if (padding === null) {
+    const target = Number(process.env.NODE_APN_PAYLOAD_BYTES || 0);
+    const probe = bare();
+    probe.payload = { webex: '' };
+    padding = 'x'.repeat(Math.max(0, target - JSON.stringify(probe).length));
+  }
+  if (padding.length > 0) note.payload = { webex: padding };
+  return note;
+}
+
+function bare() {
   const note = new apn.Notification();
   note.topic = 'com.example.app';
   note.pushType = 'alert';
@@ -57,7 +73,8 @@ async function drive(apnProvider, inFlight, ms) {
 }
 
 async function main() {
-  for (const inFlight of [1, 100, 1000]) {
+  const levels = (process.env.NODE_APN_LEVELS || '1,100,1000').split(',').map(Number);
+  for (const inFlight of levels) {
     const apnProvider = provider();
     const warm = await apnProvider.send(notification(), '0'.repeat(60) + '1000');
     if (warm.failed.length > 0) {

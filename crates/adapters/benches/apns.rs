@@ -145,7 +145,7 @@ fn main() -> anyhow::Result<()> {
             "one provider token per run"
         );
     }
-    print_table("webex-push (reqwest, HTTP/2)", &runs);
+    print_table("webex-push (h2)", &runs);
     if let Some(standin) = standin {
         server_runtime.block_on(standin.shutdown());
     }

@@ -53,7 +53,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         latencies.sort_unstable();
         let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
         println!(
-            "| a2 0.10 (hyper) | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
+            label(),
             in_flight,
             latencies.len(),
             failed,
@@ -63,6 +64,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// The row's name: as shipped, or with `TCP_NODELAY` (`A2_TCP_NODELAY` set).
+fn label() -> &'static str {
+    match std::env::var("A2_TCP_NODELAY") {
+        Ok(_) => "a2 0.10 (hyper), TCP_NODELAY",
+        Err(_) => "a2 0.10 (hyper)",
+    }
 }
 
 async fn send(client: &Client, worker: usize) -> Result<(), a2::Error> {
