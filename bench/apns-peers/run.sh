@@ -21,19 +21,19 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 echo "building (release)..." >&2
-(cd "$root" && cargo build --release -q -p apns-standin)
-bench_bin="$(cd "$root" && cargo bench -q -p webex-push-adapters --bench apns --no-run 2>&1 \
-  | sed -n 's/.*(\(.*\))$/\1/p' | tail -1)"
-case "$bench_bin" in
-  /*) ;;
-  *) bench_bin="$root/$bench_bin" ;;
-esac
-standin_bin="$(cd "$root" && cargo build --release -p apns-standin --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys
+# The executable cargo built for target NAME, from its JSON messages.
+executable() {
+  python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "apns-standin" and m.get("executable"):
-        print(m["executable"])')"
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
+}
+standin_bin="$(cd "$root" && cargo build --release -p apns-standin --bin apns-standin \
+  --message-format=json 2>/dev/null | executable apns-standin)"
+bench_bin="$(cd "$root" && cargo bench -p webex-push-adapters --bench apns --no-run \
+  --message-format=json 2>/dev/null | executable apns)"
+[ -x "$standin_bin" ] && [ -x "$bench_bin" ] || { echo "build failed" >&2; exit 1; }
 a2_target="${CARGO_TARGET_DIR:-$here/a2-runner/target}"
 (cd "$here/a2-runner" && ./setup.sh >/dev/null && cargo build --release -q)
 (cd "$here/node-apn" && npm install --no-audit --no-fund --silent)
