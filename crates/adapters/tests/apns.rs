@@ -386,6 +386,55 @@ async fn no_answer_is_a_retry_connection_refused_and_timeout_alike() {
 }
 
 #[tokio::test]
+async fn only_the_configured_roots_are_trusted() {
+    let f = fixture().await;
+    let mut config = f.config.clone();
+    // The stand-in's certificate is signed by its own CA: without it, no connection.
+    config.extra_ca_pem = None;
+    let untrusting = ApnsClient::new(config).unwrap();
+    assert_eq!(
+        untrusting.send(&alert(1)).await,
+        PushOutcome::Retry {
+            reason: "ConnectFailed".into(),
+            after: None
+        }
+    );
+    assert_eq!(f.standin.stats().requests, 0);
+    let mut config = f.config.clone();
+    config.extra_ca_pem = Some("not a certificate".into());
+    assert!(ApnsClient::new(config).is_err());
+}
+
+#[tokio::test]
+async fn a_connection_at_apples_stream_limit_gets_company_and_no_more_than_needed() {
+    let key = ApnsKey::from_pem(&key_pem()).unwrap();
+    let mut standin_config = StandInConfig::new(KEY_ID, TEAM_ID, key.public_key_pem());
+    standin_config.max_concurrent_streams = 10;
+    let standin = StandIn::start(standin_config).await.unwrap();
+    let mut config = ApnsConfig::new(
+        key,
+        KeyId::parse(KEY_ID).unwrap(),
+        TeamId::parse(TEAM_ID).unwrap(),
+        BundleId::parse(BUNDLE).unwrap(),
+    );
+    config.endpoint = Some(standin.url());
+    config.extra_ca_pem = Some(standin.ca_pem());
+    let client = ApnsClient::new(config).unwrap();
+    client.warm_up().await.unwrap();
+    standin.script().latency(Duration::from_millis(200));
+    let client = &client;
+    let outcomes = join_all((0..100).map(|i| async move { client.send(&alert(i)).await })).await;
+    assert!(outcomes.iter().all(is_delivered));
+    let stats = standin.stats();
+    // 100 pushes, 10 streams each: more connections than one, never more than four,
+    // each new one starting with a single stream.
+    assert!((2..=4).contains(&stats.connections_opened), "{stats:?}");
+    assert_eq!(stats.streams_before_first_answer, 0, "{stats:?}");
+    assert_eq!(stats.refused_streams, 0, "{stats:?}");
+    eprintln!("stream limit: {} connections", stats.connections_opened);
+}
+
+#[tokio::test]
 async fn ten_thousand_pushes_share_one_jwt_and_one_connection() {
     let f = fixture().await;
     f.client.warm_up().await.unwrap();
