@@ -67,6 +67,22 @@ const MAX_STORE_BACKOFF: Duration = Duration::from_secs(2);
 /// called well within it (the server calls it every 2 s).
 pub const HOLDER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A device already recorded `delivered` is recorded again only after this long: a
+/// routine delivery changes nothing an operator reads but the timestamp, and would cost
+/// a row update per push. So `last_outcome_at` of a device that keeps receiving is at
+/// most this old; every other outcome, the first delivery after one, and an
+/// environment pin are recorded at once.
+pub const DELIVERED_REFRESH: TimeDelta = TimeDelta::minutes(15);
+
+/// Whether a delivery to `device` tells the store something new: its last outcome was
+/// another (or none), or was recorded [`DELIVERED_REFRESH`] ago or more.
+fn delivery_is_news(device: &Device, now: chrono::DateTime<chrono::Utc>) -> bool {
+    device.last_outcome.as_deref() != Some("delivered")
+        || device
+            .last_outcome_at
+            .is_none_or(|at| now.signed_duration_since(at) >= DELIVERED_REFRESH)
+}
+
 /// Picks the actual delay given a backoff ceiling. The default is full jitter (uniform
 /// in `[0, ceiling]`), so replicas retrying after the same APNs hiccup spread out.
 pub type Jitter = Arc<dyn Fn(Duration) -> Duration + Send + Sync>;
@@ -262,7 +278,9 @@ impl NotificationService {
                     // Pin a token to the gateway that took it, so later pushes skip the
                     // other one; a token with a known environment keeps it.
                     let pin = device.environment.is_none().then_some(environment);
-                    self.record(&device.token, "delivered", pin).await;
+                    if pin.is_some() || delivery_is_news(device, self.clock.now()) {
+                        self.record(&device.token, "delivered", pin).await;
+                    }
                     return DeviceResult::Delivered;
                 }
                 PushOutcome::TokenInvalid { reason, since } => {
@@ -703,6 +721,57 @@ mod tests {
             .iter()
             .map(|p| p.token.clone())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_routine_delivery_is_not_written_again_until_the_record_is_stale() {
+        let callee = person();
+        // The service's clock starts at `start()` and follows tokio's.
+        let now = start();
+        let with_last = |fill: &str, outcome: &str, ago: TimeDelta, env| Device {
+            last_outcome: Some(outcome.to_owned()),
+            last_outcome_at: Some(now - ago),
+            ..device(&callee, fill, Channel::Voip, env)
+        };
+        let production = Some(ApnsEnvironment::Production);
+        let devices = vec![
+            // Delivered a minute ago: nothing new to record.
+            with_last("a1", "delivered", TimeDelta::minutes(1), production),
+            // Delivered, but the record is stale: refreshed.
+            with_last("b2", "delivered", DELIVERED_REFRESH, production),
+            // Delivered just under the refresh time ago: still nothing new.
+            with_last("e5", "delivered", DELIVERED_REFRESH - TimeDelta::seconds(5), production),
+            // The first delivery after a failure: recorded.
+            with_last("c3", "TooManyRequests", TimeDelta::seconds(5), production),
+            // Never recorded, no environment yet: recorded with its pin.
+            device(&callee, "d4", Channel::Voip, None),
+        ];
+        let mut store = store_with(&callee, devices);
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&written);
+        store
+            .expect_record_outcome()
+            .with(always(), eq("delivered"), always(), always())
+            .returning(move |token, _, pin, _| {
+                log.lock().unwrap().push((token.clone(), pin));
+                Ok(())
+            });
+        let sent = Sent::default();
+        let service = service(store, gateway(&sent, |_, _| delivered(ApnsEnvironment::Production)));
+
+        let report = service.ring(call(&callee, "call-1")).await.unwrap();
+
+        assert_eq!(report.delivered, 5);
+        let mut written = written.lock().unwrap().clone();
+        written.sort_by_key(|(token, _)| token.as_str().to_owned());
+        assert_eq!(
+            written,
+            vec![
+                (token("b2"), None),
+                (token("c3"), None),
+                (token("d4"), Some(ApnsEnvironment::Production)),
+            ]
+        );
     }
 
     #[tokio::test]
