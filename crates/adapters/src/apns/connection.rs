@@ -161,6 +161,11 @@ impl Gateway {
             let connection = self.checkout().await?;
             let mut lease = Lease::take(&connection);
             let turn = connection.wait_turn().await;
+            if turn.is_some() && !connection.state.is_open() {
+                // Retired while this push waited its turn: another connection takes it.
+                lease.settled();
+                continue;
+            }
             let result = connection.exchange(&build, body).await;
             lease.settled();
             drop(turn);

@@ -740,7 +740,12 @@ mod tests {
             // Delivered, but the record is stale: refreshed.
             with_last("b2", "delivered", DELIVERED_REFRESH, production),
             // Delivered just under the refresh time ago: still nothing new.
-            with_last("e5", "delivered", DELIVERED_REFRESH - TimeDelta::seconds(5), production),
+            with_last(
+                "e5",
+                "delivered",
+                DELIVERED_REFRESH - TimeDelta::seconds(5),
+                production,
+            ),
             // The first delivery after a failure: recorded.
             with_last("c3", "TooManyRequests", TimeDelta::seconds(5), production),
             // Never recorded, no environment yet: recorded with its pin.
@@ -757,7 +762,10 @@ mod tests {
                 Ok(())
             });
         let sent = Sent::default();
-        let service = service(store, gateway(&sent, |_, _| delivered(ApnsEnvironment::Production)));
+        let service = service(
+            store,
+            gateway(&sent, |_, _| delivered(ApnsEnvironment::Production)),
+        );
 
         let report = service.ring(call(&callee, "call-1")).await.unwrap();
 
