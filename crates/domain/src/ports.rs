@@ -341,7 +341,7 @@ pub enum IdentityError {
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait IdentityPort: Send + Sync + 'static {
-    /// The person `access_token` was issued to, as Webex says (`GET /v1/people/me`).
+    /// The person `access_token` was issued to, as Webex says (the token's own person).
     /// Adapters may cache answers for a few minutes, keyed by something other than the
     /// token itself.
     ///
@@ -377,22 +377,22 @@ pub enum DirectoryError {
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait WebhookDirectory: Send + Sync + 'static {
-    /// The token holder's own webhooks, or (`org_wide`) the org's; `GET /v1/webhooks`.
+    /// The token holder's own webhooks, or (`org_wide`) the org's.
     async fn list(
         &self,
         token: &AccessToken,
         org_wide: bool,
     ) -> Result<Vec<RemoteWebhook>, DirectoryError>;
 
-    /// `POST /v1/webhooks`.
+    /// Makes a webhook as `spec` says; Webex's answer describes it.
     async fn create(
         &self,
         token: &AccessToken,
         spec: &WebhookSpec,
     ) -> Result<RemoteWebhook, DirectoryError>;
 
-    /// `PUT /v1/webhooks/{id}`: sets the name, target and (when given) secret, and
-    /// re-activates it when `activate`.
+    /// Sets the name, target and (when given) secret of webhook `id`, and re-activates
+    /// it when `activate`.
     async fn update(
         &self,
         token: &AccessToken,
@@ -401,6 +401,6 @@ pub trait WebhookDirectory: Send + Sync + 'static {
         activate: bool,
     ) -> Result<RemoteWebhook, DirectoryError>;
 
-    /// `DELETE /v1/webhooks/{id}`; an unknown id is not an error.
+    /// Deletes webhook `id`; an unknown id is not an error.
     async fn delete(&self, token: &AccessToken, id: &str) -> Result<(), DirectoryError>;
 }

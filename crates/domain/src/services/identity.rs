@@ -66,7 +66,7 @@ impl RegistrationGuard {
         self.identity.is_some()
     }
 
-    /// Checks that the holder of `token` is `person` before `POST /register` binds
+    /// Checks that the holder of `token` is `person` before a registration binds
     /// devices to that person.
     #[instrument(name = "ensure_may_register", skip_all, fields(person = %person))]
     pub async fn ensure_may_register(
@@ -84,7 +84,7 @@ impl RegistrationGuard {
         Ok(())
     }
 
-    /// Checks that the holder of `token` owns the device token `DELETE /register/{token}`
+    /// Checks that the holder of `token` owns the device token an unregistration
     /// removes. `owner` is `None` when nobody has that device token: removing it is a
     /// no-op, allowed to anyone authenticated so the call stays idempotent.
     #[instrument(

@@ -43,7 +43,8 @@ impl From<RegistrationError> for RegisterError {
     }
 }
 
-/// The registration use cases: `POST /register` and `DELETE /register/{token}`.
+/// The registration use cases: binding an app's devices to a person, and unbinding a
+/// device.
 #[derive(Clone)]
 pub struct RegistrationService {
     store: Arc<dyn RegistrationPort>,

@@ -254,7 +254,7 @@ impl fmt::Display for BundleId {
     }
 }
 
-/// One app install's registration, exactly what `POST /register` carries.
+/// One app install's registration, exactly what the app sends to register.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub person: PersonId,

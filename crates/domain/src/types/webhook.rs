@@ -25,7 +25,7 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
-/// What a webhook should be (`POST /v1/webhooks`, or the fields a `PUT` sets).
+/// What a webhook should be: one to make, or the fields an update sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSpec {
     pub name: String,
