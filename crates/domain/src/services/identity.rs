@@ -1,4 +1,4 @@
-//! Proof of identity for `/register`: when it is on, only the holder of a Webex access
+//! Proof of identity for registrations: when it is on, only the holder of a Webex access
 //! token for a person may bind (or unbind) that person's phones.
 
 use std::sync::Arc;
