@@ -1061,6 +1061,13 @@ fn print_report(report: &Report) {
             "  server:   CPU {:.2} s = {:.3} s per 1,000 pushes   RSS after {:.1} MiB   peak RSS {:.1} MiB",
             p.cpu_seconds, p.cpu_seconds_per_1000_pushes, p.rss_after_mib, p.peak_rss_mib
         );
+        let per_webhook = |cpu: f64| cpu / p.accepted.max(1) as f64 * 1e6;
+        println!(
+            "  CPU per accepted webhook: server {:.0} µs   Postgres {:.0} µs   together {:.0} µs",
+            per_webhook(p.cpu_seconds),
+            per_webhook(p.postgres_cpu_seconds),
+            per_webhook(p.cpu_seconds + p.postgres_cpu_seconds)
+        );
         if !p.stages_mean_ms.is_empty() {
             let stages: Vec<String> = p
                 .stages_mean_ms
