@@ -107,6 +107,7 @@ impl AdminService {
                     bundle_id: device.bundle_id,
                     flavour: device.flavour,
                     content: test_content(channel, message),
+                    deliver_by: None,
                 })
                 .collect(),
             Target::Token(token) => {
@@ -118,6 +119,7 @@ impl AdminService {
                     flavour: device.as_ref().map(|d| d.flavour).unwrap_or_default(),
                     bundle_id: device.and_then(|d| d.bundle_id),
                     content: test_content(channel, message),
+                    deliver_by: None,
                 }]
             }
         };
@@ -125,7 +127,7 @@ impl AdminService {
         let mut results = Vec::with_capacity(answers.len());
         for (push, answer) in pushes.into_iter().zip(answers) {
             let pinned = match &answer.outcome {
-                PushOutcome::Delivered { environment, .. } => Some(*environment),
+                PushOutcome::Delivered { environment, .. } => *environment,
                 _ => None,
             };
             if let Err(error) = self
@@ -176,6 +178,7 @@ pub fn test_content(channel: Channel, message: &str) -> PushContent {
             occurred_at: Utc::now(),
             source: EventSource::TelephonyCalls,
             sdk_payload: None,
+            fcm_payload: None,
             webhook: None,
             callee_field: None,
             audience: None,

@@ -88,6 +88,7 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
                 &secrets,
                 args.webhook.allow_unsigned_webhooks,
                 apns.as_ref(),
+                None,
             )
         }),
     );

@@ -153,6 +153,7 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
         // reads.
         flavour: AppFlavour::Seed,
         content,
+        deliver_by: None,
     };
     let answer = client.send_detailed(&push).await;
     println!(

@@ -84,6 +84,8 @@ pub struct WatchedLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PushLabels {
+    /// `apns` or `fcm`.
+    pub provider: String,
     pub channel: String,
     /// `delivered`, `token_invalid`, `retry` or `rejected`.
     pub outcome: String,
@@ -466,6 +468,7 @@ impl Metrics {
         };
         self.pushes
             .get_or_create(&PushLabels {
+                provider: push.token.provider().as_str().to_owned(),
                 channel: push.channel.as_str().to_owned(),
                 outcome: kind.to_owned(),
                 reason: reason.to_owned(),
@@ -753,10 +756,12 @@ mod tests {
                 occurred_at: Utc::now(),
                 source: EventSource::CallMemberships,
                 sdk_payload: None,
+                fcm_payload: None,
                 webhook: None,
                 callee_field: None,
                 audience: None,
             })),
+            deliver_by: None,
         }
     }
 
@@ -765,8 +770,8 @@ mod tests {
         let mut gateway = MockPushGateway::new();
         let mut answers = vec![
             PushOutcome::Delivered {
-                apns_id: "id".into(),
-                environment: ApnsEnvironment::Production,
+                id: "id".into(),
+                environment: Some(ApnsEnvironment::Production),
             },
             PushOutcome::TokenInvalid {
                 reason: "Unregistered".into(),
@@ -789,8 +794,8 @@ mod tests {
         metrics.probe_tokens(|| 3);
         let text = metrics.render().unwrap();
         for series in [
-            r#"webex_push_pushes_total{channel="voip",outcome="delivered",reason=""} 1"#,
-            r#"webex_push_pushes_total{channel="voip",outcome="token_invalid",reason="Unregistered"} 1"#,
+            r#"webex_push_pushes_total{provider="apns",channel="voip",outcome="delivered",reason=""} 1"#,
+            r#"webex_push_pushes_total{provider="apns",channel="voip",outcome="token_invalid",reason="Unregistered"} 1"#,
             "webex_push_ring_latency_seconds_count 1",
             "webex_push_apns_request_duration_seconds_count 2",
             "webex_push_apns_provider_tokens_minted_total 3",

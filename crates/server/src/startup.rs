@@ -12,13 +12,14 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 use tokio::task::JoinHandle;
 use webex_push_adapters::apns::ApnsClient;
+use webex_push_adapters::fcm::FcmClient;
 use webex_push_adapters::identity::WebexIdentity;
 use webex_push_adapters::persistence::DieselRegistrationStore;
 use webex_push_adapters::webex::{WebexWebhooks, WebexWebhooksConfig, webhook_secret};
 use webex_push_domain::{
     AccessToken, Clock, IdentityPort, IncomingCallPort, NotificationService, PersonId,
-    RegistrationGuard, RegistrationPort, RegistrationService, SystemClock, WebhookDirectory,
-    WebhookUpkeep,
+    ProviderGateways, PushProvider, RegistrationGuard, RegistrationPort, RegistrationService,
+    SystemClock, WebhookDirectory, WebhookUpkeep,
 };
 
 use crate::admin::{AdminService, DetailedPushGateway};
@@ -131,6 +132,19 @@ impl Application {
             None => None,
         };
         let mut test_pushes = None;
+        let mut gateways = ProviderGateways::new();
+        if let Some(fcm) = &config.fcm {
+            let client = FcmClient::new(fcm.clone()).context("cannot set up FCM")?;
+            warm_up_fcm_in_background(client.clone());
+            tracing::info!(
+                project = client.project_id(),
+                client_email = fcm.account.client_email(),
+                endpoint = fcm.endpoint.as_deref().unwrap_or("Google"),
+                "FCM service account loaded: Android registrations are accepted"
+            );
+            let gateway = MeteredGateway::new(Arc::new(client), Arc::clone(&metrics));
+            gateways = gateways.with(PushProvider::Fcm, Arc::new(gateway));
+        }
         let notifier = match &config.apns {
             Some(apns) => {
                 let client = ApnsClient::new(apns.clone()).context("cannot set up APNs")?;
@@ -148,9 +162,23 @@ impl Application {
                     endpoint = apns.endpoint.as_deref().unwrap_or("Apple"),
                     "APNs key loaded"
                 );
+                let gateways = gateways.with(PushProvider::Apns, Arc::new(gateway));
                 let service = NotificationService::new(
                     Arc::clone(&store),
-                    Arc::new(gateway),
+                    Arc::new(gateways),
+                    config.retry,
+                    Arc::clone(&clock),
+                );
+                Some(Arc::new(service) as Arc<dyn IncomingCallPort>)
+            }
+            None if gateways.serves(PushProvider::Fcm) => {
+                tracing::warn!(
+                    "no APNs key configured (APNS_KEY_FILE or APNS_KEY): only Android (FCM) \
+                     devices get pushes; iOS registrations are stored but never pushed to"
+                );
+                let service = NotificationService::new(
+                    Arc::clone(&store),
+                    Arc::new(gateways),
                     config.retry,
                     Arc::clone(&clock),
                 );
@@ -308,6 +336,7 @@ impl Application {
             register_body: config.http.register_body_limit,
             webhook_body: config.http.webhook_body_limit,
             request_timeout: config.http.request_timeout,
+            fcm: config.fcm.is_some(),
         });
 
         let mut server = HttpServer::new(move || {
@@ -407,6 +436,20 @@ fn warm_up_in_background(client: ApnsClient) {
             Err(error) => tracing::warn!(
                 error = %error,
                 "APNs warm-up failed; pushes will connect on demand (run `webex-push check`)"
+            ),
+        }
+    });
+}
+
+/// Fetches the FCM access token before the first push needs it. Failing is only
+/// logged: the token endpoint may come back, and pushes fetch one anyway.
+fn warm_up_fcm_in_background(client: FcmClient) {
+    tokio::spawn(async move {
+        match client.warm_up().await {
+            Ok(()) => tracing::info!("FCM access token fetched"),
+            Err(error) => tracing::warn!(
+                error = %error,
+                "FCM warm-up failed; pushes will fetch a token on demand (run `webex-push check`)"
             ),
         }
     });

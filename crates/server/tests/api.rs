@@ -275,7 +275,8 @@ async fn the_original_registration_body_is_stored_and_answered_204() {
         .expect_register()
         .withf(|registration, _| {
             registration.person == PersonId::parse(PERSON_UUID).unwrap()
-                && registration.voip_token.as_str() == voip_token()
+                && registration.voip_token.as_ref().map(|t| t.as_str())
+                    == Some(voip_token().as_str())
                 && registration.alert_token.as_str() == msg_token()
                 && registration.email.as_ref().unwrap().as_str() == "ada@example.com"
                 && registration.environment.is_none()
@@ -537,7 +538,8 @@ async fn kitchensinks_registration_body_is_stored_as_a_kitchensink_device() {
         .expect_register()
         .withf(|registration, _| {
             registration.person == PersonId::parse(PERSON_UUID).unwrap()
-                && registration.voip_token.as_str() == voip_token()
+                && registration.voip_token.as_ref().map(|t| t.as_str())
+                    == Some(voip_token().as_str())
                 && registration.alert_token.as_str() == msg_token()
                 && registration.email.is_none()
                 && registration.environment == Some(ApnsEnvironment::Sandbox)
@@ -1124,8 +1126,8 @@ impl DetailedPushGateway for FakeApple {
             environment: ApnsEnvironment::Sandbox,
             outcome: if delivered {
                 PushOutcome::Delivered {
-                    apns_id: "8a5e3c2b-0000-4000-8000-000000000001".into(),
-                    environment: ApnsEnvironment::Sandbox,
+                    id: "8a5e3c2b-0000-4000-8000-000000000001".into(),
+                    environment: Some(ApnsEnvironment::Sandbox),
                 }
             } else {
                 PushOutcome::TokenInvalid {

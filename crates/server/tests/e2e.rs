@@ -754,7 +754,7 @@ async fn metrics_count_a_ring_end_to_end_and_its_push_logs_carry_the_webhook_req
     };
     for expected in [
         r#"webex_push_webhooks_total{resource="callMemberships",outcome="accepted"} 1"#,
-        r#"webex_push_pushes_total{channel="voip",outcome="delivered",reason=""} 1"#,
+        r#"webex_push_pushes_total{provider="apns",channel="voip",outcome="delivered",reason=""} 1"#,
         r#"webex_push_events_total{kind="ring",outcome="relayed"} 1"#,
         "webex_push_ring_latency_seconds_count 1",
         "webex_push_apns_request_duration_seconds_count 1",
