@@ -446,7 +446,7 @@ fn warm_up_in_background(client: ApnsClient) {
 fn warm_up_fcm_in_background(client: FcmClient) {
     tokio::spawn(async move {
         match client.warm_up().await {
-            Ok(()) => tracing::info!("FCM access token fetched"),
+            Ok(()) => tracing::info!("FCM warmed up"),
             Err(error) => tracing::warn!(
                 error = %error,
                 "FCM warm-up failed; pushes will fetch a token on demand (run `webex-push check`)"

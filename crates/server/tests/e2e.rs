@@ -1149,3 +1149,143 @@ async fn identity_proof_refuses_a_mismatched_person_and_binds_only_the_holder() 
     // The mismatch was logged by person, never with the access token.
     assert!(!h.server.log_text().contains(ADA_ACCESS));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_android_phone_is_rung_through_fcm_told_about_messages_and_its_dead_token_removed() {
+    let h = Harness::start_with_fcm(4).await;
+    let android = fcm_token("ada-pixel");
+    let (ks_voip, ks_alert) = (token("c1"), token("d1"));
+    let response = h
+        .register(&android_registration(&webex_id(PERSON), &android))
+        .await;
+    assert_eq!(response.status().as_u16(), 204, "{}", h.server.log_text());
+    let response = h
+        .register(&kitchensink_registration(
+            &webex_id(PERSON),
+            &ks_voip,
+            &ks_alert,
+        ))
+        .await;
+    assert_eq!(response.status().as_u16(), 204, "{}", h.server.log_text());
+
+    // A telephony_push carrying both payloads, in spellings a re-serialisation would
+    // change: the Android phone gets fcmPayload as Webex wrote it, the iPhone its
+    // apnsPayload as before.
+    let apns_payload = r#"{"aps":{},"pushId":"p-1","version":1.50}"#;
+    let fcm_payload =
+        r#"{"pushId": "p-1", "version":1.50, "name":"\u00c9mile", "data":{"k":[1,{"x":null}]}}"#;
+    let telephony_push = format!(
+        r#"{{"id":"wh-1","resource":"telephony_push","event":"updated","ownedBy":"org","createdBy":"{admin}","actorId":"{admin}","data":{{"personId":"{person}","callId":"tp-1","apnsPayload":{apns_payload},"fcmPayload":{fcm_payload}}}}}"#,
+        admin = webex_id(OTHER),
+        person = webex_id(PERSON),
+    );
+    h.webhook_text(&telephony_push).await;
+    let rings = h.fcm_messages(0, 1).await;
+    let ring = &rings[0];
+    assert_eq!(ring.token, android);
+    assert_eq!(ring.priority.as_deref(), Some("HIGH"));
+    assert_eq!(
+        ring.data["webhookTelephonyPush"], fcm_payload,
+        "byte for byte"
+    );
+    assert_eq!(ring.data["pushId"], "p-1");
+    assert_eq!(ring.data["version"], "1.50");
+    let ttl: u64 = ring
+        .ttl
+        .as_deref()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!(ttl <= 30, "the TTL follows the ring's 30 s deadline: {ttl}");
+    let voip = h.pushes(0, 1).await;
+    assert_eq!(voip[0].token, ks_voip);
+    assert_voip(&voip[0]);
+    assert_eq!(voip[0].body, apns_payload.as_bytes());
+
+    // A Webex app call: webhookData on Android (high priority), an alert on the iPhone.
+    let membership = call_membership("call-membership-1", &webex_id(PERSON)).to_string();
+    h.webhook_text(&membership).await;
+    let ring = &h.fcm_messages(1, 2).await[0];
+    assert_eq!(ring.data["webhookData"], membership);
+    assert_eq!(ring.priority.as_deref(), Some("HIGH"));
+    let alert = &h.pushes(1, 2).await[0];
+    assert_eq!(alert.token, ks_alert);
+    assert_eq!(alert.payload["webhookData"], membership);
+
+    // A message: webhookData, as the Android sample reads it.
+    let message = envelope(
+        "messages",
+        "created",
+        PERSON,
+        CALLER,
+        json!({"id": "message-1", "roomId": "room-1", "personId": webex_id(CALLER),
+               "personEmail": "caller@example.com", "created": "2025-06-01T12:00:00.000Z"}),
+    )
+    .to_string();
+    h.webhook_text(&message).await;
+    let notice = &h.fcm_messages(2, 3).await[0];
+    assert_eq!(notice.data["webhookData"], message);
+    assert_eq!(notice.priority.as_deref(), Some("NORMAL"));
+    assert!(notice.data.values().all(|v| !v.is_empty()));
+
+    // The same telephony_push again (a Webex re-delivery): nothing more to anyone.
+    h.webhook_text(&telephony_push).await;
+    // (telephony_push: two jobs each time; membership, message: one each.)
+    h.relayed(6).await;
+    assert_eq!(h.fcm().stats().accepted, 3);
+
+    // FCM says the app is gone: the token is removed, and the next ring asks FCM nothing.
+    let dead = fcm_token("gone-phone");
+    h.fcm()
+        .script()
+        .fail_prefix("gone-phone", fcm_standin::Failure::Unregistered);
+    let response = h
+        .register(&android_registration(&webex_id(CALLER), &dead))
+        .await;
+    assert_eq!(response.status().as_u16(), 204);
+    h.webhook(&call_membership("call-2", &webex_id(CALLER)))
+        .await;
+    h.server
+        .wait_for_log("`dead token removed`", |l| {
+            message_is(l, "dead token removed")
+        })
+        .await;
+    h.relayed(7).await;
+    let requests = h.fcm().stats().requests;
+    h.webhook(&call_membership("call-3", &webex_id(CALLER)))
+        .await;
+    h.relayed(8).await;
+    assert_eq!(
+        h.fcm().stats().requests,
+        requests,
+        "{}",
+        h.server.log_text()
+    );
+
+    // One access token for all of it; Android's pushes counted apart from iOS's.
+    assert_eq!(h.fcm().stats().tokens_issued, 1);
+    let metrics = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"webex_push_pushes_total{provider="fcm",channel="alert",outcome="delivered",reason=""} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"webex_push_pushes_total{provider="fcm",channel="alert",outcome="token_invalid",reason="UNREGISTERED"} 1"#
+        ),
+        "{metrics}"
+    );
+    // No FCM token ever reaches the log in full.
+    assert!(!h.server.log_text().contains(&android));
+}
