@@ -140,17 +140,24 @@ pub struct MigrateArgs {
 
 #[derive(Args, Clone)]
 pub struct PushArgs {
-    /// The device token (hex) to push to.
+    /// The device token to push to (hex for APNs; the registration token for FCM).
     #[arg(long)]
     pub token: String,
+    /// Which push service the token is of: `apns` (iOS) or `fcm` (Android).
+    #[arg(long, value_parser = ["apns", "fcm"], default_value = "apns")]
+    pub provider: String,
     /// `voip` rings (PushKit token), `alert` shows a notification.
     #[arg(long, value_parser = ["voip", "alert"])]
     pub channel: String,
     /// Text of the alert (for `alert`) or caller name shown by CallKit (for `voip`).
+    /// With `--provider fcm`, `voip` sends a high-priority incoming-call data message
+    /// and `alert` a message notice.
     #[arg(long, default_value = "Test push from webex-push")]
     pub message: String,
     #[command(flatten)]
     pub apns: ApnsArgs,
+    #[command(flatten)]
+    pub fcm: FcmArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }

@@ -22,7 +22,7 @@ use webex_push_domain::{
     SystemClock, WebhookDirectory, WebhookUpkeep,
 };
 
-use crate::admin::{AdminService, DetailedPushGateway};
+use crate::admin::{AdminService, DetailedPushGateway, TestPushClients};
 use crate::config::{Config, WebhookAuth};
 use crate::error::ApiError;
 use crate::housekeeping;
@@ -131,7 +131,7 @@ impl Application {
             }
             None => None,
         };
-        let mut test_pushes = None;
+        let mut test_clients = TestPushClients::default();
         let mut gateways = ProviderGateways::new();
         if let Some(fcm) = &config.fcm {
             let client = FcmClient::new(fcm.clone()).context("cannot set up FCM")?;
@@ -142,6 +142,7 @@ impl Application {
                 endpoint = fcm.endpoint.as_deref().unwrap_or("Google"),
                 "FCM service account loaded: Android registrations are accepted"
             );
+            test_clients.fcm = Some(Arc::new(client.clone()) as Arc<dyn DetailedPushGateway>);
             let gateway = MeteredGateway::new(Arc::new(client), Arc::clone(&metrics));
             gateways = gateways.with(PushProvider::Fcm, Arc::new(gateway));
         }
@@ -153,7 +154,7 @@ impl Application {
                     metrics.probe_tokens(move || client.provider_tokens_minted());
                 }
                 warm_up_in_background(client.clone());
-                test_pushes = Some(Arc::new(client.clone()) as Arc<dyn DetailedPushGateway>);
+                test_clients.apns = Some(Arc::new(client.clone()) as Arc<dyn DetailedPushGateway>);
                 let gateway = MeteredGateway::new(Arc::new(client), Arc::clone(&metrics));
                 tracing::info!(
                     key_id = apns.key_id.as_str(),
@@ -192,6 +193,8 @@ impl Application {
                 None
             }
         };
+        let test_pushes = (test_clients.apns.is_some() || test_clients.fcm.is_some())
+            .then(|| Arc::new(test_clients) as Arc<dyn DetailedPushGateway>);
         let mut application = Self::build_with(
             &config,
             Dependencies {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use webex_push::admin::DetailedPushGateway;
+use webex_push::admin::{DetailedPushGateway, TestAnswer};
 use webex_push::rate_limit::{RateLimit, parse_trusted_proxies};
 use webex_push::{Application, Config, Dependencies};
 use webex_push_adapters::apns::ApnsAnswer;
@@ -1190,7 +1190,7 @@ struct FakeApple(std::sync::Mutex<Vec<Push>>);
 
 #[async_trait]
 impl DetailedPushGateway for FakeApple {
-    async fn send_detailed(&self, push: &Push) -> ApnsAnswer {
+    async fn send_detailed(&self, push: &Push) -> TestAnswer {
         self.0.lock().unwrap().push(push.clone());
         let delivered = push.token.as_str() == voip_token();
         ApnsAnswer {
@@ -1211,6 +1211,7 @@ impl DetailedPushGateway for FakeApple {
             },
             latency: Duration::from_millis(12),
         }
+        .into()
     }
 }
 

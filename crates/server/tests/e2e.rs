@@ -1289,3 +1289,104 @@ async fn an_android_phone_is_rung_through_fcm_told_about_messages_and_its_dead_t
     // No FCM token ever reaches the log in full.
     assert!(!h.server.log_text().contains(&android));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_reach_fcm_with_the_push_command_check_and_the_admin_test_push() {
+    let h = Harness::start_with_fcm_and(2, &[("ADMIN_TOKEN", ADMIN.to_owned())]).await;
+    let android = fcm_token("ops-pixel");
+    let response = h
+        .register(&android_registration(&webex_id(PERSON), &android))
+        .await;
+    assert_eq!(response.status().as_u16(), 204, "{}", h.server.log_text());
+
+    // The admin test push on the alert channel reaches the Android phone through FCM.
+    let answer: Value = h
+        .http
+        .post(h.url("/admin/test-push"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"personId": webex_id(PERSON), "channel": "alert", "message": "Hi"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{answer}");
+    assert_eq!(results[0]["provider"], "fcm");
+    assert_eq!(results[0]["status"], 200);
+    assert!(
+        results[0]["fcmMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("projects/")
+    );
+    assert_eq!(results[0]["token"], format!("{}…", &android[..8]));
+    let sent = h.fcm_messages(0, 1).await;
+    assert_eq!(sent[0].token, android);
+    assert_eq!(sent[0].data["type"], "message");
+
+    // `webex-push push --provider fcm`, with the server's own environment.
+    let envs: Vec<(&str, String)> = h
+        .envs()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let (ok, stdout, stderr) = run_binary(
+        &[
+            "push",
+            "--provider",
+            "fcm",
+            "--token",
+            &android,
+            "--channel",
+            "voip",
+        ],
+        &envs,
+    )
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("status: 200"), "{stdout}");
+    assert!(stdout.contains("name: projects/"), "{stdout}");
+    let ring = &h.fcm_messages(1, 2).await[0];
+    assert_eq!(ring.priority.as_deref(), Some("HIGH"));
+    assert_eq!(ring.data["type"], "incoming_call");
+    h.fcm()
+        .script()
+        .fail_prefix("ops-gone", fcm_standin::Failure::Unregistered);
+    let (ok, stdout, _) = run_binary(
+        &[
+            "push",
+            "--provider",
+            "fcm",
+            "--token",
+            &fcm_token("ops-gone"),
+            "--channel",
+            "alert",
+        ],
+        &envs,
+    )
+    .await;
+    assert!(!ok, "a refused push exits non-zero");
+    assert!(stdout.contains("status: 404"), "{stdout}");
+    assert!(stdout.contains("reason: UNREGISTERED"), "{stdout}");
+
+    // `webex-push check` covers FCM: the account, and an access token fetched.
+    let (ok, stdout, stderr) = run_binary(&["check"], &envs).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        step_line(&stdout, "FCM service account").ends_with(" ok"),
+        "{stdout}"
+    );
+    assert!(
+        step_line(&stdout, "FCM access token").ends_with(" ok"),
+        "{stdout}"
+    );
+    h.fcm().script().refuse_assertions(true);
+    let (ok, stdout, _) = run_binary(&["check"], &envs).await;
+    assert!(!ok, "{stdout}");
+    assert!(
+        step_line(&stdout, "FCM access token").contains("FAILED: the token endpoint refused"),
+        "{stdout}"
+    );
+}

@@ -194,21 +194,24 @@ impl Harness {
     /// As [`Harness::start`], with Android too: the FCM stand-in, and the server given
     /// its service account (the committed test key), endpoint and CA.
     pub async fn start_with_fcm(push_workers: usize) -> Self {
+        Self::start_with_fcm_and(push_workers, &[]).await
+    }
+
+    /// As [`Harness::start_with_fcm`], with more environment variables.
+    pub async fn start_with_fcm_and(push_workers: usize, extra: &[(&str, String)]) -> Self {
         let fcm = FcmStandIn::start(FcmStandInConfig::test()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let account = dir.path().join("service-account.json");
         std::fs::write(&account, fcm.test_service_account_json()).unwrap();
         let ca = dir.path().join("fcm-ca.pem");
         std::fs::write(&ca, fcm.ca_pem()).unwrap();
-        let mut h = Self::start_with(
-            push_workers,
-            &[
-                ("FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()),
-                ("FCM_ENDPOINT", fcm.url()),
-                ("FCM_CA_FILE", ca.display().to_string()),
-            ],
-        )
-        .await;
+        let mut envs = vec![
+            ("FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()),
+            ("FCM_ENDPOINT", fcm.url()),
+            ("FCM_CA_FILE", ca.display().to_string()),
+        ];
+        envs.extend(extra.iter().cloned());
+        let mut h = Self::start_with(push_workers, &envs).await;
         h._fcm_dir = Some(dir);
         h.server
             .wait_for_log("`FCM warmed up`", |l| message_is(l, "FCM warmed up"))
