@@ -23,8 +23,8 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use webex_push_domain::{
     ApnsEnvironment, Channel, Claim, Device, DeviceToken, EventClaim, EventKey, PersonId, Push,
-    PushContent, PushGateway, PushOutcome, Registration, RegistrationError, RegistrationPort,
-    ReplicaId, TakeOver,
+    PushContent, PushGateway, PushOutcome, PushProvider, Registration, RegistrationError,
+    RegistrationPort, ReplicaId, TakeOver,
 };
 
 use crate::process_metrics::ProcessCollector;
@@ -127,6 +127,9 @@ pub struct Metrics {
     pub events: Family<EventLabels, Counter>,
     pub apns_duration: Histogram,
     pub ring_latency: Histogram,
+    /// The same two for Android's pushes, through FCM.
+    pub fcm_duration: Histogram,
+    pub fcm_ring_latency: Histogram,
     /// From a webhook's arrival to a push worker taking its event.
     pub queue_wait: Histogram,
     /// Events accepted while the store could not record them (held in memory only).
@@ -226,7 +229,7 @@ impl Metrics {
         let pushes = Family::<PushLabels, Counter>::default();
         registry.register(
             "pushes",
-            "Pushes sent to APNs for relayed events, by channel, outcome and APNs reason",
+            "Pushes sent to APNs or FCM for relayed events, by provider, channel, outcome and reason",
             pushes.clone(),
         );
         let events = Family::<EventLabels, Counter>::default();
@@ -246,6 +249,18 @@ impl Metrics {
             "ring_latency_seconds",
             "Time from the call webhook's arrival to APNs accepting the VoIP push",
             ring_latency.clone(),
+        );
+        let fcm_duration = Histogram::new(LATENCY_BUCKETS.into_iter());
+        registry.register(
+            "fcm_request_duration_seconds",
+            "Time from sending one push to FCM to its classified answer (an access-token refresh included)",
+            fcm_duration.clone(),
+        );
+        let fcm_ring_latency = Histogram::new(LATENCY_BUCKETS.into_iter());
+        registry.register(
+            "fcm_ring_latency_seconds",
+            "Time from the call webhook's arrival to FCM accepting the ring's data message",
+            fcm_ring_latency.clone(),
         );
         let queue_wait = stage_histogram();
         registry.register(
@@ -335,6 +350,8 @@ impl Metrics {
             events,
             apns_duration,
             ring_latency,
+            fcm_duration,
+            fcm_ring_latency,
             queue_wait,
             unrecorded,
             taken_over,
@@ -474,7 +491,11 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
-        self.apns_duration.observe(took.as_secs_f64());
+        let duration = match push.token.provider() {
+            PushProvider::Apns => &self.apns_duration,
+            PushProvider::Fcm => &self.fcm_duration,
+        };
+        duration.observe(took.as_secs_f64());
     }
 
     /// The registry in Prometheus' text format, probes read now.
@@ -721,9 +742,11 @@ impl PushGateway for MeteredGateway {
             (&push.content, &outcome)
         {
             if let Ok(received) = WEBHOOK_RECEIVED.try_with(|received| *received) {
-                self.metrics
-                    .ring_latency
-                    .observe(received.elapsed().as_secs_f64());
+                let latency = match push.token.provider() {
+                    PushProvider::Apns => &self.metrics.ring_latency,
+                    PushProvider::Fcm => &self.metrics.fcm_ring_latency,
+                };
+                latency.observe(received.elapsed().as_secs_f64());
             }
         }
         outcome

@@ -1286,6 +1286,10 @@ async fn an_android_phone_is_rung_through_fcm_told_about_messages_and_its_dead_t
         ),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("webex_push_fcm_ring_latency_seconds_count 2"),
+        "two rings delivered through FCM: {metrics}"
+    );
     // No FCM token ever reaches the log in full.
     assert!(!h.server.log_text().contains(&android));
 }

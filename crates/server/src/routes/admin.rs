@@ -79,6 +79,7 @@ fn device_json(device: &Device) -> Value {
         "environment": device.environment,
         "bundleId": device.bundle_id.as_ref().map(|b| b.as_str()),
         "flavour": device.flavour.as_str(),
+        "provider": device.token.provider(),
         "registeredAt": device.registered_at,
         "lastOutcome": device.last_outcome,
         "lastOutcomeAt": device.last_outcome_at,
