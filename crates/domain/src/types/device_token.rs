@@ -151,11 +151,13 @@ impl DeviceToken {
         self.provider
     }
 
-    /// The first eight characters followed by `…`: safe for logs and admin views.
+    /// The first eight characters followed by `…` (at most half of a token shorter
+    /// than sixteen, so not even a short one prints whole): safe for logs and admin
+    /// views.
     pub fn redacted(&self) -> String {
+        let shown = Self::SHOWN.min(self.token.len() / 2);
         // Tokens are ASCII, so any byte offset is a character boundary.
-        let shown = self.token.get(..Self::SHOWN).unwrap_or(&self.token);
-        format!("{shown}…")
+        format!("{}…", self.token.get(..shown).unwrap_or_default())
     }
 }
 
@@ -273,10 +275,8 @@ mod tests {
             DeviceToken::parse_fcm(&hex).unwrap(),
             DeviceToken::parse(&hex).unwrap()
         );
-        assert_eq!(
-            DeviceToken::parse_fcm("short").unwrap().to_string(),
-            "short…"
-        );
+        assert_eq!(DeviceToken::parse_fcm("short").unwrap().to_string(), "sh…");
+        assert_eq!(DeviceToken::parse_fcm("x").unwrap().to_string(), "…");
     }
 
     #[test]
