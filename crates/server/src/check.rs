@@ -71,18 +71,28 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
     keyless.fcm = crate::cli::FcmArgs::default();
     let configured = report.step("configuration", Config::from_args(&keyless));
 
-    let apns = report.step(
-        "APNs key",
-        config::apns_config(&args.apns)
-            .map_err(|e| e.to_string())
-            .and_then(|apns| {
+    // A server with FCM and no APNs key serves Android only: iOS is then off, not a failure.
+    let apns_config = config::apns_config(&args.apns);
+    let ios_off =
+        matches!(apns_config, Ok(None)) && matches!(config::fcm_config(&args.fcm), Ok(Some(_)));
+    let apns = if ios_off {
+        println!("{:<22} off", "APNs key");
+        report.detail(
+            "iOS off: only Android (FCM) devices get pushes; set APNS_KEY_FILE or APNS_KEY",
+        );
+        None
+    } else {
+        report.step(
+            "APNs key",
+            apns_config.map_err(|e| e.to_string()).and_then(|apns| {
                 apns.ok_or_else(|| {
                     "no key configured: set APNS_KEY_FILE or APNS_KEY (with \
-                     APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC)"
+                     APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC), or an FCM service account"
                         .to_owned()
                 })
             }),
-    );
+        )
+    };
     let fcm = match config::fcm_config(&args.fcm) {
         Ok(Some(fcm)) => {
             println!("{:<22} ok", "FCM service account");
@@ -146,6 +156,10 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
                     }
                 }),
         ),
+        None if ios_off => {
+            println!("{:<22} off", "APNs provider token");
+            None
+        }
         None => {
             report.skip("APNs provider token", "no usable key");
             None
@@ -160,6 +174,7 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
                 }
             }
         }
+        None if ios_off => println!("{:<22} off", "APNs connection"),
         None => report.skip("APNs connection", "no provider token"),
     }
     if let Some(fcm) = fcm {

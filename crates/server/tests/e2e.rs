@@ -1386,6 +1386,19 @@ async fn operators_reach_fcm_with_the_push_command_check_and_the_admin_test_push
         step_line(&stdout, "FCM access token").ends_with(" ok"),
         "{stdout}"
     );
+    // Android only: no APNs key, and the check passes with iOS off.
+    let android_only: Vec<(&str, String)> = envs
+        .iter()
+        .filter(|(k, _)| !k.starts_with("APNS_"))
+        .cloned()
+        .collect();
+    let (ok, stdout, stderr) = run_binary(&["check"], &android_only).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(step_line(&stdout, "APNs key").ends_with(" off"), "{stdout}");
+    assert!(
+        step_line(&stdout, "FCM access token").ends_with(" ok"),
+        "{stdout}"
+    );
     h.fcm().script().refuse_assertions(true);
     let (ok, stdout, _) = run_binary(&["check"], &envs).await;
     assert!(!ok, "{stdout}");
@@ -1393,4 +1406,76 @@ async fn operators_reach_fcm_with_the_push_command_check_and_the_admin_test_push
         step_line(&stdout, "FCM access token").contains("FAILED: the token endpoint refused"),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_fcm_and_no_apns_key_rings_android_phones_and_is_ready() {
+    let fcm = fcm_standin::FcmStandIn::start(fcm_standin::FcmStandInConfig::test())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let account = dir.path().join("service-account.json");
+    std::fs::write(&account, fcm.test_service_account_json()).unwrap();
+    let ca = dir.path().join("fcm-ca.pem");
+    std::fs::write(&ca, fcm.ca_pem()).unwrap();
+    let db = TestDatabase::postgres();
+    let mut server = Server::spawn(&[
+        ("PORT", "0".into()),
+        ("HOST", "127.0.0.1".into()),
+        ("DATABASE_URL", db.url().to_owned()),
+        ("FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()),
+        ("FCM_ENDPOINT", fcm.url()),
+        ("FCM_CA_FILE", ca.display().to_string()),
+        ("WEBHOOK_SECRET", SECRET.into()),
+        ("LOG_FORMAT", "json".into()),
+        ("RUST_LOG", "info".into()),
+    ]);
+    server.wait_until_listening().await;
+    server
+        .wait_for_log("`FCM warmed up`", |l| message_is(l, "FCM warmed up"))
+        .await;
+    let http = reqwest::Client::new();
+    let ready = http
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "{}", server.log_text());
+    let android = fcm_token("solo-pixel");
+    let registered = http
+        .post(format!("{}/register", server.base))
+        .json(&android_registration(PERSON, &android))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status().as_u16(), 204);
+    // An iPhone may register (its tokens are kept), but nothing can push to it.
+    let iphone = http
+        .post(format!("{}/register", server.base))
+        .json(&registration(PERSON, &token("a1"), &token("b1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(iphone.status().as_u16(), 204);
+    let body = call_membership("solo-call", PERSON).to_string();
+    let status = http
+        .post(format!("{}/webhook", server.base))
+        .header("content-type", "application/json")
+        .header("X-Spark-Signature", sign(SECRET, body.as_bytes()))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 204, "{}", server.log_text());
+    let sent = fcm.wait_for_accepted(1, WAIT).await;
+    assert_eq!(sent.len(), 1, "{}", server.log_text());
+    assert_eq!(sent[0].token, android);
+    assert_eq!(sent[0].data["webhookData"], body);
+    server
+        .wait_for_log("`ApnsNotConfigured` for the iPhone", |l| {
+            l.to_string().contains("ApnsNotConfigured")
+        })
+        .await;
 }

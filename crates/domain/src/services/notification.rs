@@ -21,7 +21,8 @@ use crate::ports::{
     RegistrationError, RegistrationPort,
 };
 use crate::types::{
-    ApnsEnvironment, Device, DeviceToken, Event, Job, Push, PushContent, PushOutcome, ReplicaId,
+    ApnsEnvironment, Device, DeviceToken, Event, Job, Push, PushContent, PushOutcome, PushProvider,
+    ReplicaId,
 };
 
 /// Exponential backoff for pushes APNs asks us to retry.
@@ -296,13 +297,20 @@ impl NotificationService {
                     sleep(delay).await;
                 }
                 PushOutcome::Rejected { reason } => {
+                    let provider = device.token.provider();
                     if self.first_rejection_for(&reason) {
-                        tracing::warn!(
-                            reason,
-                            "APNs rejected a push: check the APNs configuration (reported once per reason)",
-                        );
+                        match provider {
+                            PushProvider::Apns => tracing::warn!(
+                                reason,
+                                "APNs rejected a push: check the APNs configuration (reported once per reason)",
+                            ),
+                            PushProvider::Fcm => tracing::warn!(
+                                reason,
+                                "FCM rejected a push: check the FCM service account and Firebase project (reported once per reason)",
+                            ),
+                        }
                     } else {
-                        tracing::debug!(reason, "APNs rejected the push");
+                        tracing::debug!(reason, %provider, "the push was rejected");
                     }
                     self.record(&device.token, &reason, None).await;
                     return DeviceResult::Rejected;
