@@ -1479,3 +1479,27 @@ async fn a_server_with_fcm_and_no_apns_key_rings_android_phones_and_is_ready() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fcm_503_is_retried_within_the_ring_deadline_no_sooner_than_retry_after() {
+    let h = Harness::start_with_fcm(2).await;
+    let android = fcm_token("busy-pixel");
+    let response = h.register(&android_registration(PERSON, &android)).await;
+    assert_eq!(response.status().as_u16(), 204);
+    h.fcm().script().set_retry_after(Some(1));
+    h.fcm()
+        .script()
+        .fail_prefix_times("busy-pixel", fcm_standin::Failure::Unavailable, 1);
+    let sent = std::time::Instant::now();
+    h.webhook(&call_membership("busy-call", PERSON)).await;
+    let delivered = h.fcm_messages(0, 1).await;
+    assert_eq!(delivered[0].token, android);
+    assert!(
+        sent.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    let stats = h.fcm().stats();
+    assert_eq!(stats.responses.get(&503), Some(&1), "{stats:?}");
+    assert_eq!(stats.accepted, 1);
+    h.relayed(1).await;
+}
