@@ -178,6 +178,9 @@ HEROKU_OMITTED = {
     "APNS_KEY_FILE": "the key is the APNS_KEY config var on Heroku",
     "APNS_ENDPOINT": "testing against a stand-in only",
     "APNS_CA_FILE": "testing against a stand-in only",
+    "FCM_SERVICE_ACCOUNT_FILE": "the account is the FCM_SERVICE_ACCOUNT config var on Heroku",
+    "FCM_ENDPOINT": "testing against a stand-in only",
+    "FCM_CA_FILE": "testing against a stand-in only",
     "WEBEX_API_URL": "testing or a proxy only; the default is Webex's API",
     "ALLOW_UNSIGNED_WEBHOOKS": "never on a public app: WEBHOOK_SECRET is generated",
 }

@@ -1,5 +1,7 @@
 //! Fuzzes `DeviceToken::parse` with arbitrary text: it must never panic, and every token
-//! it accepts must be what APNs expects and redact to a fixed, log-safe prefix.
+//! it accepts must be what APNs expects and redact to a fixed, log-safe prefix. And
+//! `DeviceToken::parse_fcm`: never a panic, only printable ASCII kept as given, never
+//! printed whole.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,6 +11,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    if let Ok(fcm) = DeviceToken::parse_fcm(text) {
+        assert_eq!(fcm.as_str(), text, "an FCM token is kept as given");
+        assert!(text.bytes().all(|b| b.is_ascii_graphic()));
+        assert!(text.len() <= DeviceToken::MAX_FCM);
+        let redacted = fcm.redacted();
+        let shown = redacted.trim_end_matches('…');
+        assert!(redacted.ends_with('…') && shown.len() <= 8);
+        assert!(shown.len() < text.len(), "an FCM token printed whole");
+        assert!(text.starts_with(shown));
+    }
     let Ok(token) = DeviceToken::parse(text) else {
         return;
     };

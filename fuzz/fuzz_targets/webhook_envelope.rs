@@ -324,8 +324,9 @@ fuzz_target!(|input: Input| {
             );
             if call.source == EventSource::TelephonyPush {
                 assert!(
-                    call.sdk_payload.as_ref().is_some_and(|p| p.is_object()),
-                    "a telephony push without its payload object"
+                    call.sdk_payload.as_ref().is_some_and(|p| p.is_object())
+                        || (call.sdk_payload.is_none() && call.fcm_payload.is_some()),
+                    "a telephony push without its payload object (nor an Android one)"
                 );
             }
             assert!(!call.call_id.as_str().is_empty());

@@ -173,6 +173,7 @@ fn push(i: usize) -> Push {
         bundle_id: None,
         flavour: AppFlavour::Seed,
         content,
+        deliver_by: None,
     }
 }
 

@@ -130,7 +130,7 @@ fn new_registration() -> Registration {
     Registration {
         person: PersonId::from_uuid(Uuid::new_v4()),
         email: Some(email()),
-        voip_token: random_token().unwrap_or_else(|e| panic!("{e}")),
+        voip_token: Some(random_token().unwrap_or_else(|e| panic!("{e}"))),
         alert_token: random_token().unwrap_or_else(|e| panic!("{e}")),
         environment: None,
         bundle_id: None,

@@ -23,7 +23,7 @@ use webex_push_adapters::apns::{
 use webex_push_domain::{
     ApnsEnvironment, AppFlavour, BundleId, CallEnded, CallId, Caller, Channel, DeviceToken,
     EventSource, IncomingCall, NewMessage, PersonId, Push, PushContent, PushGateway, PushOutcome,
-    RawJson,
+    PushProvider, RawJson,
 };
 
 const KEY_ID: &str = "KEY1234567";
@@ -111,6 +111,7 @@ fn call_content(caller_name: &str) -> PushContent {
         occurred_at: Utc::now(),
         source: EventSource::CallMemberships,
         sdk_payload: Some(RawJson::parse(r#"{"callId": "call-42", "state": "alerting"}"#).unwrap()),
+        fcm_payload: None,
         webhook: None,
         callee_field: None,
         audience: None,
@@ -145,12 +146,13 @@ fn push(token: DeviceToken, content: PushContent) -> Push {
     Push {
         token,
         channel: content
-            .channel_for(flavour)
+            .channel_for(flavour, PushProvider::Apns)
             .expect("a seed app takes every event"),
         environment: Some(ApnsEnvironment::Production),
         bundle_id: None,
         flavour,
         content,
+        deliver_by: None,
     }
 }
 
@@ -190,8 +192,8 @@ async fn each_kind_of_push_arrives_with_apples_headers_and_a_verified_jwt() {
         assert_eq!(answer.status, Some(200), "{answer:?}");
         assert!(matches!(
             &answer.outcome,
-            PushOutcome::Delivered { apns_id, environment: ApnsEnvironment::Production }
-                if *apns_id == answer.apns_id
+            PushOutcome::Delivered { id, environment: Some(ApnsEnvironment::Production) }
+                if *id == answer.apns_id
         ));
     }
     let accepted = f.standin.wait_for_accepted(3, WAIT).await;
@@ -737,7 +739,7 @@ async fn a_token_without_environment_is_tried_once_in_the_other() {
         matches!(
             answer.outcome,
             PushOutcome::Delivered {
-                environment: ApnsEnvironment::Sandbox,
+                environment: Some(ApnsEnvironment::Sandbox),
                 ..
             }
         ),

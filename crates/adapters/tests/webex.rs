@@ -361,6 +361,36 @@ fn a_telephony_push_payload_reaches_the_sdk_byte_for_byte() {
 }
 
 #[test]
+fn a_telephony_push_carries_fcm_payload_byte_for_byte_beside_the_apns_one_or_alone() {
+    let apns_payload = r#"{"aps":{},"pushId":"p-1"}"#;
+    let fcm_payload = r#"{ "pushId": "p-1", "version": 1.50, "name": "Émile" }"#;
+    let body = format!(
+        r#"{{"resource":"telephony_push","event":"updated","ownedBy":"org","actorId":"{}","data":{{"personId":"{}","callId":"c-1","apnsPayload":{apns_payload},"fcmPayload":{fcm_payload}}}}}"#,
+        person(CALLER_UUID),
+        person(CALLEE_UUID),
+    );
+    let WebhookEvent::Relay(Event::Ring(call)) =
+        parse_event_at(body.as_bytes(), received_at()).unwrap()
+    else {
+        panic!("expected a ring");
+    };
+    assert_eq!(call.sdk_payload.unwrap().as_str(), apns_payload);
+    assert_eq!(call.fcm_payload.unwrap().as_str(), fcm_payload.trim());
+
+    // Android only: Webex sent no apnsPayload; the ring still goes, for Android.
+    let body = envelope(
+        "telephony_push",
+        "updated",
+        json!({"personId": person(CALLEE_UUID), "fcmPayload": {"pushId": "p-2"}}),
+    );
+    let call = parse_ring(&body);
+    assert!(call.sdk_payload.is_none());
+    assert_eq!(call.fcm_payload.unwrap().value(), json!({"pushId": "p-2"}));
+    // Its call id comes from the payload, so re-deliveries ring once.
+    assert_eq!(call.call_id, parse_ring(&body).call_id);
+}
+
+#[test]
 fn a_telephony_push_whose_payload_is_no_object_is_ignored() {
     for payload in [json!([1, 2]), json!(7), json!("not json")] {
         let body = envelope(

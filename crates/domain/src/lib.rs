@@ -13,8 +13,9 @@ pub use ports::{
 };
 pub use ports::{DirectoryError, IdentityError, IdentityPort, WebhookDirectory};
 pub use services::{
-    Clock, ManualClock, NotificationService, PERSONAL_WEBHOOKS, RegisterError, Registered,
-    RegistrationService, RetryPolicy, SecretFor, SystemClock, UpkeepReport, WebhookUpkeep,
+    Clock, ManualClock, NotificationService, PERSONAL_WEBHOOKS, ProviderGateways, RegisterError,
+    Registered, RegistrationService, RetryPolicy, SecretFor, SystemClock, UpkeepReport,
+    WebhookUpkeep,
 };
 pub use services::{GuardError, RegistrationGuard};
 pub use types::*;

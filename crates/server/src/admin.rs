@@ -1,30 +1,114 @@
 //! The operators' use cases behind `/admin`: list a person's devices, and send a test
 //! push synchronously, returning Apple's whole answer per device.
 //!
-//! Test pushes go straight to the APNs client (not through the metered gateway): they
-//! are diagnostics, so they do not count in `webex_push_pushes_total`.
+//! Test pushes go straight to the APNs or FCM client (not through the metered gateway):
+//! they are diagnostics, so they do not count in `webex_push_pushes_total`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use futures::future::join_all;
+use std::time::{Duration, Instant};
+
 use webex_push_adapters::apns::{ApnsAnswer, ApnsClient};
+use webex_push_adapters::fcm::FcmClient;
 use webex_push_domain::{
-    CallId, Caller, Channel, Clock, Device, DeviceToken, EventSource, IncomingCall, NewMessage,
-    PersonId, Push, PushContent, PushOutcome, RegistrationError, RegistrationPort,
+    ApnsEnvironment, CallId, Caller, Channel, Clock, Device, DeviceToken, EventSource,
+    IncomingCall, NewMessage, PersonId, Push, PushContent, PushOutcome, PushProvider,
+    RegistrationError, RegistrationPort,
 };
 
-/// Sends one push and returns everything APNs said (status, reason, apns-id).
+/// Everything the provider said about one test push.
+#[derive(Debug, Clone)]
+pub struct TestAnswer {
+    pub provider: PushProvider,
+    /// `None` when no answer came (connection error, timeout).
+    pub status: Option<u16>,
+    /// The provider's reason (Apple's, FCM's error code), or what went wrong here.
+    pub reason: Option<String>,
+    /// APNs' `apns-id`, or FCM's message name (empty when FCM did not take it).
+    pub id: String,
+    /// The APNs gateway the push went to; `None` for FCM.
+    pub environment: Option<ApnsEnvironment>,
+    pub outcome: PushOutcome,
+    pub latency: Duration,
+}
+
+impl From<ApnsAnswer> for TestAnswer {
+    fn from(answer: ApnsAnswer) -> Self {
+        Self {
+            provider: PushProvider::Apns,
+            status: answer.status,
+            reason: answer.reason,
+            id: answer.apns_id,
+            environment: Some(answer.environment),
+            outcome: answer.outcome,
+            latency: answer.latency,
+        }
+    }
+}
+
+/// Sends one push and returns everything the provider said.
 #[async_trait]
 pub trait DetailedPushGateway: Send + Sync + 'static {
-    async fn send_detailed(&self, push: &Push) -> ApnsAnswer;
+    async fn send_detailed(&self, push: &Push) -> TestAnswer;
 }
 
 #[async_trait]
 impl DetailedPushGateway for ApnsClient {
-    async fn send_detailed(&self, push: &Push) -> ApnsAnswer {
-        ApnsClient::send_detailed(self, push).await
+    async fn send_detailed(&self, push: &Push) -> TestAnswer {
+        ApnsClient::send_detailed(self, push).await.into()
+    }
+}
+
+#[async_trait]
+impl DetailedPushGateway for FcmClient {
+    async fn send_detailed(&self, push: &Push) -> TestAnswer {
+        let started = Instant::now();
+        let answer = FcmClient::send_detailed(self, push).await;
+        TestAnswer {
+            provider: PushProvider::Fcm,
+            status: answer.status,
+            reason: answer.reason,
+            id: answer.name.unwrap_or_default(),
+            environment: None,
+            outcome: answer.outcome,
+            latency: started.elapsed(),
+        }
+    }
+}
+
+/// The test-push client of each provider; each push goes to its token's.
+#[derive(Clone, Default)]
+pub struct TestPushClients {
+    pub apns: Option<Arc<dyn DetailedPushGateway>>,
+    pub fcm: Option<Arc<dyn DetailedPushGateway>>,
+}
+
+#[async_trait]
+impl DetailedPushGateway for TestPushClients {
+    async fn send_detailed(&self, push: &Push) -> TestAnswer {
+        let provider = push.token.provider();
+        let client = match provider {
+            PushProvider::Apns => self.apns.as_ref(),
+            PushProvider::Fcm => self.fcm.as_ref(),
+        };
+        match client {
+            Some(client) => client.send_detailed(push).await,
+            None => {
+                let reason = format!("{}NotConfigured", provider.as_str().to_uppercase());
+                TestAnswer {
+                    provider,
+                    status: None,
+                    reason: Some(reason.clone()),
+                    id: String::new(),
+                    environment: None,
+                    outcome: PushOutcome::Rejected { reason },
+                    latency: Duration::ZERO,
+                }
+            }
+        }
     }
 }
 
@@ -41,12 +125,12 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct TestPushResult {
     pub token: DeviceToken,
-    pub answer: ApnsAnswer,
+    pub answer: TestAnswer,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestPushError {
-    #[error("no APNs key is loaded")]
+    #[error("no APNs key or FCM service account is loaded")]
     ApnsNotConfigured,
     #[error(transparent)]
     Store(#[from] RegistrationError),
@@ -107,6 +191,7 @@ impl AdminService {
                     bundle_id: device.bundle_id,
                     flavour: device.flavour,
                     content: test_content(channel, message),
+                    deliver_by: None,
                 })
                 .collect(),
             Target::Token(token) => {
@@ -118,6 +203,7 @@ impl AdminService {
                     flavour: device.as_ref().map(|d| d.flavour).unwrap_or_default(),
                     bundle_id: device.and_then(|d| d.bundle_id),
                     content: test_content(channel, message),
+                    deliver_by: None,
                 }]
             }
         };
@@ -125,7 +211,7 @@ impl AdminService {
         let mut results = Vec::with_capacity(answers.len());
         for (push, answer) in pushes.into_iter().zip(answers) {
             let pinned = match &answer.outcome {
-                PushOutcome::Delivered { environment, .. } => Some(*environment),
+                PushOutcome::Delivered { environment, .. } => *environment,
                 _ => None,
             };
             if let Err(error) = self
@@ -145,7 +231,8 @@ impl AdminService {
                 channel = %channel,
                 status = answer.status,
                 reason = answer.reason.as_deref().unwrap_or("-"),
-                apns_id = %answer.apns_id,
+                provider = %answer.provider,
+                id = %answer.id,
                 "test push answered"
             );
             results.push(TestPushResult {
@@ -176,6 +263,7 @@ pub fn test_content(channel: Channel, message: &str) -> PushContent {
             occurred_at: Utc::now(),
             source: EventSource::TelephonyCalls,
             sdk_payload: None,
+            fcm_payload: None,
             webhook: None,
             callee_field: None,
             audience: None,

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use webex_push_adapters::apns::ApnsClient;
+use webex_push_adapters::fcm::{FCM_ENDPOINT, FcmClient};
 use webex_push_adapters::persistence::{DatabaseCheck, check_database};
 
 use crate::cli::{RegisterAuth, ServeArgs};
@@ -66,20 +67,52 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
     keyless.apns.apns_key_id = None;
     keyless.apns.apns_team_id = None;
     keyless.apns.apns_topic = None;
+    // And without FCM's account, reported in its own step.
+    keyless.fcm = crate::cli::FcmArgs::default();
     let configured = report.step("configuration", Config::from_args(&keyless));
 
-    let apns = report.step(
-        "APNs key",
-        config::apns_config(&args.apns)
-            .map_err(|e| e.to_string())
-            .and_then(|apns| {
+    // A server with FCM and no APNs key serves Android only: iOS is then off, not a failure.
+    let apns_config = config::apns_config(&args.apns);
+    let ios_off =
+        matches!(apns_config, Ok(None)) && matches!(config::fcm_config(&args.fcm), Ok(Some(_)));
+    let apns = if ios_off {
+        println!("{:<22} off", "APNs key");
+        report.detail(
+            "iOS off: only Android (FCM) devices get pushes; set APNS_KEY_FILE or APNS_KEY",
+        );
+        None
+    } else {
+        report.step(
+            "APNs key",
+            apns_config.map_err(|e| e.to_string()).and_then(|apns| {
                 apns.ok_or_else(|| {
                     "no key configured: set APNS_KEY_FILE or APNS_KEY (with \
-                     APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC)"
+                     APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC), or an FCM service account"
                         .to_owned()
                 })
             }),
-    );
+        )
+    };
+    let fcm = match config::fcm_config(&args.fcm) {
+        Ok(Some(fcm)) => {
+            println!("{:<22} ok", "FCM service account");
+            report.detail(&format!(
+                "project {}, {}",
+                fcm.account.project_id(),
+                fcm.account.client_email()
+            ));
+            Some(fcm)
+        }
+        Ok(None) => {
+            println!("{:<22} off", "FCM service account");
+            report.detail("Android off: set FCM_SERVICE_ACCOUNT_FILE or FCM_SERVICE_ACCOUNT");
+            None
+        }
+        Err(error) => {
+            report.step::<(), _>("FCM service account", Err(error));
+            None
+        }
+    };
     // With the real key: pushes to Apple without a secret fail here, as at start-up.
     let webhook_auth = report.step(
         "webhook auth",
@@ -88,6 +121,7 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
                 &secrets,
                 args.webhook.allow_unsigned_webhooks,
                 apns.as_ref(),
+                fcm.as_ref(),
             )
         }),
     );
@@ -122,6 +156,10 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
                     }
                 }),
         ),
+        None if ios_off => {
+            println!("{:<22} off", "APNs provider token");
+            None
+        }
         None => {
             report.skip("APNs provider token", "no usable key");
             None
@@ -136,7 +174,22 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
                 }
             }
         }
+        None if ios_off => println!("{:<22} off", "APNs connection"),
         None => report.skip("APNs connection", "no provider token"),
+    }
+    if let Some(fcm) = fcm {
+        let endpoint = fcm.endpoint.clone();
+        let token_uri = fcm.account.token_uri().to_owned();
+        let warmed = match FcmClient::new(fcm) {
+            Ok(client) => client.warm_up().await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if report.step("FCM access token", warmed).is_some() {
+            report.detail(&format!(
+                "from {token_uri}; endpoint {}",
+                endpoint.as_deref().unwrap_or(FCM_ENDPOINT)
+            ));
+        }
     }
 
     // The database is checked on its own options, whatever else is wrong.

@@ -72,6 +72,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub apns: ApnsArgs,
     #[command(flatten)]
+    pub fcm: FcmArgs,
+    #[command(flatten)]
     pub webhook: WebhookArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -138,19 +140,50 @@ pub struct MigrateArgs {
 
 #[derive(Args, Clone)]
 pub struct PushArgs {
-    /// The device token (hex) to push to.
+    /// The device token to push to (hex for APNs; the registration token for FCM).
     #[arg(long)]
     pub token: String,
+    /// Which push service the token is of: `apns` (iOS) or `fcm` (Android).
+    #[arg(long, value_parser = ["apns", "fcm"], default_value = "apns")]
+    pub provider: String,
     /// `voip` rings (PushKit token), `alert` shows a notification.
     #[arg(long, value_parser = ["voip", "alert"])]
     pub channel: String,
     /// Text of the alert (for `alert`) or caller name shown by CallKit (for `voip`).
+    /// With `--provider fcm`, `voip` sends a high-priority incoming-call data message
+    /// and `alert` a message notice.
     #[arg(long, default_value = "Test push from webex-push")]
     pub message: String,
     #[command(flatten)]
     pub apns: ApnsArgs,
     #[command(flatten)]
+    pub fcm: FcmArgs,
+    #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// FCM (Android): a Google service account allowed to send with the Firebase project.
+#[derive(Args, Clone, Default)]
+pub struct FcmArgs {
+    /// Path to the service-account JSON (Firebase console, Service accounts).
+    #[arg(
+        long,
+        env = "FCM_SERVICE_ACCOUNT_FILE",
+        conflicts_with = "fcm_service_account"
+    )]
+    pub fcm_service_account_file: Option<PathBuf>,
+    /// The service-account JSON itself, or it base64-encoded.
+    #[arg(long, env = "FCM_SERVICE_ACCOUNT", hide_env_values = true)]
+    pub fcm_service_account: Option<String>,
+    /// Replaces Google's FCM endpoint (the local stand-in).
+    #[arg(long, env = "FCM_ENDPOINT")]
+    pub fcm_endpoint: Option<String>,
+    /// An extra trusted root certificate (PEM) for FCM_ENDPOINT and the account's token_uri.
+    #[arg(long, env = "FCM_CA_FILE")]
+    pub fcm_ca_file: Option<PathBuf>,
+    /// Seconds one request to FCM (or its token endpoint) may take.
+    #[arg(long, env = "FCM_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub fcm_request_timeout_secs: u64,
 }
 
 #[derive(Args, Clone)]

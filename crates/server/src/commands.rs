@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use std::sync::Arc;
 use webex_push_adapters::apns::ApnsClient;
+use webex_push_adapters::fcm::FcmClient;
 use webex_push_adapters::persistence::DieselRegistrationStore;
 
 use secrecy::ExposeSecret as _;
@@ -129,8 +130,12 @@ async fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends one push and prints Apple's answer; exits non-zero unless it was delivered.
+/// Sends one push and prints Apple's (or FCM's) answer; exits non-zero unless it was
+/// delivered.
 async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
+    if args.provider == "fcm" {
+        return push_fcm(args).await;
+    }
     let apns = config::apns_config(&args.apns)?.context(
         "APNS_KEY_FILE or APNS_KEY (with APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC) is required to push",
     )?;
@@ -153,6 +158,7 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
         // reads.
         flavour: AppFlavour::Seed,
         content,
+        deliver_by: None,
     };
     let answer = client.send_detailed(&push).await;
     println!(
@@ -166,6 +172,47 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
     println!("environment: {}", answer.environment);
     println!("outcome: {}", answer.outcome.label());
     println!("latency: {} ms", answer.latency.as_millis());
+    Ok(if answer.status == Some(200) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `push --provider fcm`: one data message to an FCM registration token.
+async fn push_fcm(args: &PushArgs) -> anyhow::Result<ExitCode> {
+    let fcm = config::fcm_config(&args.fcm)?
+        .context("FCM_SERVICE_ACCOUNT_FILE or FCM_SERVICE_ACCOUNT is required to push to FCM")?;
+    let token =
+        DeviceToken::parse_fcm(args.token.trim()).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+    let channel: Channel = args
+        .channel
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--channel: {e}"))?;
+    let client = FcmClient::new(fcm).context("cannot set up FCM")?;
+    let push = Push {
+        token,
+        // An Android app has one token: its alert one.
+        channel: Channel::Alert,
+        environment: None,
+        bundle_id: None,
+        flavour: AppFlavour::KitchenSink,
+        content: test_content(channel, &args.message),
+        deliver_by: None,
+    };
+    let answer = client.send_detailed(&push).await;
+    println!(
+        "status: {}",
+        answer
+            .status
+            .map_or_else(|| "no answer".to_owned(), |s| s.to_string())
+    );
+    println!("reason: {}", answer.reason.as_deref().unwrap_or("-"));
+    if let Some(message) = &answer.message {
+        println!("message: {message}");
+    }
+    println!("name: {}", answer.name.as_deref().unwrap_or("-"));
+    println!("outcome: {}", answer.outcome.label());
     Ok(if answer.status == Some(200) {
         ExitCode::SUCCESS
     } else {

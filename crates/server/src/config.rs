@@ -10,11 +10,14 @@ use std::time::Duration;
 use ipnet::IpNet;
 use secrecy::SecretString;
 use webex_push_adapters::apns::{ApnsConfig, ApnsConfigError, ApnsKey, KeyId, TeamId};
+use webex_push_adapters::fcm::{FcmConfig, FcmConfigError, ServiceAccount};
 use webex_push_adapters::identity::WebexIdentityConfig;
 use webex_push_adapters::persistence::DatabaseConfig;
 use webex_push_domain::{ApnsEnvironment, BundleId, Deadlines, RegistrationService, RetryPolicy};
 
-use crate::cli::{ApnsArgs, AuthArgs, DatabaseArgs, DatabasePoolArgs, RegisterAuth, ServeArgs};
+use crate::cli::{
+    ApnsArgs, AuthArgs, DatabaseArgs, DatabasePoolArgs, FcmArgs, RegisterAuth, ServeArgs,
+};
 use crate::rate_limit::{RateLimit, parse_trusted_proxies};
 
 /// A configuration value that cannot work. The message starts with the variable.
@@ -27,6 +30,8 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Apns(#[from] ApnsConfigError),
+    #[error(transparent)]
+    Fcm(#[from] FcmConfigError),
 }
 
 fn invalid(variable: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -44,6 +49,8 @@ pub struct Config {
     /// `None`: no APNs key configured. The server still serves registrations, but is
     /// not ready and refuses webhooks that would push (see `docs/configuration.md`).
     pub apns: Option<ApnsConfig>,
+    /// `None`: no FCM service account; Android registrations are refused.
+    pub fcm: Option<FcmConfig>,
     /// Empty: webhooks are not authenticated.
     pub webhook_secrets: Vec<SecretString>,
     /// `ALLOW_UNSIGNED_WEBHOOKS`: unsigned webhooks accepted although pushes go to Apple.
@@ -144,6 +151,7 @@ impl Config {
             },
             database,
             apns: None,
+            fcm: None,
             webhook_secrets: Vec::new(),
             allow_unsigned_webhooks: false,
             queue: QueueSettings {
@@ -196,12 +204,14 @@ impl Config {
             apns.max_in_flight = webhook.apns_max_in_flight;
             apns
         });
+        let fcm = fcm_config(&args.fcm)?;
         let webhook_secrets = webhook_secrets(webhook.webhook_secret.as_deref())?;
         let webhook_upkeep = webhook_upkeep(&args.auth, &webhook_secrets)?;
         webhook_auth(
             &webhook_secrets,
             webhook.allow_unsigned_webhooks,
             apns.as_ref(),
+            fcm.as_ref(),
         )?;
         Ok(Self {
             http: HttpSettings {
@@ -215,6 +225,7 @@ impl Config {
             },
             database: server_database_config(&args.database, &args.database_pool)?,
             apns,
+            fcm,
             webhook_secrets,
             allow_unsigned_webhooks: webhook.allow_unsigned_webhooks,
             queue: QueueSettings {
@@ -509,7 +520,11 @@ impl Config {
     /// How this configuration authenticates webhooks (validated in `from_args`).
     pub fn webhook_auth(&self) -> WebhookAuth {
         match self.webhook_secrets.len() {
-            0 if self.apns.as_ref().is_some_and(pushes_to_apple) => WebhookAuth::UnsignedAllowed,
+            0 if self.apns.as_ref().is_some_and(pushes_to_apple)
+                || self.fcm.as_ref().is_some_and(pushes_to_google) =>
+            {
+                WebhookAuth::UnsignedAllowed
+            }
             0 => WebhookAuth::UnsignedNoRealPushes,
             secrets => WebhookAuth::Signed { secrets },
         }
@@ -522,8 +537,9 @@ pub fn webhook_auth(
     secrets: &[SecretString],
     allow_unsigned: bool,
     apns: Option<&ApnsConfig>,
+    fcm: Option<&FcmConfig>,
 ) -> Result<WebhookAuth, ConfigError> {
-    let real_pushes = apns.is_some_and(pushes_to_apple);
+    let real_pushes = apns.is_some_and(pushes_to_apple) || fcm.is_some_and(pushes_to_google);
     match secrets.len() {
         0 if real_pushes && !allow_unsigned => Err(invalid(
             "WEBHOOK_SECRET",
@@ -551,6 +567,71 @@ fn pushes_to_apple(apns: &ApnsConfig) -> bool {
                 host == "push.apple.com" || host.ends_with(".push.apple.com")
             })
     })
+}
+
+/// Whether FCM messages reach Google (no `FCM_ENDPOINT`) rather than a stand-in.
+fn pushes_to_google(fcm: &FcmConfig) -> bool {
+    fcm.endpoint.is_none()
+}
+
+/// The FCM configuration, `None` without a service account.
+pub fn fcm_config(args: &FcmArgs) -> Result<Option<FcmConfig>, ConfigError> {
+    let account = match (
+        &args.fcm_service_account_file,
+        args.fcm_service_account.as_deref(),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "FCM_SERVICE_ACCOUNT",
+                "set either FCM_SERVICE_ACCOUNT_FILE or FCM_SERVICE_ACCOUNT, not both",
+            ));
+        }
+        (Some(path), None) => ServiceAccount::from_file(path)?,
+        (None, Some(text)) if text.trim().is_empty() => {
+            return Err(invalid("FCM_SERVICE_ACCOUNT", "is set but empty"));
+        }
+        (None, Some(text)) => ServiceAccount::from_env_text(text)?,
+        (None, None) => {
+            for (variable, set) in [
+                ("FCM_ENDPOINT", args.fcm_endpoint.is_some()),
+                ("FCM_CA_FILE", args.fcm_ca_file.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        variable,
+                        "is set but no service account is (FCM_SERVICE_ACCOUNT_FILE or FCM_SERVICE_ACCOUNT)",
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+    };
+    if args.fcm_request_timeout_secs == 0 {
+        return Err(invalid("FCM_REQUEST_TIMEOUT_SECS", "must be at least 1"));
+    }
+    let mut config = FcmConfig::new(account);
+    if let Some(endpoint) = &args.fcm_endpoint {
+        config = config.with_endpoint(endpoint)?;
+    }
+    config.extra_ca_pem = args
+        .fcm_ca_file
+        .as_deref()
+        .map(|path| read_pem_file("FCM_CA_FILE", path))
+        .transpose()?;
+    config.request_timeout = Duration::from_secs(args.fcm_request_timeout_secs);
+    Ok(Some(config))
+}
+
+fn read_pem_file(variable: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(variable, format!("cannot read {}: {e}", path.display())))?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(invalid(
+            variable,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(text)
 }
 
 /// Splits `WEBHOOK_SECRET` on commas; blanks around each secret are dropped.

@@ -23,8 +23,8 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use webex_push_domain::{
     ApnsEnvironment, Channel, Claim, Device, DeviceToken, EventClaim, EventKey, PersonId, Push,
-    PushContent, PushGateway, PushOutcome, Registration, RegistrationError, RegistrationPort,
-    ReplicaId, TakeOver,
+    PushContent, PushGateway, PushOutcome, PushProvider, Registration, RegistrationError,
+    RegistrationPort, ReplicaId, TakeOver,
 };
 
 use crate::process_metrics::ProcessCollector;
@@ -84,6 +84,8 @@ pub struct WatchedLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PushLabels {
+    /// `apns` or `fcm`.
+    pub provider: String,
     pub channel: String,
     /// `delivered`, `token_invalid`, `retry` or `rejected`.
     pub outcome: String,
@@ -125,6 +127,9 @@ pub struct Metrics {
     pub events: Family<EventLabels, Counter>,
     pub apns_duration: Histogram,
     pub ring_latency: Histogram,
+    /// The same two for Android's pushes, through FCM.
+    pub fcm_duration: Histogram,
+    pub fcm_ring_latency: Histogram,
     /// From a webhook's arrival to a push worker taking its event.
     pub queue_wait: Histogram,
     /// Events accepted while the store could not record them (held in memory only).
@@ -224,7 +229,7 @@ impl Metrics {
         let pushes = Family::<PushLabels, Counter>::default();
         registry.register(
             "pushes",
-            "Pushes sent to APNs for relayed events, by channel, outcome and APNs reason",
+            "Pushes sent to APNs or FCM for relayed events, by provider, channel, outcome and reason",
             pushes.clone(),
         );
         let events = Family::<EventLabels, Counter>::default();
@@ -244,6 +249,18 @@ impl Metrics {
             "ring_latency_seconds",
             "Time from the call webhook's arrival to APNs accepting the VoIP push",
             ring_latency.clone(),
+        );
+        let fcm_duration = Histogram::new(LATENCY_BUCKETS.into_iter());
+        registry.register(
+            "fcm_request_duration_seconds",
+            "Time from sending one push to FCM to its classified answer (an access-token refresh included)",
+            fcm_duration.clone(),
+        );
+        let fcm_ring_latency = Histogram::new(LATENCY_BUCKETS.into_iter());
+        registry.register(
+            "fcm_ring_latency_seconds",
+            "Time from the call webhook's arrival to FCM accepting the ring's data message",
+            fcm_ring_latency.clone(),
         );
         let queue_wait = stage_histogram();
         registry.register(
@@ -333,6 +350,8 @@ impl Metrics {
             events,
             apns_duration,
             ring_latency,
+            fcm_duration,
+            fcm_ring_latency,
             queue_wait,
             unrecorded,
             taken_over,
@@ -466,12 +485,17 @@ impl Metrics {
         };
         self.pushes
             .get_or_create(&PushLabels {
+                provider: push.token.provider().as_str().to_owned(),
                 channel: push.channel.as_str().to_owned(),
                 outcome: kind.to_owned(),
                 reason: reason.to_owned(),
             })
             .inc();
-        self.apns_duration.observe(took.as_secs_f64());
+        let duration = match push.token.provider() {
+            PushProvider::Apns => &self.apns_duration,
+            PushProvider::Fcm => &self.fcm_duration,
+        };
+        duration.observe(took.as_secs_f64());
     }
 
     /// The registry in Prometheus' text format, probes read now.
@@ -718,9 +742,11 @@ impl PushGateway for MeteredGateway {
             (&push.content, &outcome)
         {
             if let Ok(received) = WEBHOOK_RECEIVED.try_with(|received| *received) {
-                self.metrics
-                    .ring_latency
-                    .observe(received.elapsed().as_secs_f64());
+                let latency = match push.token.provider() {
+                    PushProvider::Apns => &self.metrics.ring_latency,
+                    PushProvider::Fcm => &self.metrics.fcm_ring_latency,
+                };
+                latency.observe(received.elapsed().as_secs_f64());
             }
         }
         outcome
@@ -753,10 +779,12 @@ mod tests {
                 occurred_at: Utc::now(),
                 source: EventSource::CallMemberships,
                 sdk_payload: None,
+                fcm_payload: None,
                 webhook: None,
                 callee_field: None,
                 audience: None,
             })),
+            deliver_by: None,
         }
     }
 
@@ -765,8 +793,8 @@ mod tests {
         let mut gateway = MockPushGateway::new();
         let mut answers = vec![
             PushOutcome::Delivered {
-                apns_id: "id".into(),
-                environment: ApnsEnvironment::Production,
+                id: "id".into(),
+                environment: Some(ApnsEnvironment::Production),
             },
             PushOutcome::TokenInvalid {
                 reason: "Unregistered".into(),
@@ -789,8 +817,8 @@ mod tests {
         metrics.probe_tokens(|| 3);
         let text = metrics.render().unwrap();
         for series in [
-            r#"webex_push_pushes_total{channel="voip",outcome="delivered",reason=""} 1"#,
-            r#"webex_push_pushes_total{channel="voip",outcome="token_invalid",reason="Unregistered"} 1"#,
+            r#"webex_push_pushes_total{provider="apns",channel="voip",outcome="delivered",reason=""} 1"#,
+            r#"webex_push_pushes_total{provider="apns",channel="voip",outcome="token_invalid",reason="Unregistered"} 1"#,
             "webex_push_ring_latency_seconds_count 1",
             "webex_push_apns_request_duration_seconds_count 2",
             "webex_push_apns_provider_tokens_minted_total 3",

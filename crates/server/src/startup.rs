@@ -12,16 +12,17 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 use tokio::task::JoinHandle;
 use webex_push_adapters::apns::ApnsClient;
+use webex_push_adapters::fcm::FcmClient;
 use webex_push_adapters::identity::WebexIdentity;
 use webex_push_adapters::persistence::DieselRegistrationStore;
 use webex_push_adapters::webex::{WebexWebhooks, WebexWebhooksConfig, webhook_secret};
 use webex_push_domain::{
     AccessToken, Clock, IdentityPort, IncomingCallPort, NotificationService, PersonId,
-    RegistrationGuard, RegistrationPort, RegistrationService, SystemClock, WebhookDirectory,
-    WebhookUpkeep,
+    ProviderGateways, PushProvider, RegistrationGuard, RegistrationPort, RegistrationService,
+    SystemClock, WebhookDirectory, WebhookUpkeep,
 };
 
-use crate::admin::{AdminService, DetailedPushGateway};
+use crate::admin::{AdminService, DetailedPushGateway, TestPushClients};
 use crate::config::{Config, WebhookAuth};
 use crate::error::ApiError;
 use crate::housekeeping;
@@ -130,7 +131,21 @@ impl Application {
             }
             None => None,
         };
-        let mut test_pushes = None;
+        let mut test_clients = TestPushClients::default();
+        let mut gateways = ProviderGateways::new();
+        if let Some(fcm) = &config.fcm {
+            let client = FcmClient::new(fcm.clone()).context("cannot set up FCM")?;
+            warm_up_fcm_in_background(client.clone());
+            tracing::info!(
+                project = client.project_id(),
+                client_email = fcm.account.client_email(),
+                endpoint = fcm.endpoint.as_deref().unwrap_or("Google"),
+                "FCM service account loaded: Android registrations are accepted"
+            );
+            test_clients.fcm = Some(Arc::new(client.clone()) as Arc<dyn DetailedPushGateway>);
+            let gateway = MeteredGateway::new(Arc::new(client), Arc::clone(&metrics));
+            gateways = gateways.with(PushProvider::Fcm, Arc::new(gateway));
+        }
         let notifier = match &config.apns {
             Some(apns) => {
                 let client = ApnsClient::new(apns.clone()).context("cannot set up APNs")?;
@@ -139,7 +154,7 @@ impl Application {
                     metrics.probe_tokens(move || client.provider_tokens_minted());
                 }
                 warm_up_in_background(client.clone());
-                test_pushes = Some(Arc::new(client.clone()) as Arc<dyn DetailedPushGateway>);
+                test_clients.apns = Some(Arc::new(client.clone()) as Arc<dyn DetailedPushGateway>);
                 let gateway = MeteredGateway::new(Arc::new(client), Arc::clone(&metrics));
                 tracing::info!(
                     key_id = apns.key_id.as_str(),
@@ -148,9 +163,23 @@ impl Application {
                     endpoint = apns.endpoint.as_deref().unwrap_or("Apple"),
                     "APNs key loaded"
                 );
+                let gateways = gateways.with(PushProvider::Apns, Arc::new(gateway));
                 let service = NotificationService::new(
                     Arc::clone(&store),
-                    Arc::new(gateway),
+                    Arc::new(gateways),
+                    config.retry,
+                    Arc::clone(&clock),
+                );
+                Some(Arc::new(service) as Arc<dyn IncomingCallPort>)
+            }
+            None if gateways.serves(PushProvider::Fcm) => {
+                tracing::warn!(
+                    "no APNs key configured (APNS_KEY_FILE or APNS_KEY): only Android (FCM) \
+                     devices get pushes; iOS registrations are stored but never pushed to"
+                );
+                let service = NotificationService::new(
+                    Arc::clone(&store),
+                    Arc::new(gateways),
                     config.retry,
                     Arc::clone(&clock),
                 );
@@ -164,6 +193,8 @@ impl Application {
                 None
             }
         };
+        let test_pushes = (test_clients.apns.is_some() || test_clients.fcm.is_some())
+            .then(|| Arc::new(test_clients) as Arc<dyn DetailedPushGateway>);
         let mut application = Self::build_with(
             &config,
             Dependencies {
@@ -308,6 +339,7 @@ impl Application {
             register_body: config.http.register_body_limit,
             webhook_body: config.http.webhook_body_limit,
             request_timeout: config.http.request_timeout,
+            fcm: config.fcm.is_some(),
         });
 
         let mut server = HttpServer::new(move || {
@@ -407,6 +439,20 @@ fn warm_up_in_background(client: ApnsClient) {
             Err(error) => tracing::warn!(
                 error = %error,
                 "APNs warm-up failed; pushes will connect on demand (run `webex-push check`)"
+            ),
+        }
+    });
+}
+
+/// Fetches the FCM access token before the first push needs it. Failing is only
+/// logged: the token endpoint may come back, and pushes fetch one anyway.
+fn warm_up_fcm_in_background(client: FcmClient) {
+    tokio::spawn(async move {
+        match client.warm_up().await {
+            Ok(()) => tracing::info!("FCM warmed up"),
+            Err(error) => tracing::warn!(
+                error = %error,
+                "FCM warm-up failed; pushes will fetch a token on demand (run `webex-push check`)"
             ),
         }
     });

@@ -9,10 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use webex_push::admin::DetailedPushGateway;
+use webex_push::admin::{DetailedPushGateway, TestAnswer};
 use webex_push::rate_limit::{RateLimit, parse_trusted_proxies};
 use webex_push::{Application, Config, Dependencies};
 use webex_push_adapters::apns::ApnsAnswer;
+use webex_push_adapters::fcm::{FcmConfig, ServiceAccount};
 use webex_push_adapters::identity::{WebexIdentity, WebexIdentityConfig};
 use webex_push_adapters::persistence::DatabaseConfig;
 use webex_push_adapters::webex::sign;
@@ -21,7 +22,9 @@ use webex_push_domain::{
     ApnsEnvironment, AppFlavour, CallEnded, Claim, DeliveryReport, Event, IdentityPort,
     IncomingCall, IncomingCallPort, Job, NewMessage, NotifyError, PersonId, RegistrationError,
 };
-use webex_push_domain::{Channel, Device, DeviceToken, Push, PushContent, PushOutcome};
+use webex_push_domain::{
+    Channel, Device, DeviceToken, Push, PushContent, PushOutcome, PushProvider,
+};
 
 const PERSON_UUID: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const OTHER_UUID: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
@@ -111,6 +114,8 @@ struct Options {
     test_pushes: Option<Arc<dyn DetailedPushGateway>>,
     register_rate: Option<RateLimit>,
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// A service account loaded (pointing at no stand-in: nothing is sent here).
+    fcm: bool,
 }
 
 impl Default for Options {
@@ -128,6 +133,7 @@ impl Default for Options {
             test_pushes: None,
             register_rate: None,
             trusted_proxies: Vec::new(),
+            fcm: false,
         }
     }
 }
@@ -152,6 +158,20 @@ impl TestApp {
         config.queue.workers = options.workers;
         config.queue.wait = options.queue_wait;
         config.http.shutdown_timeout = Duration::from_secs(5);
+        if options.fcm {
+            let account = json!({
+                "type": "service_account", "project_id": "p",
+                "client_email": "push@p.iam.gserviceaccount.com",
+                "private_key": fcm_standin::TEST_PRIVATE_KEY_PEM,
+                "token_uri": "https://localhost:9/token",
+            });
+            let account = ServiceAccount::from_json(&account.to_string(), "test").unwrap();
+            config.fcm = Some(
+                FcmConfig::new(account)
+                    .with_endpoint("https://localhost:9")
+                    .unwrap(),
+            );
+        }
         config.admin_token = options
             .admin_token
             .map(|t| secrecy::SecretString::from(t.to_owned()));
@@ -275,7 +295,8 @@ async fn the_original_registration_body_is_stored_and_answered_204() {
         .expect_register()
         .withf(|registration, _| {
             registration.person == PersonId::parse(PERSON_UUID).unwrap()
-                && registration.voip_token.as_str() == voip_token()
+                && registration.voip_token.as_ref().map(|t| t.as_str())
+                    == Some(voip_token().as_str())
                 && registration.alert_token.as_str() == msg_token()
                 && registration.email.as_ref().unwrap().as_str() == "ada@example.com"
                 && registration.environment.is_none()
@@ -519,6 +540,60 @@ async fn every_bad_field_is_reported_at_once() {
     assert_eq!(fields, ["email", "voipToken", "msgToken", "personId"]);
 }
 
+/// KitchenSink Android's body: one FCM registration token.
+const FCM_TOKEN: &str = "dGVzdC1hbmRyb2lk:APA91bH-Xy_Z0123456789abcdefABCDEF";
+
+#[tokio::test]
+async fn with_fcm_configured_androids_body_is_stored_as_one_fcm_token() {
+    let mut store = MockRegistrationPort::new();
+    store
+        .expect_register()
+        .withf(|registration, _| {
+            registration.person == PersonId::parse(PERSON_UUID).unwrap()
+                && registration.voip_token.is_none()
+                && registration.alert_token.as_str() == FCM_TOKEN
+                && registration.alert_token.provider() == PushProvider::Fcm
+                && registration.environment.is_none()
+                && registration.flavour == AppFlavour::KitchenSink
+        })
+        .times(1)
+        .returning(|_, _| Ok(()));
+    store
+        .expect_unregister()
+        .withf(|token| token.as_str() == FCM_TOKEN && token.provider() == PushProvider::Fcm)
+        .times(1)
+        .returning(|_| Ok(true));
+    let app = TestApp::spawn(Options {
+        store,
+        fcm: true,
+        ..Options::default()
+    })
+    .await;
+    let android = json!({"pushProvider": "FCM", "deviceToken": FCM_TOKEN, "userId": PERSON_UUID});
+    assert_eq!(app.post_json("/register", &android).await.status(), 204);
+
+    // Validated at the edge: printable ASCII, bounded, but not hex.
+    for (token, rule) in [
+        ("with space", "printable-ascii"),
+        ("", "required"),
+        (&"a".repeat(4097) as &str, "max-length"),
+    ] {
+        let body = json!({"pushProvider": "FCM", "deviceToken": token, "userId": PERSON_UUID});
+        let body = problem(app.post_json("/register", &body).await, 400).await;
+        let errors = body["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{body}");
+        assert_eq!(errors[0]["field"], "deviceToken");
+        assert_eq!(errors[0]["rule"], rule, "{body}");
+    }
+    let response = app
+        .http
+        .delete(format!("{}/register/{FCM_TOKEN}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+}
+
 /// The body KitchenSink (Cisco's current sample app, iOS) registers with.
 fn kitchensink_registration() -> Value {
     json!({
@@ -537,7 +612,8 @@ async fn kitchensinks_registration_body_is_stored_as_a_kitchensink_device() {
         .expect_register()
         .withf(|registration, _| {
             registration.person == PersonId::parse(PERSON_UUID).unwrap()
-                && registration.voip_token.as_str() == voip_token()
+                && registration.voip_token.as_ref().map(|t| t.as_str())
+                    == Some(voip_token().as_str())
                 && registration.alert_token.as_str() == msg_token()
                 && registration.email.is_none()
                 && registration.environment == Some(ApnsEnvironment::Sandbox)
@@ -1114,7 +1190,7 @@ struct FakeApple(std::sync::Mutex<Vec<Push>>);
 
 #[async_trait]
 impl DetailedPushGateway for FakeApple {
-    async fn send_detailed(&self, push: &Push) -> ApnsAnswer {
+    async fn send_detailed(&self, push: &Push) -> TestAnswer {
         self.0.lock().unwrap().push(push.clone());
         let delivered = push.token.as_str() == voip_token();
         ApnsAnswer {
@@ -1124,8 +1200,8 @@ impl DetailedPushGateway for FakeApple {
             environment: ApnsEnvironment::Sandbox,
             outcome: if delivered {
                 PushOutcome::Delivered {
-                    apns_id: "8a5e3c2b-0000-4000-8000-000000000001".into(),
-                    environment: ApnsEnvironment::Sandbox,
+                    id: "8a5e3c2b-0000-4000-8000-000000000001".into(),
+                    environment: Some(ApnsEnvironment::Sandbox),
                 }
             } else {
                 PushOutcome::TokenInvalid {
@@ -1135,6 +1211,7 @@ impl DetailedPushGateway for FakeApple {
             },
             latency: Duration::from_millis(12),
         }
+        .into()
     }
 }
 

@@ -754,7 +754,7 @@ async fn metrics_count_a_ring_end_to_end_and_its_push_logs_carry_the_webhook_req
     };
     for expected in [
         r#"webex_push_webhooks_total{resource="callMemberships",outcome="accepted"} 1"#,
-        r#"webex_push_pushes_total{channel="voip",outcome="delivered",reason=""} 1"#,
+        r#"webex_push_pushes_total{provider="apns",channel="voip",outcome="delivered",reason=""} 1"#,
         r#"webex_push_events_total{kind="ring",outcome="relayed"} 1"#,
         "webex_push_ring_latency_seconds_count 1",
         "webex_push_apns_request_duration_seconds_count 1",
@@ -1148,4 +1148,358 @@ async fn identity_proof_refuses_a_mismatched_person_and_binds_only_the_holder() 
     assert_eq!(status(delete(Some(ADA_ACCESS)).await.unwrap()), 204);
     // The mismatch was logged by person, never with the access token.
     assert!(!h.server.log_text().contains(ADA_ACCESS));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_android_phone_is_rung_through_fcm_told_about_messages_and_its_dead_token_removed() {
+    let h = Harness::start_with_fcm(4).await;
+    let android = fcm_token("ada-pixel");
+    let (ks_voip, ks_alert) = (token("c1"), token("d1"));
+    let response = h
+        .register(&android_registration(&webex_id(PERSON), &android))
+        .await;
+    assert_eq!(response.status().as_u16(), 204, "{}", h.server.log_text());
+    let response = h
+        .register(&kitchensink_registration(
+            &webex_id(PERSON),
+            &ks_voip,
+            &ks_alert,
+        ))
+        .await;
+    assert_eq!(response.status().as_u16(), 204, "{}", h.server.log_text());
+
+    // A telephony_push carrying both payloads, in spellings a re-serialisation would
+    // change: the Android phone gets fcmPayload as Webex wrote it, the iPhone its
+    // apnsPayload as before.
+    let apns_payload = r#"{"aps":{},"pushId":"p-1","version":1.50}"#;
+    let fcm_payload =
+        r#"{"pushId": "p-1", "version":1.50, "name":"\u00c9mile", "data":{"k":[1,{"x":null}]}}"#;
+    let telephony_push = format!(
+        r#"{{"id":"wh-1","resource":"telephony_push","event":"updated","ownedBy":"org","createdBy":"{admin}","actorId":"{admin}","data":{{"personId":"{person}","callId":"tp-1","apnsPayload":{apns_payload},"fcmPayload":{fcm_payload}}}}}"#,
+        admin = webex_id(OTHER),
+        person = webex_id(PERSON),
+    );
+    h.webhook_text(&telephony_push).await;
+    let rings = h.fcm_messages(0, 1).await;
+    let ring = &rings[0];
+    assert_eq!(ring.token, android);
+    assert_eq!(ring.priority.as_deref(), Some("HIGH"));
+    assert_eq!(
+        ring.data["webhookTelephonyPush"], fcm_payload,
+        "byte for byte"
+    );
+    assert_eq!(ring.data["pushId"], "p-1");
+    assert_eq!(ring.data["version"], "1.50");
+    let ttl: u64 = ring
+        .ttl
+        .as_deref()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!(ttl <= 30, "the TTL follows the ring's 30 s deadline: {ttl}");
+    let voip = h.pushes(0, 1).await;
+    assert_eq!(voip[0].token, ks_voip);
+    assert_voip(&voip[0]);
+    assert_eq!(voip[0].body, apns_payload.as_bytes());
+
+    // A Webex app call: webhookData on Android (high priority), an alert on the iPhone.
+    let membership = call_membership("call-membership-1", &webex_id(PERSON)).to_string();
+    h.webhook_text(&membership).await;
+    let ring = &h.fcm_messages(1, 2).await[0];
+    assert_eq!(ring.data["webhookData"], membership);
+    assert_eq!(ring.priority.as_deref(), Some("HIGH"));
+    let alert = &h.pushes(1, 2).await[0];
+    assert_eq!(alert.token, ks_alert);
+    assert_eq!(alert.payload["webhookData"], membership);
+
+    // A message: webhookData, as the Android sample reads it.
+    let message = envelope(
+        "messages",
+        "created",
+        PERSON,
+        CALLER,
+        json!({"id": "message-1", "roomId": "room-1", "personId": webex_id(CALLER),
+               "personEmail": "caller@example.com", "created": "2025-06-01T12:00:00.000Z"}),
+    )
+    .to_string();
+    h.webhook_text(&message).await;
+    let notice = &h.fcm_messages(2, 3).await[0];
+    assert_eq!(notice.data["webhookData"], message);
+    assert_eq!(notice.priority.as_deref(), Some("NORMAL"));
+    assert!(notice.data.values().all(|v| !v.is_empty()));
+
+    // The same telephony_push again (a Webex re-delivery): nothing more to anyone.
+    h.webhook_text(&telephony_push).await;
+    // (telephony_push: two jobs each time; membership, message: one each.)
+    h.relayed(6).await;
+    assert_eq!(h.fcm().stats().accepted, 3);
+
+    // FCM says the app is gone: the token is removed, and the next ring asks FCM nothing.
+    let dead = fcm_token("gone-phone");
+    h.fcm()
+        .script()
+        .fail_prefix("gone-phone", fcm_standin::Failure::Unregistered);
+    let response = h
+        .register(&android_registration(&webex_id(CALLER), &dead))
+        .await;
+    assert_eq!(response.status().as_u16(), 204);
+    h.webhook(&call_membership("call-2", &webex_id(CALLER)))
+        .await;
+    h.server
+        .wait_for_log("`dead token removed`", |l| {
+            message_is(l, "dead token removed")
+        })
+        .await;
+    h.relayed(7).await;
+    let requests = h.fcm().stats().requests;
+    h.webhook(&call_membership("call-3", &webex_id(CALLER)))
+        .await;
+    h.relayed(8).await;
+    assert_eq!(
+        h.fcm().stats().requests,
+        requests,
+        "{}",
+        h.server.log_text()
+    );
+
+    // One access token for all of it; Android's pushes counted apart from iOS's.
+    assert_eq!(h.fcm().stats().tokens_issued, 1);
+    let metrics = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"webex_push_pushes_total{provider="fcm",channel="alert",outcome="delivered",reason=""} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"webex_push_pushes_total{provider="fcm",channel="alert",outcome="token_invalid",reason="UNREGISTERED"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("webex_push_fcm_ring_latency_seconds_count 2"),
+        "two rings delivered through FCM: {metrics}"
+    );
+    // No FCM token ever reaches the log in full.
+    assert!(!h.server.log_text().contains(&android));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_reach_fcm_with_the_push_command_check_and_the_admin_test_push() {
+    let h = Harness::start_with_fcm_and(2, &[("ADMIN_TOKEN", ADMIN.to_owned())]).await;
+    let android = fcm_token("ops-pixel");
+    let response = h
+        .register(&android_registration(&webex_id(PERSON), &android))
+        .await;
+    assert_eq!(response.status().as_u16(), 204, "{}", h.server.log_text());
+
+    // The admin test push on the alert channel reaches the Android phone through FCM.
+    let answer: Value = h
+        .http
+        .post(h.url("/admin/test-push"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"personId": webex_id(PERSON), "channel": "alert", "message": "Hi"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{answer}");
+    assert_eq!(results[0]["provider"], "fcm");
+    assert_eq!(results[0]["status"], 200);
+    assert!(
+        results[0]["fcmMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("projects/")
+    );
+    assert_eq!(results[0]["token"], format!("{}…", &android[..8]));
+    let sent = h.fcm_messages(0, 1).await;
+    assert_eq!(sent[0].token, android);
+    assert_eq!(sent[0].data["type"], "message");
+
+    // `webex-push push --provider fcm`, with the server's own environment.
+    let envs: Vec<(&str, String)> = h
+        .envs()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let (ok, stdout, stderr) = run_binary(
+        &[
+            "push",
+            "--provider",
+            "fcm",
+            "--token",
+            &android,
+            "--channel",
+            "voip",
+        ],
+        &envs,
+    )
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("status: 200"), "{stdout}");
+    assert!(stdout.contains("name: projects/"), "{stdout}");
+    let ring = &h.fcm_messages(1, 2).await[0];
+    assert_eq!(ring.priority.as_deref(), Some("HIGH"));
+    assert_eq!(ring.data["type"], "incoming_call");
+    h.fcm()
+        .script()
+        .fail_prefix("ops-gone", fcm_standin::Failure::Unregistered);
+    let (ok, stdout, _) = run_binary(
+        &[
+            "push",
+            "--provider",
+            "fcm",
+            "--token",
+            &fcm_token("ops-gone"),
+            "--channel",
+            "alert",
+        ],
+        &envs,
+    )
+    .await;
+    assert!(!ok, "a refused push exits non-zero");
+    assert!(stdout.contains("status: 404"), "{stdout}");
+    assert!(stdout.contains("reason: UNREGISTERED"), "{stdout}");
+
+    // `webex-push check` covers FCM: the account, and an access token fetched.
+    let (ok, stdout, stderr) = run_binary(&["check"], &envs).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        step_line(&stdout, "FCM service account").ends_with(" ok"),
+        "{stdout}"
+    );
+    assert!(
+        step_line(&stdout, "FCM access token").ends_with(" ok"),
+        "{stdout}"
+    );
+    // Android only: no APNs key, and the check passes with iOS off.
+    let android_only: Vec<(&str, String)> = envs
+        .iter()
+        .filter(|(k, _)| !k.starts_with("APNS_"))
+        .cloned()
+        .collect();
+    let (ok, stdout, stderr) = run_binary(&["check"], &android_only).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(step_line(&stdout, "APNs key").ends_with(" off"), "{stdout}");
+    assert!(
+        step_line(&stdout, "FCM access token").ends_with(" ok"),
+        "{stdout}"
+    );
+    h.fcm().script().refuse_assertions(true);
+    let (ok, stdout, _) = run_binary(&["check"], &envs).await;
+    assert!(!ok, "{stdout}");
+    assert!(
+        step_line(&stdout, "FCM access token").contains("FAILED: the token endpoint refused"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_fcm_and_no_apns_key_rings_android_phones_and_is_ready() {
+    let fcm = fcm_standin::FcmStandIn::start(fcm_standin::FcmStandInConfig::test())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let account = dir.path().join("service-account.json");
+    std::fs::write(&account, fcm.test_service_account_json()).unwrap();
+    let ca = dir.path().join("fcm-ca.pem");
+    std::fs::write(&ca, fcm.ca_pem()).unwrap();
+    let db = TestDatabase::postgres();
+    let mut server = Server::spawn(&[
+        ("PORT", "0".into()),
+        ("HOST", "127.0.0.1".into()),
+        ("DATABASE_URL", db.url().to_owned()),
+        ("FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()),
+        ("FCM_ENDPOINT", fcm.url()),
+        ("FCM_CA_FILE", ca.display().to_string()),
+        ("WEBHOOK_SECRET", SECRET.into()),
+        ("LOG_FORMAT", "json".into()),
+        ("RUST_LOG", "info".into()),
+    ]);
+    server.wait_until_listening().await;
+    server
+        .wait_for_log("`FCM warmed up`", |l| message_is(l, "FCM warmed up"))
+        .await;
+    let http = reqwest::Client::new();
+    let ready = http
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "{}", server.log_text());
+    let android = fcm_token("solo-pixel");
+    let registered = http
+        .post(format!("{}/register", server.base))
+        .json(&android_registration(PERSON, &android))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status().as_u16(), 204);
+    // An iPhone may register (its tokens are kept), but nothing can push to it.
+    let iphone = http
+        .post(format!("{}/register", server.base))
+        .json(&registration(PERSON, &token("a1"), &token("b1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(iphone.status().as_u16(), 204);
+    let body = call_membership("solo-call", PERSON).to_string();
+    let status = http
+        .post(format!("{}/webhook", server.base))
+        .header("content-type", "application/json")
+        .header("X-Spark-Signature", sign(SECRET, body.as_bytes()))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 204, "{}", server.log_text());
+    let sent = fcm.wait_for_accepted(1, WAIT).await;
+    assert_eq!(sent.len(), 1, "{}", server.log_text());
+    assert_eq!(sent[0].token, android);
+    assert_eq!(sent[0].data["webhookData"], body);
+    server
+        .wait_for_log("`ApnsNotConfigured` for the iPhone", |l| {
+            l.to_string().contains("ApnsNotConfigured")
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fcm_503_is_retried_within_the_ring_deadline_no_sooner_than_retry_after() {
+    let h = Harness::start_with_fcm(2).await;
+    let android = fcm_token("busy-pixel");
+    let response = h.register(&android_registration(PERSON, &android)).await;
+    assert_eq!(response.status().as_u16(), 204);
+    h.fcm().script().set_retry_after(Some(1));
+    h.fcm()
+        .script()
+        .fail_prefix_times("busy-pixel", fcm_standin::Failure::Unavailable, 1);
+    let sent = std::time::Instant::now();
+    h.webhook(&call_membership("busy-call", PERSON)).await;
+    let delivered = h.fcm_messages(0, 1).await;
+    assert_eq!(delivered[0].token, android);
+    assert!(
+        sent.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    let stats = h.fcm().stats();
+    assert_eq!(stats.responses.get(&503), Some(&1), "{stats:?}");
+    assert_eq!(stats.accepted, 1);
+    h.relayed(1).await;
 }

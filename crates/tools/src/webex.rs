@@ -123,6 +123,13 @@ pub fn telephony_push(call_id: &str, callee: &str, admin: &str, caller_name: &st
                 "number": "+15557654321",
                 "version": "1.0",
             },
+            "fcmPayload": {
+                "pushId": format!("push-{call_id}"),
+                "externalTrackingId": format!("tracking-{call_id}"),
+                "name": caller_name,
+                "number": "+15557654321",
+                "version": "1.0",
+            },
             "eventTimestamp": "2025-06-01T12:00:02.000Z",
         }),
     );

@@ -30,6 +30,18 @@ fn the_demo_shows_every_push_and_cleans_up() {
         .filter(|l| l.contains("push at the stand-in"))
         .collect();
     assert_eq!(arrivals.len(), 6, "{stdout}");
+    // And KitchenSink for Android (C), through FCM: the call, the SDK's push, the message.
+    let android: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("data message at the FCM stand-in"))
+        .collect();
+    assert_eq!(android.len(), 3, "{stdout}");
+    assert!(android[..2].iter().all(|l| l.contains("HIGH")), "{stdout}");
+    assert!(android[2].contains("NORMAL"), "{stdout}");
+    assert!(
+        stdout.contains(r#""webhookTelephonyPush": "{\"externalTrackingId\""#),
+        "the fcmPayload as Webex sent it: {stdout}"
+    );
     let phone_a = "phone A (2017 sample app)";
     let phone_b = "phone B (KitchenSink app)";
     // callMemberships: A rings (VoIP), B gets an alert; in either order.
@@ -96,7 +108,7 @@ fn the_demo_shows_every_push_and_cleans_up() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("6 of 6 expected pushes arrived"),
+        stdout.contains("9 of 9 expected pushes arrived"),
         "{stdout}"
     );
     // The provider token is shown cut short, never whole.

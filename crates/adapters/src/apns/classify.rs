@@ -45,8 +45,8 @@ pub fn classify(
     };
     match (status, reason) {
         (200, _) => PushOutcome::Delivered {
-            apns_id: apns_id.to_owned(),
-            environment,
+            id: apns_id.to_owned(),
+            environment: Some(environment),
         },
         (400, Some("BadDeviceToken" | "DeviceTokenNotForTopic")) => dead(sent_at),
         (410, Some("Unregistered" | "ExpiredToken") | None) => {
@@ -114,8 +114,8 @@ mod tests {
                 ApnsEnvironment::Sandbox
             ),
             PushOutcome::Delivered {
-                apns_id: "abc".into(),
-                environment: ApnsEnvironment::Sandbox
+                id: "abc".into(),
+                environment: Some(ApnsEnvironment::Sandbox)
             }
         );
     }

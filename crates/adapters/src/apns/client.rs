@@ -604,6 +604,7 @@ mod tests {
             bundle_id: None,
             flavour: webex_push_domain::AppFlavour::Seed,
             content,
+            deliver_by: None,
         };
         let size = std::mem::size_of_val(&client.send_detailed(&push));
         assert!(size <= 1_536, "{size} bytes");

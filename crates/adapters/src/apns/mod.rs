@@ -5,11 +5,12 @@ mod classify;
 mod client;
 mod config;
 mod connection;
-mod payload;
+pub(crate) mod payload;
 mod prepared;
 mod token;
 
 pub use classify::classify;
+pub(crate) use classify::parse_retry_after;
 pub use client::{ApnsAnswer, ApnsClient, ApnsWarmUpError, PRODUCTION_ENDPOINT, SANDBOX_ENDPOINT};
 pub use config::{ApnsConfig, ApnsConfigError, ApnsKey, KeyId, KeyProblem, TeamId};
 pub use payload::{

@@ -93,7 +93,7 @@ struct Trim {
 
 /// How much of the Webex event a payload carries, from all of it to none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keep {
+pub(crate) enum Keep {
     /// As Webex wrote it.
     Verbatim,
     /// Byte for byte but for the whitespace between tokens.
@@ -255,7 +255,7 @@ fn shorten(text: &str, max: Option<usize>) -> Cow<'_, str> {
 }
 
 /// `json` without the whitespace between its tokens; strings are kept byte for byte.
-fn compact(json: &str) -> Cow<'_, str> {
+pub(crate) fn compact(json: &str) -> Cow<'_, str> {
     let is_space = |c: char| matches!(c, ' ' | '\n' | '\r' | '\t');
     if !json.contains(is_space) {
         return Cow::Borrowed(json);
@@ -509,7 +509,7 @@ struct WebhookAlert<'a> {
 }
 
 /// The webhook for `webhookData` as far as `keep` keeps it.
-fn webhook_data(webhook: Option<&RawJson>, keep: Keep) -> Option<Cow<'_, str>> {
+pub(crate) fn webhook_data(webhook: Option<&RawJson>, keep: Keep) -> Option<Cow<'_, str>> {
     let webhook = webhook?;
     if keep != Keep::Essentials {
         return kept(webhook, keep);
@@ -709,6 +709,7 @@ mod tests {
             occurred_at: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
             source,
             sdk_payload: sdk,
+            fcm_payload: None,
             webhook,
             callee_field: None,
             audience: None,

@@ -141,6 +141,7 @@ mod tests {
             occurred_at: Utc::now(),
             source: EventSource::CallMemberships,
             sdk_payload: None,
+            fcm_payload: None,
             webhook: None,
             callee_field: None,
             audience: None,

@@ -821,16 +821,18 @@ const SQLITE_CLAIM_EVENT: &str = "INSERT INTO seen_events (key, seen_at, job, ev
 /// ([`RegistrationPort::trim_devices`]), removed.
 const PG_TRIM_DEVICES: &str = "DELETE FROM devices WHERE token IN (\
      SELECT token FROM devices WHERE person_uuid = $1 AND channel = $2 \
-     ORDER BY registered_at DESC, token DESC OFFSET $3) RETURNING token";
+     ORDER BY registered_at DESC, token DESC OFFSET $3) RETURNING token, provider";
 const SQLITE_TRIM_DEVICES: &str = "DELETE FROM devices WHERE token IN (\
      SELECT token FROM devices WHERE person_uuid = ?1 AND channel = ?2 \
-     ORDER BY registered_at DESC, token DESC LIMIT -1 OFFSET ?3) RETURNING token";
+     ORDER BY registered_at DESC, token DESC LIMIT -1 OFFSET ?3) RETURNING token, provider";
 
 /// A token [`RegistrationPort::trim_devices`] removed.
 #[derive(QueryableByName)]
 struct TrimmedRow {
     #[diesel(sql_type = sql_types::Text)]
     token: String,
+    #[diesel(sql_type = sql_types::Text)]
+    provider: String,
 }
 
 /// At most `$2` events seen before `$1` ([`RegistrationPort::prune_seen_events`]).
@@ -887,6 +889,7 @@ impl RegistrationPort for DieselRegistrationStore {
             .as_ref()
             .map(|email| email.as_str().to_owned());
         let flavour = registration.flavour.as_str();
+        let provider = registration.provider().as_str();
         let environment = registration.environment.map(ApnsEnvironment::as_str);
         let bundle_id = registration
             .bundle_id
@@ -913,6 +916,7 @@ impl RegistrationPort for DieselRegistrationStore {
                             devices::environment.eq(environment),
                             devices::bundle_id.eq(&bundle_id),
                             devices::flavour.eq(flavour),
+                            devices::provider.eq(provider),
                             devices::registered_at.eq(at),
                             devices::updated_at.eq(at),
                         ))
@@ -926,6 +930,7 @@ impl RegistrationPort for DieselRegistrationStore {
                             devices::environment.eq(excluded(devices::environment)),
                             devices::bundle_id.eq(excluded(devices::bundle_id)),
                             devices::flavour.eq(excluded(devices::flavour)),
+                            devices::provider.eq(excluded(devices::provider)),
                             devices::registered_at.eq(excluded(devices::registered_at)),
                             devices::updated_at.eq(excluded(devices::updated_at)),
                         ))
@@ -947,36 +952,27 @@ impl RegistrationPort for DieselRegistrationStore {
         let person = person.uuid();
         let channel = channel.as_str();
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let removed: Vec<String> = self
+        let removed: Vec<TrimmedRow> = self
             .run(move |pools| match pools {
                 Pools::Postgres(pool) => on_postgres(pool, |conn| {
                     Ok(diesel::sql_query(PG_TRIM_DEVICES)
                         .bind::<sql_types::Uuid, _>(person)
                         .bind::<sql_types::Text, _>(channel)
                         .bind::<sql_types::BigInt, _>(keep)
-                        .load::<TrimmedRow>(conn)?
-                        .into_iter()
-                        .map(|row| row.token)
-                        .collect())
+                        .load::<TrimmedRow>(conn)?)
                 }),
                 Pools::Sqlite(pool) => Ok(diesel::sql_query(SQLITE_TRIM_DEVICES)
                     .bind::<sql_types::Text, _>(person.hyphenated().to_string())
                     .bind::<sql_types::Text, _>(channel)
                     .bind::<sql_types::BigInt, _>(keep)
-                    .load::<TrimmedRow>(&mut *pool.get()?)?
-                    .into_iter()
-                    .map(|row| row.token)
-                    .collect()),
+                    .load::<TrimmedRow>(&mut *pool.get()?)?),
             })
             .await?;
         removed
             .iter()
-            .map(|token| {
-                DeviceToken::parse(token).map_err(|_| {
-                    RegistrationError::Unknown(Box::new(StoreError::Corrupt(
-                        "a stored device token is invalid",
-                    )))
-                })
+            .map(|row| {
+                schema::stored_token(&row.token, &row.provider)
+                    .map_err(|error| RegistrationError::Unknown(Box::new(error)))
             })
             .collect()
     }

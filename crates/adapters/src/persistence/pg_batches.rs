@@ -73,7 +73,7 @@ const CLAIM_EVENTS: [&str; 8] = [
         " ON CONFLICT (key) DO UPDATE SET seen_at = seen_events.seen_at",
         " WHERE seen_events.job = excluded.job RETURNING key) ",
         "SELECT input.n, devices.token, devices.channel, devices.person_uuid, devices.person_id,",
-        " devices.environment, devices.bundle_id, devices.flavour, devices.registered_at,",
+        " devices.environment, devices.bundle_id, devices.flavour, devices.provider, devices.registered_at,",
         " devices.last_outcome, devices.last_outcome_at,",
         " (input.key = '' OR input.key IN (SELECT key FROM claimed)) AS fresh",
         " FROM input JOIN devices ON devices.person_uuid = input.person_uuid"

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use webex_push_domain::{
-    ApnsEnvironment, AppFlavour, BundleId, Channel, Device, DeviceToken, PersonId,
+    ApnsEnvironment, AppFlavour, BundleId, Channel, Device, DeviceToken, PersonId, PushProvider,
 };
 
 use super::StoreError;
@@ -28,6 +28,7 @@ pub(crate) mod pg {
             environment -> Nullable<Text>,
             bundle_id -> Nullable<Text>,
             flavour -> Text,
+            provider -> Text,
             registered_at -> Timestamptz,
             updated_at -> Timestamptz,
             last_outcome -> Nullable<Text>,
@@ -68,6 +69,7 @@ pub(crate) mod pg {
         environment: Option<String>,
         bundle_id: Option<String>,
         flavour: String,
+        provider: String,
         registered_at: DateTime<Utc>,
         last_outcome: Option<String>,
         last_outcome_at: Option<DateTime<Utc>>,
@@ -117,6 +119,7 @@ pub(crate) mod pg {
                 environment: self.environment,
                 bundle_id: self.bundle_id,
                 flavour: self.flavour,
+                provider: self.provider,
                 registered_at: self.registered_at,
                 last_outcome: self.last_outcome,
                 last_outcome_at: self.last_outcome_at,
@@ -143,6 +146,7 @@ pub(crate) mod sqlite {
             environment -> Nullable<Text>,
             bundle_id -> Nullable<Text>,
             flavour -> Text,
+            provider -> Text,
             registered_at -> TimestamptzSqlite,
             updated_at -> TimestamptzSqlite,
             last_outcome -> Nullable<Text>,
@@ -184,6 +188,7 @@ pub(crate) mod sqlite {
         environment: Option<String>,
         bundle_id: Option<String>,
         flavour: String,
+        provider: String,
         registered_at: DateTime<Utc>,
         last_outcome: Option<String>,
         last_outcome_at: Option<DateTime<Utc>>,
@@ -223,6 +228,7 @@ pub(crate) mod sqlite {
                 environment: self.environment,
                 bundle_id: self.bundle_id,
                 flavour: self.flavour,
+                provider: self.provider,
                 registered_at: self.registered_at,
                 last_outcome: self.last_outcome,
                 last_outcome_at: self.last_outcome_at,
@@ -240,14 +246,14 @@ struct RawDevice {
     environment: Option<String>,
     bundle_id: Option<String>,
     flavour: String,
+    provider: String,
     registered_at: DateTime<Utc>,
     last_outcome: Option<String>,
     last_outcome_at: Option<DateTime<Utc>>,
 }
 
 fn device_from_row(row: RawDevice) -> Result<Device, StoreError> {
-    let token = DeviceToken::parse(&row.token)
-        .map_err(|_| StoreError::Corrupt("token is not a valid device token"))?;
+    let token = stored_token(&row.token, &row.provider)?;
     let channel = row
         .channel
         .parse::<Channel>()
@@ -283,4 +289,13 @@ fn device_from_row(row: RawDevice) -> Result<Device, StoreError> {
         last_outcome: row.last_outcome,
         last_outcome_at: row.last_outcome_at,
     })
+}
+
+/// A token as stored with its provider.
+pub(crate) fn stored_token(token: &str, provider: &str) -> Result<DeviceToken, StoreError> {
+    let provider = provider
+        .parse::<PushProvider>()
+        .map_err(|_| StoreError::Corrupt("provider is not apns or fcm"))?;
+    DeviceToken::parse_for(provider, token)
+        .map_err(|_| StoreError::Corrupt("token is not a valid device token"))
 }

@@ -7,8 +7,9 @@
 //! - `telephony_calls`: a `terminator` call `alerting` (or `eventType=received`) rings;
 //!   `deleted`, `disconnected` end it; `connected` ends the ringing as answered.
 //!   The person is `data.personId` when present, else the webhook owner (`createdBy`).
-//! - `telephony_push`: rings the person with `data.apnsPayload` for the SDK, kept
-//!   byte for byte; the person is `data.personId` when present, else `createdBy` for a
+//! - `telephony_push`: rings the person with `data.apnsPayload` for the iOS SDK and
+//!   `data.fcmPayload` for the Android one, each kept byte for byte (either may be
+//!   missing, not both); the person is `data.personId` when present, else `createdBy` for a
 //!   webhook its creator owns (`ownedBy=creator`), else `actorId` (which field Webex
 //!   uses is unconfirmed; the one read is logged and kept with the event).
 //! - `messages/created`: announces the message to the webhook owner (`createdBy`)
@@ -120,6 +121,7 @@ struct Raw<'a> {
     body: Option<&'a str>,
     data: Option<&'a RawValue>,
     apns_payload: Option<&'a RawValue>,
+    fcm_payload: Option<&'a RawValue>,
 }
 
 impl<'a> Raw<'a> {
@@ -133,19 +135,20 @@ impl<'a> Raw<'a> {
         struct Data<'a> {
             #[serde(borrow, default, rename = "apnsPayload")]
             apns_payload: Option<&'a RawValue>,
+            #[serde(borrow, default, rename = "fcmPayload")]
+            fcm_payload: Option<&'a RawValue>,
         }
         // Only fails for a body the `Value` parse accepted if a key appears twice;
         // then the raw parts are taken from the parsed value instead.
         let data = serde_json::from_slice::<Top<'a>>(body)
             .ok()
             .and_then(|top| top.data);
-        let apns_payload = data
-            .and_then(|data| serde_json::from_str::<Data<'a>>(data.get()).ok())
-            .and_then(|data| data.apns_payload);
+        let payloads = data.and_then(|data| serde_json::from_str::<Data<'a>>(data.get()).ok());
         Self {
             body: std::str::from_utf8(body).ok(),
             data,
-            apns_payload,
+            apns_payload: payloads.as_ref().and_then(|data| data.apns_payload),
+            fcm_payload: payloads.as_ref().and_then(|data| data.fcm_payload),
         }
     }
 }
@@ -386,6 +389,7 @@ fn call_membership(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError
                 occurred_at,
                 source,
                 sdk_payload: envelope.sdk_data(),
+                fcm_payload: None,
                 webhook: envelope.webhook(),
                 callee_field: None,
                 audience: None,
@@ -472,6 +476,7 @@ fn telephony_call(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
             occurred_at,
             source,
             sdk_payload: envelope.sdk_data(),
+            fcm_payload: None,
             // No app reads it: KitchenSink rings Webex Calling calls from their
             // `telephony_push`.
             webhook: None,
@@ -508,12 +513,23 @@ fn telephony_push(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
     if envelope.is_event("deleted") {
         return Ok(envelope.ignored("a deleted telephony push carries nothing to relay"));
     }
+    // Android's payload travels as Webex wrote it, whatever JSON it is (it reaches the
+    // phone as the text of one FCM data value).
+    let fcm = match (data.map.get("fcmPayload"), envelope.raw.fcm_payload) {
+        (None | Some(Value::Null), _) => None,
+        (Some(value), raw) => Some((
+            value.clone(),
+            raw.and_then(|raw| RawJson::parse(raw.get()).ok())
+                .unwrap_or_else(|| RawJson::from_value(value)),
+        )),
+    };
     // The SDK's payload travels verbatim: the object as Webex wrote it, or the text of
     // one when a sender JSON-encoded it as a string.
     let (payload, verbatim) = match (data.map.get("apnsPayload"), envelope.raw.apns_payload) {
-        (None | Some(Value::Null), _) => {
-            return Ok(envelope.ignored("no data.apnsPayload to relay"));
-        }
+        (None | Some(Value::Null), _) => match &fcm {
+            Some((value, _)) => (value.clone(), None),
+            None => return Ok(envelope.ignored("no data.apnsPayload to relay")),
+        },
         (Some(Value::String(text)), _) => match serde_json::from_str::<Value>(text) {
             Ok(object @ Value::Object(_)) => (object, RawJson::parse(text).ok()),
             _ => {
@@ -532,7 +548,10 @@ fn telephony_push(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
             );
         }
     };
-    let verbatim = verbatim.unwrap_or_else(|| RawJson::from_value(&payload));
+    let apns_payload = match data.map.get("apnsPayload") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(verbatim.unwrap_or_else(|| RawJson::from_value(&payload))),
+    };
     let (person, field) = telephony_push_callee(envelope)?;
     tracing::debug!(callee_field = field.as_str(), "telephony_push callee read");
     let call_id = match data.optional("callId")? {
@@ -545,7 +564,8 @@ fn telephony_push(envelope: &Envelope<'_>) -> Result<WebhookEvent, WebhookError>
         caller: remote_party(data)?,
         occurred_at: envelope.occurred_at(&["eventTimestamp", "created"]),
         source: EventSource::TelephonyPush,
-        sdk_payload: Some(verbatim),
+        sdk_payload: apns_payload,
+        fcm_payload: fcm.map(|(_, raw)| raw),
         webhook: None,
         callee_field: Some(field),
         audience: None,

@@ -1,12 +1,14 @@
 //! The use cases, implemented on top of the ports.
 
 mod clock;
+mod gateways;
 mod identity;
 mod notification;
 mod registration;
 mod webhooks;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use gateways::ProviderGateways;
 pub use identity::{GuardError, RegistrationGuard};
 pub use notification::{HOLDER_TIMEOUT, Jitter, NotificationService, RetryPolicy};
 pub use registration::{RegisterError, Registered, RegistrationService};

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::join_all;
 use rand::Rng as _;
 use tokio::time::{Instant, sleep, timeout_at};
@@ -21,7 +21,8 @@ use crate::ports::{
     RegistrationError, RegistrationPort,
 };
 use crate::types::{
-    ApnsEnvironment, Device, DeviceToken, Event, Job, Push, PushContent, PushOutcome, ReplicaId,
+    ApnsEnvironment, Device, DeviceToken, Event, Job, Push, PushContent, PushOutcome, PushProvider,
+    ReplicaId,
 };
 
 /// Exponential backoff for pushes APNs asks us to retry.
@@ -217,12 +218,13 @@ impl NotificationService {
         devices: &[Device],
         content: PushContent,
         deadline: Instant,
+        deliver_by: DateTime<Utc>,
         report: &mut DeliveryReport,
     ) {
         let results = join_all(
             devices
                 .iter()
-                .map(|device| self.deliver(device, &content, deadline)),
+                .map(|device| self.deliver(device, &content, deadline, deliver_by)),
         )
         .await;
         for result in results {
@@ -251,6 +253,7 @@ impl NotificationService {
         device: &Device,
         content: &PushContent,
         deadline: Instant,
+        deliver_by: DateTime<Utc>,
     ) -> DeviceResult {
         let push = Push {
             token: device.token.clone(),
@@ -259,6 +262,7 @@ impl NotificationService {
             bundle_id: device.bundle_id.clone(),
             flavour: device.flavour,
             content: content.clone(),
+            deliver_by: Some(deliver_by),
         };
         let mut retries: u32 = 0;
         loop {
@@ -270,14 +274,16 @@ impl NotificationService {
                 return DeviceResult::GaveUp;
             };
             match outcome {
-                PushOutcome::Delivered {
-                    apns_id,
-                    environment,
-                } => {
-                    tracing::debug!(apns_id, %environment, attempts = retries + 1, "delivered");
-                    // Pin a token to the gateway that took it, so later pushes skip the
-                    // other one; a token with a known environment keeps it.
-                    let pin = device.environment.is_none().then_some(environment);
+                PushOutcome::Delivered { id, environment } => {
+                    tracing::debug!(
+                        id,
+                        environment = environment.map(tracing::field::display),
+                        attempts = retries + 1,
+                        "delivered"
+                    );
+                    // Pin an APNs token to the gateway that took it, so later pushes skip
+                    // the other one; a token with a known environment keeps it.
+                    let pin = environment.filter(|_| device.environment.is_none());
                     if pin.is_some() || delivery_is_news(device, self.clock.now()) {
                         self.record(&device.token, "delivered", pin).await;
                     }
@@ -309,13 +315,20 @@ impl NotificationService {
                     sleep(delay).await;
                 }
                 PushOutcome::Rejected { reason } => {
+                    let provider = device.token.provider();
                     if self.first_rejection_for(&reason) {
-                        tracing::warn!(
-                            reason,
-                            "APNs rejected a push: check the APNs configuration (reported once per reason)",
-                        );
+                        match provider {
+                            PushProvider::Apns => tracing::warn!(
+                                reason,
+                                "APNs rejected a push: check the APNs configuration (reported once per reason)",
+                            ),
+                            PushProvider::Fcm => tracing::warn!(
+                                reason,
+                                "FCM rejected a push: check the FCM service account and Firebase project (reported once per reason)",
+                            ),
+                        }
                     } else {
-                        tracing::debug!(reason, "APNs rejected the push");
+                        tracing::debug!(reason, %provider, "the push was rejected");
                     }
                     self.record(&device.token, &reason, None).await;
                     return DeviceResult::Rejected;
@@ -390,7 +403,9 @@ impl NotificationService {
 fn reached_by(devices: Vec<Device>, event: &Event) -> Vec<Device> {
     devices
         .into_iter()
-        .filter(|device| event.channel_for(device.flavour) == Some(device.channel))
+        .filter(|device| {
+            event.channel_for(device.flavour, device.token.provider()) == Some(device.channel)
+        })
         .collect()
 }
 
@@ -457,8 +472,14 @@ impl IncomingCallPort for NotificationService {
             self.finish(&job).await;
             return Err(NotifyError::Late { attempts });
         }
-        self.fan_out(&devices, job.event.clone().content(), deadline, &mut report)
-            .await;
+        self.fan_out(
+            &devices,
+            job.event.clone().content(),
+            deadline,
+            job.deliver_by,
+            &mut report,
+        )
+        .await;
         self.finish(&job).await;
         // Debug: the push worker logs the same report at info level with the event's
         // kind and timing, and a line per event is what a busy server can afford.
@@ -613,6 +634,7 @@ mod tests {
             occurred_at: start(),
             source: EventSource::TelephonyCalls,
             sdk_payload: None,
+            fcm_payload: None,
             webhook: None,
             callee_field: None,
             audience: None,
@@ -644,8 +666,8 @@ mod tests {
 
     fn delivered(environment: ApnsEnvironment) -> PushOutcome {
         PushOutcome::Delivered {
-            apns_id: "0a1b2c3d-0000-4000-8000-000000000000".into(),
-            environment,
+            id: "0a1b2c3d-0000-4000-8000-000000000000".into(),
+            environment: Some(environment),
         }
     }
 
@@ -1295,7 +1317,11 @@ mod tests {
             .await
             .unwrap();
         for push in sent.lock().unwrap().iter() {
-            assert_eq!(push.content.channel_for(push.flavour), Some(push.channel));
+            assert_eq!(
+                push.content
+                    .channel_for(push.flavour, push.token.provider()),
+                Some(push.channel)
+            );
         }
         let finished = *finished.lock().unwrap();
         (report, tokens_of(&sent), finished)

@@ -109,8 +109,9 @@ impl RegistrationService {
         skip_all,
         fields(
             person = %registration.person,
-            voip_token = %registration.voip_token,
+            voip_token = registration.voip_token.as_ref().map(tracing::field::display),
             alert_token = %registration.alert_token,
+            provider = %registration.provider(),
             environment = registration.environment.map(tracing::field::display),
         )
     )]
@@ -119,7 +120,7 @@ impl RegistrationService {
         proof: Option<&AccessToken>,
         registration: Registration,
     ) -> Result<Registered, RegisterError> {
-        if registration.voip_token == registration.alert_token {
+        if registration.voip_token.as_ref() == Some(&registration.alert_token) {
             tracing::debug!("refused: the same token for both channels");
             return Err(RegisterError::SameTokenForBothChannels);
         }
@@ -230,7 +231,7 @@ mod tests {
         Registration {
             person: person.clone(),
             email: Some(EmailAddress::parse("ada@example.com").unwrap()),
-            voip_token: token(voip),
+            voip_token: Some(token(voip)),
             alert_token: token(alert),
             environment: Some(ApnsEnvironment::Sandbox),
             bundle_id: None,

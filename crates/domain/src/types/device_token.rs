@@ -1,15 +1,71 @@
-//! APNs device tokens: lowercase hex, length checked but not fixed.
+//! Device tokens and the push service that issued them: APNs tokens are lowercase
+//! hex, length checked but not fixed; FCM registration tokens are opaque printable
+//! ASCII.
 
 use std::fmt;
+use std::str::FromStr;
 
-/// An APNs device token (PushKit or normal), stored as lowercase hex.
+use super::ParseEnumError;
+
+/// Which push service a token belongs to, and so which gateway sends to it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PushProvider {
+    /// Apple Push Notification service (iOS).
+    Apns,
+    /// Firebase Cloud Messaging, HTTP v1 API (Android).
+    Fcm,
+}
+
+impl PushProvider {
+    pub const ALL: [PushProvider; 2] = [PushProvider::Apns, PushProvider::Fcm];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushProvider::Apns => "apns",
+            PushProvider::Fcm => "fcm",
+        }
+    }
+}
+
+impl FromStr for PushProvider {
+    type Err = ParseEnumError;
+
+    /// Case-insensitive: apps send `APNS` and `FCM`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "apns" => Ok(PushProvider::Apns),
+            "fcm" => Ok(PushProvider::Fcm),
+            _ => Err(ParseEnumError {
+                value: s.to_owned(),
+                expected: "apns, fcm",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for PushProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A device token and its provider: an APNs token (PushKit or normal), stored as
+/// lowercase hex, or an FCM registration token, stored as given (it is case-sensitive).
 ///
 /// Apple warns that token length may change, so any even number of hex digits from
-/// [`DeviceToken::MIN_HEX`] to [`DeviceToken::MAX_HEX`] is accepted. `Debug` and
-/// `Display` show only the first eight digits, so a token never reaches a log in full;
-/// [`DeviceToken::as_str`] gives the whole token to those that must send it.
+/// [`DeviceToken::MIN_HEX`] to [`DeviceToken::MAX_HEX`] is accepted. Google documents
+/// no format for FCM tokens, so those are only bounded: 1 to [`DeviceToken::MAX_FCM`]
+/// printable ASCII characters. `Debug` and `Display` show only the first eight
+/// characters, so a token never reaches a log in full; [`DeviceToken::as_str`] gives
+/// the whole token to those that must send it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeviceToken(String);
+pub struct DeviceToken {
+    token: String,
+    provider: PushProvider,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceTokenError {
@@ -23,13 +79,46 @@ pub enum DeviceTokenError {
     TooShort(usize),
     #[error("device token is too long: {0} hex digits, at most 400 (200 bytes)")]
     TooLong(usize),
+    #[error("FCM registration token must be printable ASCII; found {0:?} at position {1}")]
+    NotPrintable(char, usize),
+    #[error("FCM registration token is too long: {0} bytes, at most 4096")]
+    FcmTooLong(usize),
 }
 
 impl DeviceToken {
     pub const MIN_HEX: usize = 32;
     pub const MAX_HEX: usize = 400;
+    /// Real FCM tokens are about 160 characters; this only bounds what is stored.
+    pub const MAX_FCM: usize = 4096;
     const SHOWN: usize = 8;
 
+    /// A token of `provider` ([`parse`](Self::parse) or [`parse_fcm`](Self::parse_fcm)).
+    pub fn parse_for(provider: PushProvider, input: &str) -> Result<Self, DeviceTokenError> {
+        match provider {
+            PushProvider::Apns => Self::parse(input),
+            PushProvider::Fcm => Self::parse_fcm(input),
+        }
+    }
+
+    /// An FCM registration token: 1 to [`MAX_FCM`](Self::MAX_FCM) printable ASCII
+    /// characters (no spaces or controls), kept as given.
+    pub fn parse_fcm(input: &str) -> Result<Self, DeviceTokenError> {
+        if input.is_empty() {
+            return Err(DeviceTokenError::Empty);
+        }
+        if let Some((position, bad)) = input.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+            return Err(DeviceTokenError::NotPrintable(bad, position));
+        }
+        if input.len() > Self::MAX_FCM {
+            return Err(DeviceTokenError::FcmTooLong(input.len()));
+        }
+        Ok(Self {
+            token: input.to_owned(),
+            provider: PushProvider::Fcm,
+        })
+    }
+
+    /// An APNs token: an even number of hex digits, any case, stored lowercase.
     pub fn parse(input: &str) -> Result<Self, DeviceTokenError> {
         if input.is_empty() {
             return Err(DeviceTokenError::Empty);
@@ -47,17 +136,28 @@ impl DeviceToken {
         if len < Self::MIN_HEX {
             return Err(DeviceTokenError::TooShort(len));
         }
-        Ok(Self(input.to_ascii_lowercase()))
+        Ok(Self {
+            token: input.to_ascii_lowercase(),
+            provider: PushProvider::Apns,
+        })
     }
 
-    /// The whole token, for the APNs request path and for storage only.
+    /// The whole token, for the request that sends to it and for storage only.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.token
     }
 
-    /// The first eight hex digits followed by `…`: safe for logs and admin views.
+    pub fn provider(&self) -> PushProvider {
+        self.provider
+    }
+
+    /// The first eight characters followed by `…` (at most half of a token shorter
+    /// than sixteen, so not even a short one prints whole): safe for logs and admin
+    /// views.
     pub fn redacted(&self) -> String {
-        format!("{}…", &self.0[..Self::SHOWN])
+        let shown = Self::SHOWN.min(self.token.len() / 2);
+        // Tokens are ASCII, so any byte offset is a character boundary.
+        format!("{}…", self.token.get(..shown).unwrap_or_default())
     }
 }
 
@@ -139,6 +239,51 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    #[test]
+    fn fcm_tokens_are_printable_ascii_kept_as_given_and_bounded() {
+        let token = "dGVzdA:APA91b-Hx_yZ0123456789";
+        let parsed = DeviceToken::parse_fcm(token).unwrap();
+        assert_eq!(parsed.as_str(), token);
+        assert_eq!(parsed.provider(), PushProvider::Fcm);
+        assert_eq!(parsed.to_string(), "dGVzdA:A…");
+        assert_eq!(
+            DeviceToken::parse_fcm("").unwrap_err(),
+            DeviceTokenError::Empty
+        );
+        assert_eq!(
+            DeviceToken::parse_fcm("ab cd").unwrap_err(),
+            DeviceTokenError::NotPrintable(' ', 2)
+        );
+        assert_eq!(
+            DeviceToken::parse_fcm("ab\ncd").unwrap_err(),
+            DeviceTokenError::NotPrintable('\n', 2)
+        );
+        assert_eq!(
+            DeviceToken::parse_fcm("abé").unwrap_err(),
+            DeviceTokenError::NotPrintable('é', 2)
+        );
+        assert_eq!(
+            DeviceToken::parse_fcm(&"a".repeat(4097)).unwrap_err(),
+            DeviceTokenError::FcmTooLong(4097)
+        );
+        assert!(DeviceToken::parse_fcm(&"a".repeat(4096)).is_ok());
+        // The same text is a different token under another provider.
+        let hex = "ab".repeat(16);
+        assert_ne!(
+            DeviceToken::parse_fcm(&hex).unwrap(),
+            DeviceToken::parse(&hex).unwrap()
+        );
+        assert_eq!(DeviceToken::parse_fcm("short").unwrap().to_string(), "sh…");
+        assert_eq!(DeviceToken::parse_fcm("x").unwrap().to_string(), "…");
+    }
+
+    #[test]
+    fn providers_parse_as_apps_send_them() {
+        assert_eq!("FCM".parse::<PushProvider>().unwrap(), PushProvider::Fcm);
+        assert_eq!("APNS".parse::<PushProvider>().unwrap(), PushProvider::Apns);
+        assert!("GCM".parse::<PushProvider>().is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use super::{AppFlavour, Channel, PersonId, PushContent, RawJson};
+use super::{AppFlavour, Channel, PersonId, PushContent, PushProvider, RawJson};
 
 /// A Webex call id (or call session id), opaque to us; at most 256 bytes.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -143,6 +143,10 @@ pub struct IncomingCall {
     /// the event's `data.apnsPayload` (always a JSON object); otherwise the event's
     /// `data`.
     pub sdk_payload: Option<RawJson>,
+    /// For `telephony_push`: the event's `data.fcmPayload` as Webex sent it (any JSON
+    /// value), for the Android SDK; `None` for other sources or when it had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fcm_payload: Option<RawJson>,
     /// The whole webhook as posted, for apps that read it (KitchenSink's
     /// `webhookData`); `None` where no app reads it (`telephony_push`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,12 +244,12 @@ impl Event {
         }
     }
 
-    /// The channel its push travels on to an app of `flavour`, `None` when such an app
-    /// gets none (see [`channel_for`]).
-    pub fn channel_for(&self, flavour: AppFlavour) -> Option<Channel> {
+    /// The channel its push travels on to an app of `flavour` on `provider`, `None`
+    /// when such an app gets none (see [`channel_for`]).
+    pub fn channel_for(&self, flavour: AppFlavour, provider: PushProvider) -> Option<Channel> {
         match self {
             Event::Ring(call) if call.audience.is_some_and(|only| only != flavour) => None,
-            _ => channel_for(self.kind(), self.source(), flavour),
+            _ => channel_for(self.kind(), self.source(), flavour, provider),
         }
     }
 
@@ -340,8 +344,17 @@ impl Event {
 /// `webhookData`), and no `telephony_calls` ring at all: it rings Webex Calling calls
 /// from their `telephony_push`, and an alert on top would be a second notice of one
 /// call.
-pub fn channel_for(kind: EventKind, source: EventSource, flavour: AppFlavour) -> Option<Channel> {
-    match (kind, flavour) {
+///
+/// An Android app (KitchenSink on FCM) takes what KitchenSink on iOS takes, on the one
+/// token it registers, its [`Channel::Alert`] one: FCM has no VoIP pushes, every push
+/// is a data message and a ring travels at high priority instead.
+pub fn channel_for(
+    kind: EventKind,
+    source: EventSource,
+    flavour: AppFlavour,
+    provider: PushProvider,
+) -> Option<Channel> {
+    let channel = match (kind, flavour) {
         (EventKind::Ring, AppFlavour::Seed) => Some(Channel::Voip),
         (EventKind::Ring, AppFlavour::KitchenSink) => match source {
             EventSource::TelephonyPush => Some(Channel::Voip),
@@ -349,6 +362,10 @@ pub fn channel_for(kind: EventKind, source: EventSource, flavour: AppFlavour) ->
             EventSource::TelephonyCalls | EventSource::Messages => None,
         },
         (EventKind::CallEnded | EventKind::Message, _) => Some(Channel::Alert),
+    };
+    match provider {
+        PushProvider::Apns => channel,
+        PushProvider::Fcm => channel.map(|_| Channel::Alert),
     }
 }
 
@@ -537,6 +554,7 @@ mod tests {
             occurred_at: Utc::now(),
             source: EventSource::TelephonyPush,
             sdk_payload: Some(RawJson::parse("{\"aps\": {}, \"data\": [1, \"two\"]}").unwrap()),
+            fcm_payload: None,
             webhook: Some(RawJson::parse("{\"resource\":\"telephony_push\"}").unwrap()),
             callee_field: Some(CalleeField::ActorId),
             audience: Some(AppFlavour::KitchenSink),
@@ -557,20 +575,55 @@ mod tests {
         for flavour in AppFlavour::ALL {
             for source in sources {
                 for kind in [EventKind::CallEnded, EventKind::Message] {
-                    assert_eq!(channel_for(kind, source, flavour), Some(Channel::Alert));
+                    assert_eq!(
+                        channel_for(kind, source, flavour, PushProvider::Apns),
+                        Some(Channel::Alert)
+                    );
                 }
             }
         }
         for source in sources {
             assert_eq!(
-                channel_for(EventKind::Ring, source, AppFlavour::Seed),
+                channel_for(
+                    EventKind::Ring,
+                    source,
+                    AppFlavour::Seed,
+                    PushProvider::Apns
+                ),
                 Some(Channel::Voip)
             );
         }
-        let kitchensink = |source| channel_for(EventKind::Ring, source, AppFlavour::KitchenSink);
+        let kitchensink = |source| {
+            channel_for(
+                EventKind::Ring,
+                source,
+                AppFlavour::KitchenSink,
+                PushProvider::Apns,
+            )
+        };
         assert_eq!(kitchensink(TelephonyPush), Some(Channel::Voip));
         assert_eq!(kitchensink(CallMemberships), Some(Channel::Alert));
         assert_eq!(kitchensink(TelephonyCalls), None);
+    }
+
+    #[test]
+    fn android_takes_what_kitchensink_takes_all_on_its_one_token() {
+        use EventSource::*;
+        let android =
+            |kind, source| channel_for(kind, source, AppFlavour::KitchenSink, PushProvider::Fcm);
+        assert_eq!(
+            android(EventKind::Ring, TelephonyPush),
+            Some(Channel::Alert)
+        );
+        assert_eq!(
+            android(EventKind::Ring, CallMemberships),
+            Some(Channel::Alert)
+        );
+        assert_eq!(android(EventKind::Ring, TelephonyCalls), None);
+        for source in [CallMemberships, TelephonyCalls, TelephonyPush, Messages] {
+            assert_eq!(android(EventKind::Message, source), Some(Channel::Alert));
+            assert_eq!(android(EventKind::CallEnded, source), Some(Channel::Alert));
+        }
     }
 
     #[test]
@@ -584,6 +637,7 @@ mod tests {
                 occurred_at: Utc::now(),
                 source,
                 sdk_payload: None,
+                fcm_payload: None,
                 webhook: None,
                 callee_field: None,
                 audience: None,
@@ -595,11 +649,20 @@ mod tests {
         assert_eq!(seed.key(), ring(EventSource::TelephonyCalls).key());
         // ...KitchenSink's does not: it rings from telephony_push only.
         assert_ne!(kitchensink.key(), seed.key());
-        assert_eq!(seed.channel_for(AppFlavour::Seed), Some(Channel::Voip));
-        assert_eq!(seed.channel_for(AppFlavour::KitchenSink), None);
-        assert_eq!(kitchensink.channel_for(AppFlavour::Seed), None);
         assert_eq!(
-            kitchensink.channel_for(AppFlavour::KitchenSink),
+            seed.channel_for(AppFlavour::Seed, PushProvider::Apns),
+            Some(Channel::Voip)
+        );
+        assert_eq!(
+            seed.channel_for(AppFlavour::KitchenSink, PushProvider::Apns),
+            None
+        );
+        assert_eq!(
+            kitchensink.channel_for(AppFlavour::Seed, PushProvider::Apns),
+            None
+        );
+        assert_eq!(
+            kitchensink.channel_for(AppFlavour::KitchenSink, PushProvider::Apns),
             Some(Channel::Voip)
         );
         assert_eq!(ring(EventSource::CallMemberships).split().len(), 1);

@@ -10,7 +10,7 @@ mod registration;
 mod webhook;
 
 pub use access_token::{AccessToken, AccessTokenError};
-pub use device_token::{DeviceToken, DeviceTokenError};
+pub use device_token::{DeviceToken, DeviceTokenError, PushProvider};
 pub use events::{
     CallEnded, CallId, CalleeField, Caller, Deadlines, Event, EventKey, EventKind, EventSource,
     IncomingCall, Job, JobId, NewMessage, ReplicaId, channel_for,

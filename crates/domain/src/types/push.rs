@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     ApnsEnvironment, AppFlavour, BundleId, CallEnded, Channel, DeviceToken, EventKind, EventSource,
-    IncomingCall, NewMessage, channel_for,
+    IncomingCall, NewMessage, PushProvider, channel_for,
 };
 
 /// What a push says. Shared (`Arc`) because one event fans out to many devices.
@@ -19,9 +19,9 @@ pub enum PushContent {
 }
 
 impl PushContent {
-    /// The channel this content travels on to an app of `flavour`, `None` when such an
-    /// app gets none: the rule of [`channel_for`].
-    pub fn channel_for(&self, flavour: AppFlavour) -> Option<Channel> {
+    /// The channel this content travels on to an app of `flavour` on `provider`, `None`
+    /// when such an app gets none: the rule of [`channel_for`].
+    pub fn channel_for(&self, flavour: AppFlavour, provider: PushProvider) -> Option<Channel> {
         let (kind, source) = match self {
             PushContent::IncomingCall(call)
                 if call.audience.is_some_and(|only| only != flavour) =>
@@ -32,7 +32,7 @@ impl PushContent {
             PushContent::CallEnded(ended) => (EventKind::CallEnded, ended.source),
             PushContent::Message(_) => (EventKind::Message, EventSource::Messages),
         };
-        channel_for(kind, source, flavour)
+        channel_for(kind, source, flavour, provider)
     }
 
     pub fn kind(&self) -> &'static str {
@@ -56,16 +56,20 @@ pub struct Push {
     /// Which payloads the app reads.
     pub flavour: AppFlavour,
     pub content: PushContent,
+    /// When the push stops being worth anything (the job's deadline): what an FCM
+    /// message's TTL follows. `None`: the provider's own lifetime for the kind.
+    pub deliver_by: Option<DateTime<Utc>>,
 }
 
 /// What APNs made of one push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
-    /// Accepted by APNs. `environment` is the gateway that took it, so a token
-    /// registered without one can be pinned to it.
+    /// Accepted by the provider. `id` is its id for the push (APNs' `apns-id`, FCM's
+    /// message name); `environment` is the APNs gateway that took it, so a token
+    /// registered without one can be pinned to it (`None` for FCM, which has one).
     Delivered {
-        apns_id: String,
-        environment: ApnsEnvironment,
+        id: String,
+        environment: Option<ApnsEnvironment>,
     },
     /// The token is dead for this app (`Unregistered`, `BadDeviceToken`, ...):
     /// remove it unless it was registered again after `since`.

@@ -5,15 +5,17 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use super::{DeviceToken, PersonId};
+use super::{DeviceToken, PersonId, PushProvider};
 
-/// Which of the app's two tokens a push goes to.
+/// Which of the app's tokens a push goes to. An iOS app has two; an Android app has
+/// one, its `Alert` token (FCM), which takes every push as a data message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     /// The PushKit token: incoming calls only; iOS requires each push to reach CallKit.
     Voip,
-    /// The app's normal APNs token: messages and call-ended notices.
+    /// The app's normal token (APNs; FCM's registration token on Android): messages and
+    /// call-ended notices, and on Android rings too.
     Alert,
 }
 
@@ -260,7 +262,9 @@ pub struct Registration {
     pub person: PersonId,
     /// `None` for apps that send none (KitchenSink).
     pub email: Option<EmailAddress>,
-    pub voip_token: DeviceToken,
+    /// The PushKit token of an iOS app; `None` for an Android app (FCM has one token).
+    pub voip_token: Option<DeviceToken>,
+    /// The app's normal token: APNs, or FCM's registration token.
     pub alert_token: DeviceToken,
     /// `None`: unknown; pushes try the configured default first, then the other.
     pub environment: Option<ApnsEnvironment>,
@@ -271,12 +275,18 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// The registration's tokens with the channel each serves.
-    pub fn tokens(&self) -> [(&DeviceToken, Channel); 2] {
-        [
-            (&self.voip_token, Channel::Voip),
-            (&self.alert_token, Channel::Alert),
-        ]
+    /// The registration's tokens with the channel each serves (VoIP first).
+    pub fn tokens(&self) -> Vec<(&DeviceToken, Channel)> {
+        self.voip_token
+            .iter()
+            .map(|token| (token, Channel::Voip))
+            .chain([(&self.alert_token, Channel::Alert)])
+            .collect()
+    }
+
+    /// The push service of the app's tokens (its normal token's: both are one's).
+    pub fn provider(&self) -> PushProvider {
+        self.alert_token.provider()
     }
 }
 

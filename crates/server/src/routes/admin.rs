@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
-use webex_push_domain::{Channel, Device, DeviceToken, PersonId};
+use webex_push_domain::{Channel, Device, DeviceToken, PersonId, PushProvider};
 
 use super::{Limits, method_not_allowed, read_body, require_json, token_error};
 use crate::admin::{AdminService, Target, TestPushError, TestPushResult};
@@ -79,6 +79,7 @@ fn device_json(device: &Device) -> Value {
         "environment": device.environment,
         "bundleId": device.bundle_id.as_ref().map(|b| b.as_str()),
         "flavour": device.flavour.as_str(),
+        "provider": device.token.provider(),
         "registeredAt": device.registered_at,
         "lastOutcome": device.last_outcome,
         "lastOutcomeAt": device.last_outcome_at,
@@ -141,6 +142,8 @@ fn parse_test_push(body: &[u8]) -> Result<(Target, Channel, String), ApiError> {
             })
             .ok(),
         (None, Some(token)) => DeviceToken::parse(token.trim())
+            // Not hex: an FCM registration token, if it is one.
+            .or_else(|apns| DeviceToken::parse_fcm(token.trim()).map_err(|_| apns))
             .map(Target::Token)
             .map_err(|e| errors.push(token_error("token", &e)))
             .ok(),
@@ -169,9 +172,12 @@ fn result_json(result: &TestPushResult) -> Value {
     let answer = &result.answer;
     json!({
         "token": result.token.redacted(),
+        "provider": answer.provider,
         "status": answer.status,
         "reason": answer.reason,
-        "apnsId": answer.apns_id,
+        "apnsId": (answer.provider == PushProvider::Apns).then_some(&answer.id),
+        "fcmMessage": (answer.provider == PushProvider::Fcm && !answer.id.is_empty())
+            .then_some(&answer.id),
         "environment": answer.environment,
         "outcome": answer.outcome.label(),
         "latencyMs": u64::try_from(answer.latency.as_millis()).unwrap_or(u64::MAX),

@@ -40,6 +40,9 @@ pub struct Limits {
     pub register_body: usize,
     pub webhook_body: usize,
     pub request_timeout: Duration,
+    /// Whether FCM is configured, so Android registrations (`pushProvider: "FCM"`) are
+    /// accepted.
+    pub fcm: bool,
 }
 
 /// Reads the whole body, refusing it past `limit` bytes or when the client takes
@@ -105,7 +108,8 @@ pub(crate) fn token_error(field: &str, error: &DeviceTokenError) -> FieldError {
         DeviceTokenError::NotHex(..) => "hex",
         DeviceTokenError::OddLength(_) => "even-length",
         DeviceTokenError::TooShort(_) => "min-length",
-        DeviceTokenError::TooLong(_) => "max-length",
+        DeviceTokenError::TooLong(_) | DeviceTokenError::FcmTooLong(_) => "max-length",
+        DeviceTokenError::NotPrintable(..) => "printable-ascii",
     };
     FieldError::new(field, rule, error.to_string())
 }

@@ -41,7 +41,7 @@ async fn register(
     limit_rate(&request, &rate_limiter, &metrics)?;
     require_json(&request)?;
     let body = read_body(payload, limits.register_body, limits.request_timeout).await?;
-    let registration = parse_registration(&body)?;
+    let registration = parse_registration(&body, limits.fcm)?;
     let registered = registrations
         .register(access_token(&request).as_ref(), registration)
         .await?;
@@ -55,9 +55,16 @@ async fn unregister(
     registrations: web::Data<RegistrationService>,
     rate_limiter: web::Data<RegisterRateLimiter>,
     metrics: web::Data<Metrics>,
+    limits: web::Data<Limits>,
 ) -> Result<HttpResponse, ApiError> {
     limit_rate(&request, &rate_limiter, &metrics)?;
+    // An APNs token is hex; with FCM configured, anything else printable may be an
+    // FCM one (the hex error is the one reported: it is what most clients send).
     let token = DeviceToken::parse(&token)
+        .or_else(|apns| match limits.fcm {
+            true => DeviceToken::parse_fcm(&token).map_err(|_| apns),
+            false => Err(apns),
+        })
         .map_err(|e| ApiError::Validation(vec![token_error("token", &e)]))?;
     registrations
         .unregister(access_token(&request).as_ref(), &token)
@@ -97,8 +104,10 @@ fn access_token(request: &HttpRequest) -> Option<AccessToken> {
 /// - KitchenSink's (Cisco's current sample apps), told by its `userId` or
 ///   `pushProvider`: `{"voipToken","deviceToken","pushProvider":"APNS","userId"}`, plus
 ///   optional `prod` (the tokens' APNs environment: `false` is sandbox) and `bundleId`.
-///   `pushProvider: "FCM"` (Android) is refused until FCM is supported.
-pub fn parse_registration(body: &[u8]) -> Result<Registration, ApiError> {
+/// - KitchenSink Android's: `{"pushProvider":"FCM","deviceToken","userId"}`, one FCM
+///   registration token (printable ASCII, at most 4096 bytes, not hex); accepted when
+///   `fcm` (FCM is configured), else refused naming `pushProvider`.
+pub fn parse_registration(body: &[u8], fcm: bool) -> Result<Registration, ApiError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let Value::Object(fields) = value else {
@@ -107,7 +116,7 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, ApiError> {
         ));
     };
     if fields.contains_key("userId") || fields.contains_key("pushProvider") {
-        kitchensink_registration(&fields)
+        kitchensink_registration(&fields, fcm)
     } else {
         seed_registration(&fields)
     }
@@ -134,7 +143,7 @@ fn seed_registration(fields: &Map<String, Value>) -> Result<Registration, ApiErr
             Ok(Registration {
                 person,
                 email: Some(email),
-                voip_token,
+                voip_token: Some(voip_token),
                 alert_token,
                 environment,
                 bundle_id,
@@ -145,14 +154,22 @@ fn seed_registration(fields: &Map<String, Value>) -> Result<Registration, ApiErr
     }
 }
 
-fn kitchensink_registration(fields: &Map<String, Value>) -> Result<Registration, ApiError> {
+fn kitchensink_registration(
+    fields: &Map<String, Value>,
+    fcm: bool,
+) -> Result<Registration, ApiError> {
     let mut errors = Vec::new();
     let provider = optional(fields, "pushProvider", &mut errors);
+    if provider.is_some_and(|p| p.eq_ignore_ascii_case("FCM")) && fcm {
+        return android_registration(fields);
+    }
     if let Some(provider) = provider.filter(|p| !p.eq_ignore_ascii_case("APNS")) {
-        let detail = if provider.eq_ignore_ascii_case("FCM") {
-            "FCM (Android) is not supported yet; only APNS".to_owned()
-        } else {
-            format!("must be APNS (FCM, for Android, is not supported yet); got {provider:?}")
+        let detail = match (provider.eq_ignore_ascii_case("FCM"), fcm) {
+            (true, _) => "FCM (Android) is not configured on this server; only APNS".to_owned(),
+            (false, true) => format!("must be APNS or FCM; got {provider:?}"),
+            (false, false) => format!(
+                "must be APNS (FCM, for Android, is not configured on this server); got {provider:?}"
+            ),
         };
         errors.push(FieldError::new("pushProvider", "supported", detail));
         // An Android body has no VoIP token and its token is not APNs hex: checking
@@ -182,13 +199,36 @@ fn kitchensink_registration(fields: &Map<String, Value>) -> Result<Registration,
             Ok(Registration {
                 person,
                 email: None,
-                voip_token,
+                voip_token: Some(voip_token),
                 alert_token,
                 environment,
                 bundle_id,
                 flavour: AppFlavour::KitchenSink,
             })
         }
+        _ => Err(ApiError::Validation(errors)),
+    }
+}
+
+/// KitchenSink Android's body: one FCM token, no environment, no VoIP token.
+fn android_registration(fields: &Map<String, Value>) -> Result<Registration, ApiError> {
+    let mut errors = Vec::new();
+    let token = required(fields, "deviceToken", &mut errors).and_then(|text| {
+        DeviceToken::parse_fcm(text.trim())
+            .map_err(|e| errors.push(token_error("deviceToken", &e)))
+            .ok()
+    });
+    let person = person_id(fields, "userId", &mut errors);
+    match (token, person) {
+        (Some(alert_token), Some(person)) if errors.is_empty() => Ok(Registration {
+            person,
+            email: None,
+            voip_token: None,
+            alert_token,
+            environment: None,
+            bundle_id: None,
+            flavour: AppFlavour::KitchenSink,
+        }),
         _ => Err(ApiError::Validation(errors)),
     }
 }

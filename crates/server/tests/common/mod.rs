@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apns_standin::{AcceptedPush, Failure, FaultProxy, StandIn, StandInConfig};
+use fcm_standin::{AcceptedMessage, FcmStandIn, FcmStandInConfig};
 use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -177,6 +178,10 @@ pub struct Harness {
     pub warm_up_requests: u64,
     /// The environment the server was started with, for a second replica.
     envs: Vec<(String, String)>,
+    /// The FCM stand-in, when started with [`Harness::start_with_fcm`].
+    pub fcm: Option<FcmStandIn>,
+    /// Its service account and CA, for replicas started later.
+    _fcm_dir: Option<tempfile::TempDir>,
 }
 
 impl Harness {
@@ -184,6 +189,51 @@ impl Harness {
     /// configured for both with `push_workers` workers.
     pub async fn start(push_workers: usize) -> Self {
         Self::start_with(push_workers, &[]).await
+    }
+
+    /// As [`Harness::start`], with Android too: the FCM stand-in, and the server given
+    /// its service account (the committed test key), endpoint and CA.
+    pub async fn start_with_fcm(push_workers: usize) -> Self {
+        Self::start_with_fcm_and(push_workers, &[]).await
+    }
+
+    /// As [`Harness::start_with_fcm`], with more environment variables.
+    pub async fn start_with_fcm_and(push_workers: usize, extra: &[(&str, String)]) -> Self {
+        let fcm = FcmStandIn::start(FcmStandInConfig::test()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let account = dir.path().join("service-account.json");
+        std::fs::write(&account, fcm.test_service_account_json()).unwrap();
+        let ca = dir.path().join("fcm-ca.pem");
+        std::fs::write(&ca, fcm.ca_pem()).unwrap();
+        let mut envs = vec![
+            ("FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()),
+            ("FCM_ENDPOINT", fcm.url()),
+            ("FCM_CA_FILE", ca.display().to_string()),
+        ];
+        envs.extend(extra.iter().cloned());
+        let mut h = Self::start_with(push_workers, &envs).await;
+        h._fcm_dir = Some(dir);
+        h.server
+            .wait_for_log("`FCM warmed up`", |l| message_is(l, "FCM warmed up"))
+            .await;
+        h.fcm = Some(fcm);
+        h
+    }
+
+    pub fn fcm(&self) -> &FcmStandIn {
+        self.fcm.as_ref().expect("started with start_with_fcm")
+    }
+
+    /// Waits until `n` FCM messages in all were accepted and returns those after `skip`.
+    pub async fn fcm_messages(&self, skip: usize, n: usize) -> Vec<AcceptedMessage> {
+        let all = self.fcm().wait_for_accepted(n, WAIT).await;
+        assert!(
+            all.len() >= n,
+            "expected {n} FCM messages, got {}; log:\n{}",
+            all.len(),
+            self.server.log_text()
+        );
+        all[skip..].to_vec()
     }
 
     /// As [`Harness::start`], with more environment variables.
@@ -283,6 +333,8 @@ impl Harness {
             _dir: dir,
             warm_up_requests,
             envs,
+            fcm: None,
+            _fcm_dir: None,
         };
         (harness, proxy)
     }
@@ -421,6 +473,16 @@ pub fn registration(person: &str, voip: &str, msg: &str) -> Value {
         "msgToken": msg,
         "personId": person,
     })
+}
+
+/// The body KitchenSink Android registers with.
+pub fn android_registration(person: &str, token: &str) -> Value {
+    json!({"pushProvider": "FCM", "deviceToken": token, "userId": person})
+}
+
+/// An FCM registration token as they look: not hex, case-sensitive, ~160 characters.
+pub fn fcm_token(name: &str) -> String {
+    format!("{name}:APA91bH-Xy_z{}", "Q9".repeat(70))
 }
 
 /// The body Cisco's current sample app (KitchenSink, iOS) registers with.

@@ -1,8 +1,9 @@
 //! `webex-push-demo`: the whole flow on one machine with nothing to set up. Starts the
-//! local APNs stand-in and the real `webex-push` binary on embedded SQLite in a
-//! temporary directory, registers two phones of one person (one as the original sample
-//! app does, one as Cisco's current KitchenSink app does), sends signed Webex webhooks,
-//! and prints every push as it reaches the stand-in, in the shape each app reads. Cleans up after
+//! local APNs and FCM stand-ins and the real `webex-push` binary on embedded SQLite in
+//! a temporary directory, registers three phones of one person (one as the original
+//! sample app does, one as Cisco's current KitchenSink app does on iOS, one as it does
+//! on Android), sends signed Webex webhooks, and prints every push as it reaches a
+//! stand-in, in the shape each app reads. Cleans up after
 //! itself; exits non-zero when an expected push does not arrive.
 
 use std::io::IsTerminal as _;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use apns_standin::{AcceptedPush, StandIn, StandInConfig};
 use clap::Parser;
+use fcm_standin::{AcceptedMessage, FcmStandIn, FcmStandInConfig};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use webex_push_tools::keys::{GeneratedKey, KEY_ID, TEAM_ID, TOPIC};
@@ -35,7 +37,7 @@ const ADA_TOKEN: &str = "ada-demo-access-token";
 #[command(
     name = "webex-push-demo",
     version,
-    about = "Runs webex-push against a local APNs stand-in and shows the pushes it sends."
+    about = "Runs webex-push against local APNs and FCM stand-ins and shows the pushes it sends."
 )]
 struct Args {
     /// The webex-push binary; default: WEBEX_PUSH_BIN, else `webex-push` next to this tool.
@@ -88,6 +90,9 @@ struct Demo {
     style: Style,
     dir: Option<tempfile::TempDir>,
     standin: Option<StandIn>,
+    fcm: Option<FcmStandIn>,
+    /// FCM messages printed so far.
+    fcm_seen: usize,
     webex: Option<WebexStandIn>,
     server: Option<ServerProcess>,
     http: reqwest::Client,
@@ -106,6 +111,8 @@ struct Step {
     title: &'static str,
     body: Value,
     expect: usize,
+    /// FCM data messages it must produce (to the Android phone).
+    expect_fcm: usize,
     /// Delivered by the Webex stand-in from this webhook of Ada's (signed with that
     /// webhook's own secret) instead of posted here with `WEBHOOK_SECRET`.
     via: Option<String>,
@@ -133,6 +140,8 @@ fn main() -> ExitCode {
             style,
             dir: None,
             standin: None,
+            fcm: None,
+            fcm_seen: 0,
             webex: None,
             server: None,
             http: reqwest::Client::new(),
@@ -170,7 +179,9 @@ impl Demo {
         let s = &self.style;
         println!(
             "{}",
-            s.bold("webex-push demo: Webex webhooks in, APNs pushes out, all on this machine")
+            s.bold(
+                "webex-push demo: Webex webhooks in, APNs and FCM pushes out, all on this machine"
+            )
         );
         println!();
 
@@ -193,6 +204,16 @@ impl Demo {
         let pushes = standin.subscribe();
         let standin_url = standin.url();
         self.standin = Some(standin);
+        let fcm = FcmStandIn::start(FcmStandInConfig::test())
+            .await
+            .context("cannot start the FCM stand-in")?;
+        let fcm_account = dir_path.join("fcm-service-account.json");
+        std::fs::write(&fcm_account, fcm.test_service_account_json())
+            .context("cannot write the FCM service account")?;
+        let fcm_ca = dir_path.join("fcm-standin-ca.pem");
+        std::fs::write(&fcm_ca, fcm.ca_pem()).context("cannot write the FCM stand-in's CA")?;
+        let fcm_url = fcm.url();
+        self.fcm = Some(fcm);
 
         let (echo, mut echoed) = tokio::sync::mpsc::unbounded_channel::<String>();
         let echo = if self.args.server_log {
@@ -234,6 +255,12 @@ impl Demo {
             ("APNS_TOPIC", TOPIC.to_owned()),
             ("APNS_ENDPOINT", standin_url.clone()),
             ("APNS_CA_FILE", ca_file.display().to_string()),
+            (
+                "FCM_SERVICE_ACCOUNT_FILE",
+                fcm_account.display().to_string(),
+            ),
+            ("FCM_ENDPOINT", fcm_url.clone()),
+            ("FCM_CA_FILE", fcm_ca.display().to_string()),
             ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
             ("SHUTDOWN_TIMEOUT_SECS", "10".to_owned()),
             ("RUST_LOG", "info".to_owned()),
@@ -251,6 +278,10 @@ impl Demo {
         println!(
             "  {} {standin_url}  (trusts a P-256 key generated just now, id {KEY_ID}, team {TEAM_ID})",
             s.dim("APNs stand-in      ")
+        );
+        println!(
+            "  {} {fcm_url}  (FCM v1 and its token endpoint; trusts the committed test service account)",
+            s.dim("FCM stand-in       ")
         );
         println!(
             "  {} {webex_url}  (people/me and webhooks, as Webex; knows Ada's access token)",
@@ -274,9 +305,10 @@ impl Demo {
             (ks_voip.clone(), "phone B (KitchenSink app), VoIP token"),
             (ks_alert.clone(), "phone B (KitchenSink app), device token"),
         ];
+        let android = random_fcm_token();
         println!(
             "{}",
-            s.bold("1. Ada's two phones register their tokens, each app with its own body and her Webex access token (REGISTER_AUTH=webex)")
+            s.bold("1. Ada's three phones register their tokens, each app with its own body and her Webex access token (REGISTER_AUTH=webex)")
         );
         let registrations = [
             (
@@ -311,6 +343,19 @@ impl Demo {
                     "prod": false,
                 }),
             ),
+            (
+                "phone C, KitchenSink for Android (FCM):",
+                json!({
+                    "pushProvider": "FCM",
+                    "deviceToken": android,
+                    "userId": webex::person_id(PERSON),
+                }),
+                json!({
+                    "pushProvider": "FCM",
+                    "deviceToken": short(&android),
+                    "userId": webex::person_id(PERSON),
+                }),
+            ),
         ];
         for (who, register, shown) in registrations {
             let s = &self.style;
@@ -341,21 +386,24 @@ impl Demo {
         let rings = self.show_webhooks(timeout).await?;
         let mut steps = vec![
             Step {
-                title: "Webex rings Ada: callMemberships/created, state notified, delivered by the Webex stand-in from the webhook the server made (phone A: VoIP; phone B: an alert with the webhook)",
+                title: "Webex rings Ada: callMemberships/created, state notified, delivered by the Webex stand-in from the webhook the server made (phone A: VoIP; phone B: an alert with the webhook; phone C: a high-priority data message with it)",
                 body: webex::call_membership("demo-call-1", PERSON, CALLER)["data"].clone(),
                 expect: 2,
+                expect_fcm: 1,
                 via: Some(rings),
             },
             Step {
-                title: "A Webex Calling call alerts Ada: telephony_calls/created, state alerting (phone A only: phone B rings from the call's telephony_push)",
+                title: "A Webex Calling call alerts Ada: telephony_calls/created, state alerting (phone A only: phones B and C ring from the call's telephony_push)",
                 body: webex::telephony_ring("demo-call-2", PERSON, "Grace Hopper", "+15551234567"),
                 expect: 1,
+                expect_fcm: 0,
                 via: None,
             },
             Step {
-                title: "The Calling SDK's push for the same call: telephony_push/updated (phone A rang for it already; phone B: the SDK's payload, verbatim)",
+                title: "The Calling SDK's push for the same call: telephony_push/updated (phone A rang for it already; phone B: the SDK's apnsPayload, verbatim; phone C: its fcmPayload, as Webex sent it)",
                 body: webex::telephony_push("demo-call-2", PERSON, ADMIN, "Grace Hopper"),
                 expect: 1,
+                expect_fcm: 1,
                 via: None,
             },
         ];
@@ -364,6 +412,7 @@ impl Demo {
                 title: "Grace writes to Ada: messages/created in a direct room",
                 body: webex::direct_message("demo-message-1", PERSON, CALLER),
                 expect: 2,
+                expect_fcm: 1,
                 via: None,
             });
         }
@@ -386,6 +435,13 @@ impl Demo {
             stats.connections_opened,
             stats.distinct_jwts.len()
         );
+        if let Some(fcm) = &self.fcm {
+            let stats = fcm.stats();
+            println!(
+                "   the FCM stand-in accepted {} data message(s) over {} HTTP/2 connection(s) with {} access token(s)",
+                stats.accepted, stats.connections_opened, stats.tokens_issued
+            );
+        }
         if self.received < self.expected {
             bail!(
                 "{} expected push(es) did not arrive",
@@ -463,8 +519,53 @@ impl Demo {
             self.received += 1;
             self.print_push(&push, sent.elapsed());
         }
+        if step.expect_fcm > 0 {
+            self.expected += step.expect_fcm;
+            let fcm = self.fcm.as_ref().context("the FCM stand-in runs")?;
+            let wanted = self.fcm_seen + step.expect_fcm;
+            let messages = fcm.wait_for_accepted(wanted, timeout).await;
+            let new: Vec<AcceptedMessage> = messages.iter().skip(self.fcm_seen).cloned().collect();
+            if new.len() < step.expect_fcm {
+                println!("   {}", self.style.red("✗ no FCM message arrived in time"));
+            }
+            for message in new.iter().take(step.expect_fcm) {
+                self.received += 1;
+                self.print_fcm(message, sent.elapsed());
+            }
+            self.fcm_seen = messages.len().min(wanted);
+        }
         println!();
         Ok(())
+    }
+
+    fn print_fcm(&self, message: &AcceptedMessage, after: Duration) {
+        let s = &self.style;
+        println!(
+            "   {} {} data message at the FCM stand-in after {:.1} ms, for phone C (KitchenSink for Android)",
+            s.green("◀"),
+            s.bold(message.priority.as_deref().unwrap_or("NORMAL")),
+            after.as_secs_f64() * 1000.0
+        );
+        println!(
+            "     {} /v1/projects/{}/messages:send  ttl {}",
+            s.cyan("POST"),
+            fcm_standin::TEST_PROJECT_ID,
+            message.ttl.as_deref().unwrap_or("-")
+        );
+        let mut data = serde_json::Map::new();
+        for (key, value) in &message.data {
+            let shown = if key == "webhookData" {
+                let cut: String = value.chars().take(60).collect();
+                format!(
+                    "{cut}… ({} bytes: the whole webhook as posted)",
+                    value.len()
+                )
+            } else {
+                value.clone()
+            };
+            data.insert(key.clone(), Value::String(shown));
+        }
+        print_indented(&pretty(&json!({ "data": data })), "     ");
     }
 
     /// Waits until the server has made Ada's webhooks at the Webex stand-in (in the
@@ -600,6 +701,9 @@ impl Demo {
         if let Some(standin) = self.standin.take() {
             standin.shutdown().await;
         }
+        if let Some(fcm) = self.fcm.take() {
+            fcm.shutdown().await;
+        }
         if let Some(webex) = self.webex.take() {
             webex.shutdown().await;
         }
@@ -622,6 +726,13 @@ impl Demo {
 fn random_token() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An FCM registration token as they look: an instance id, a colon, ~150 characters.
+fn random_fcm_token() -> String {
+    let bytes: [[u8; 16]; 3] = rand::random();
+    let tail: String = bytes.iter().flatten().map(|b| format!("{b:02x}")).collect();
+    format!("dEmO{}:APA91b{tail}", &tail[..7])
 }
 
 /// The first 8 hex digits, as the server's own logs show tokens.

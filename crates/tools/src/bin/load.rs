@@ -6,6 +6,10 @@
 //! at the stand-in, the server's CPU per 1,000 pushes and its memory, and whether any
 //! accepted webhook lost its push.
 //!
+//! With `--android` each person also has an Android phone (an FCM token): the local FCM
+//! stand-in runs too, every ring is also an FCM data message, and the report says how
+//! many reached it (one per accepted webhook, or some were lost).
+//!
 //! The send time travels inside the call id (`<phase><seq>-<µs since the epoch>`), so
 //! a push is matched to its webhook without any shared table on the hot path.
 
@@ -21,6 +25,7 @@ use apns_standin::{AcceptedPush, StandIn, StandInConfig, Stats};
 use bytes::Bytes;
 use clap::Parser;
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+use fcm_standin::{FcmStandIn, FcmStandInConfig};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use rand::Rng as _;
@@ -102,6 +107,10 @@ struct Args {
     /// Fail (exit 1) when any webhook is not answered 2xx, not only when a push is lost.
     #[arg(long)]
     require_all_accepted: bool,
+    /// Seed an Android phone (an FCM token) beside each person's iPhone, and run the
+    /// FCM stand-in: every ring is then also an FCM data message.
+    #[arg(long)]
+    android: bool,
 }
 
 fn main() -> ExitCode {
@@ -200,7 +209,7 @@ fn person_uuid(i: u64) -> String {
 /// Creates the schema through the persistence adapter (its embedded migrations), then
 /// inserts `persons` people with one VoIP and one Alert token each in one statement per
 /// 50,000 people. Skips people already there, so a seeded database can be reused.
-async fn seed(url: &str, persons: u64) -> anyhow::Result<u64> {
+async fn seed(url: &str, persons: u64, android: bool) -> anyhow::Result<u64> {
     let mut config = DatabaseConfig::with_url(url);
     config.pool_size = Some(1);
     let store = DieselRegistrationStore::connect(&config)
@@ -229,6 +238,20 @@ async fn seed(url: &str, persons: u64) -> anyhow::Result<u64> {
             inserted += diesel::sql_query(sql)
                 .execute(&mut conn)
                 .context("seeding devices failed")? as u64;
+            if android {
+                // KitchenSink Android's one FCM token (not hex), on the alert channel.
+                let sql = format!(
+                    "INSERT INTO devices (token, channel, person_uuid, person_id, registered_at, updated_at, flavour, provider) \
+                     SELECT 'load' || lpad(to_hex(i), 12, '0') || ':APA91b-' || repeat('x', 140), 'alert', \
+                            ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, \
+                            '00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'), now(), now(), 'kitchensink', 'fcm' \
+                     FROM generate_series({start}::bigint, {end}::bigint) AS i \
+                     ON CONFLICT (token) DO NOTHING"
+                );
+                inserted += diesel::sql_query(sql)
+                    .execute(&mut conn)
+                    .context("seeding Android devices failed")? as u64;
+            }
             start = end + 1;
         }
         diesel::sql_query("ANALYZE devices")
@@ -569,6 +592,21 @@ struct Report {
     /// distinct provider tokens (JWTs) it presented.
     apns_connections: u64,
     apns_provider_tokens: usize,
+    /// With `--android`: what reached the FCM stand-in over the whole run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fcm: Option<FcmReport>,
+}
+
+/// The FCM side of an `--android` run.
+#[derive(Debug, Default, Serialize)]
+struct FcmReport {
+    messages_accepted: u64,
+    /// Error answers by FCM error code (none expected).
+    errors: BTreeMap<String, u64>,
+    connections: u64,
+    access_tokens: u64,
+    /// Accepted webhooks (warm-up included) without their FCM message.
+    lost: i64,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -839,7 +877,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     };
     let seed_started = Instant::now();
-    report.seeded_devices = seed(&url, args.persons).await?;
+    report.seeded_devices = seed(&url, args.persons, args.android).await?;
     report.seed_seconds = seed_started.elapsed().as_secs_f64();
     println!(
         "seeded {} people, {} new devices, in {:.1} s",
@@ -860,6 +898,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .context("cannot start the APNs stand-in")?;
     let ca_file = dir.path().join("standin-ca.pem");
     std::fs::write(&ca_file, standin.ca_pem()).context("cannot write the stand-in's CA")?;
+    let fcm = if args.android {
+        let mut config = FcmStandInConfig::test();
+        config.record_accepted = false;
+        Some(
+            FcmStandIn::start(config)
+                .await
+                .context("cannot start the FCM stand-in")?,
+        )
+    } else {
+        None
+    };
 
     let mut envs = vec![
         ("PORT", "0".to_owned()),
@@ -875,6 +924,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
         ("RUST_LOG", args.server_log.clone()),
     ];
+    if let Some(fcm) = &fcm {
+        let account = dir.path().join("fcm-service-account.json");
+        std::fs::write(&account, fcm.test_service_account_json())
+            .context("cannot write the FCM service account")?;
+        let ca = dir.path().join("fcm-standin-ca.pem");
+        std::fs::write(&ca, fcm.ca_pem()).context("cannot write the FCM stand-in's CA")?;
+        envs.push(("FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()));
+        envs.push(("FCM_ENDPOINT", fcm.url()));
+        envs.push(("FCM_CA_FILE", ca.display().to_string()));
+    }
     if let Some(n) = args.http_workers {
         envs.push(("HTTP_WORKERS", n.to_string()));
     }
@@ -998,6 +1057,22 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     let status = server.stop(Duration::from_secs(30)).await;
     standin.shutdown().await;
+    // Counted after the server drained its queue: every accepted ring is in.
+    let mut fcm_lost = 0;
+    if let Some(fcm) = fcm {
+        let stats = fcm.stats();
+        let accepted = driver.counters.accepted.load(Ordering::Acquire);
+        fcm_lost = i64::try_from(accepted).unwrap_or(i64::MAX)
+            - i64::try_from(stats.accepted).unwrap_or(i64::MAX);
+        report.fcm = Some(FcmReport {
+            messages_accepted: stats.accepted,
+            errors: stats.errors.clone(),
+            connections: stats.connections_opened,
+            access_tokens: stats.tokens_issued,
+            lost: fcm_lost,
+        });
+        fcm.shutdown().await;
+    }
     let clean_exit = matches!(&status, Ok(s) if s.success());
     if !clean_exit {
         eprintln!("warning: the server did not exit cleanly: {status:?}");
@@ -1018,6 +1093,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if lost != 0 {
         eprintln!(
             "FAIL: {lost} accepted webhook(s) did not end as a push answered by the stand-in"
+        );
+        ok = false;
+    }
+    if fcm_lost != 0 {
+        eprintln!(
+            "FAIL: {fcm_lost} accepted webhook(s) did not end as an FCM message answered by the FCM stand-in"
         );
         ok = false;
     }
@@ -1094,6 +1175,12 @@ fn print_report(report: &Report) {
         "\nAPNs stand-in, whole run: {} connection(s) opened, {} provider token(s) presented",
         report.apns_connections, report.apns_provider_tokens
     );
+    if let Some(fcm) = &report.fcm {
+        println!(
+            "FCM stand-in, whole run: {} data message(s) accepted, errors {:?}, {} connection(s), {} access token(s), lost {}",
+            fcm.messages_accepted, fcm.errors, fcm.connections, fcm.access_tokens, fcm.lost
+        );
+    }
     if report.arrivals_missed_by_subscriber > 0 {
         println!(
             "\n(note: the latency collector fell behind and missed {} pushes; they are counted, only their latency is unknown)",

@@ -1,0 +1,244 @@
+//! The FCM HTTP v1 client: one warm HTTP/2 connection (reqwest keeps it), one shared
+//! access token, one classification table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use http::header;
+use webex_push_domain::{Push, PushGateway, PushOutcome, PushProvider};
+
+use super::classify::{ErrorBody, classify};
+use super::config::{FcmConfig, FcmConfigError};
+use super::payload;
+use super::token::{AccessTokens, TokenError, error_chain};
+use crate::apns::parse_retry_after;
+
+/// Everything FCM said about one push, for operators (`webex-push push`, the admin test
+/// push): the status, Google's status name and FCM error code, and the outcome.
+#[derive(Debug, Clone)]
+pub struct FcmAnswer {
+    /// `None` when no answer came (connection failed, timed out, no access token).
+    pub status: Option<u16>,
+    /// FCM's error code, else Google's status name, else what went wrong locally.
+    pub reason: Option<String>,
+    /// Google's message, when it sent one (no secret in it).
+    pub message: Option<String>,
+    /// The message name (`projects/<p>/messages/<id>`) on success.
+    pub name: Option<String>,
+    pub outcome: PushOutcome,
+}
+
+/// Why [`FcmClient::warm_up`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FcmWarmUpError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// The PushGateway for FCM tokens. Cheap to clone: clones share the connection and the
+/// access token.
+#[derive(Clone)]
+pub struct FcmClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    tokens: AccessTokens,
+    send_url: String,
+    project_id: String,
+}
+
+impl FcmClient {
+    pub fn new(config: FcmConfig) -> Result<Self, FcmConfigError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout)
+            .pool_idle_timeout(None)
+            .http2_keep_alive_interval(Duration::from_secs(60))
+            .http2_keep_alive_while_idle(true);
+        if let Some(pem) = &config.extra_ca_pem {
+            let certificate = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(FcmConfigError::BadCaCertificate)?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder.build().map_err(FcmConfigError::Http)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tokens: AccessTokens::new(config.account.clone(), http.clone()),
+                send_url: config.send_url(),
+                project_id: config.account.project_id().to_owned(),
+                http,
+            }),
+        })
+    }
+
+    pub fn project_id(&self) -> &str {
+        &self.inner.project_id
+    }
+
+    /// Access tokens fetched since start (one an hour, whatever the load).
+    pub fn access_tokens_minted(&self) -> u64 {
+        self.inner.tokens.minted()
+    }
+
+    /// Fetches the access token before the first push needs it, which also opens the
+    /// connection to the token endpoint (and, when it is the stand-in, to FCM).
+    pub async fn warm_up(&self) -> Result<(), FcmWarmUpError> {
+        self.inner.tokens.get().await?;
+        Ok(())
+    }
+
+    /// Sends `push` and returns FCM's whole answer. An expired access token (`401`) is
+    /// replaced and the push sent once more; a second `401` is a configuration error.
+    #[tracing::instrument(name = "fcm_send", skip_all, fields(token = %push.token))]
+    pub async fn send_detailed(&self, push: &Push) -> FcmAnswer {
+        if push.token.provider() != PushProvider::Fcm {
+            return local(PushOutcome::Rejected {
+                reason: "NotAnFcmToken".into(),
+            });
+        }
+        let sent_at = Utc::now();
+        let body = match payload::prepare(push, sent_at) {
+            Ok(body) => body,
+            Err(unsendable) => {
+                tracing::warn!(reason = unsendable.reason(), "push not sent: {unsendable}");
+                return local(PushOutcome::Rejected {
+                    reason: unsendable.reason().into(),
+                });
+            }
+        };
+        let mut answer = self.try_once(&body, sent_at).await;
+        if answer.refresh_token {
+            tracing::info!("FCM refused the access token; fetching a new one");
+            answer = self.try_once(&body, sent_at).await;
+            if answer.refresh_token {
+                answer.answer.outcome = PushOutcome::Rejected {
+                    reason: "UNAUTHENTICATED".into(),
+                };
+            }
+        }
+        answer.answer
+    }
+
+    async fn try_once(&self, body: &[u8], sent_at: chrono::DateTime<Utc>) -> Attempt {
+        let inner = &self.inner;
+        let token = match inner.tokens.get().await {
+            Ok(token) => token,
+            Err(error) => {
+                let outcome = match &error {
+                    TokenError::Refused(_) => PushOutcome::Rejected {
+                        reason: "ServiceAccountRefused".into(),
+                    },
+                    TokenError::Unavailable(_) => PushOutcome::Retry {
+                        reason: "TokenEndpointUnavailable".into(),
+                        after: None,
+                    },
+                };
+                tracing::warn!(%error, "no FCM access token");
+                return Attempt {
+                    answer: FcmAnswer {
+                        message: Some(error.to_string()),
+                        ..local(outcome)
+                    },
+                    refresh_token: false,
+                };
+            }
+        };
+        let sent = inner
+            .http
+            .post(&inner.send_url)
+            .header(header::AUTHORIZATION, token.bearer())
+            .header(header::CONTENT_TYPE, "application/json; charset=UTF-8")
+            .body(body.to_owned())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                let reason = if error.is_timeout() {
+                    "Timeout"
+                } else {
+                    "ConnectionFailed"
+                };
+                tracing::debug!(error = error_chain(&error), "FCM request failed");
+                return Attempt {
+                    answer: FcmAnswer {
+                        message: Some(error_chain(&error)),
+                        ..local(PushOutcome::Retry {
+                            reason: reason.into(),
+                            after: None,
+                        })
+                    },
+                    refresh_token: false,
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
+        let bytes = response.bytes().await.unwrap_or_default();
+        let (error, name) = if status == 200 {
+            #[derive(serde::Deserialize)]
+            struct Sent {
+                name: Option<String>,
+            }
+            let name = serde_json::from_slice::<Sent>(&bytes)
+                .ok()
+                .and_then(|s| s.name)
+                .unwrap_or_default();
+            (ErrorBody::default(), name)
+        } else {
+            (
+                serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_default(),
+                String::new(),
+            )
+        };
+        let outcome = classify(status, &error, retry_after, sent_at, &name);
+        let refresh_token =
+            matches!(&outcome, PushOutcome::Retry { reason, .. } if reason == "UNAUTHENTICATED");
+        if refresh_token {
+            inner.tokens.invalidate(&token);
+        }
+        Attempt {
+            answer: FcmAnswer {
+                status: Some(status),
+                reason: error.reason().map(str::to_owned),
+                message: error.error.message.clone(),
+                name: (!name.is_empty()).then_some(name),
+                outcome,
+            },
+            refresh_token,
+        }
+    }
+}
+
+struct Attempt {
+    answer: FcmAnswer,
+    /// FCM refused the access token: try once more with a new one.
+    refresh_token: bool,
+}
+
+/// An answer made here, without FCM.
+fn local(outcome: PushOutcome) -> FcmAnswer {
+    FcmAnswer {
+        status: None,
+        reason: Some(outcome.label().to_owned()),
+        message: None,
+        name: None,
+        outcome,
+    }
+}
+
+#[async_trait]
+impl PushGateway for FcmClient {
+    async fn send(&self, push: &Push) -> PushOutcome {
+        self.send_detailed(push).await.outcome
+    }
+}
