@@ -21,14 +21,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 echo "building (release)..." >&2
-# The executable cargo built for target NAME, from its JSON messages.
-executable() {
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
-        print(m["executable"])' "$1"
-}
+# shellcheck source=../lib.sh
+. "$root/bench/lib.sh"
 standin_bin="$(cd "$root" && cargo build --release -p apns-standin --bin apns-standin \
   --message-format=json 2>/dev/null | executable apns-standin)"
 bench_bin="$(cd "$root" && cargo bench -p webex-push-adapters --bench apns --no-run \

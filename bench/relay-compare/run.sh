@@ -24,13 +24,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 echo "building (release)..." >&2
-executable() {
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
-        print(m["executable"])' "$1"
-}
+# shellcheck source=../lib.sh
+. "$root/bench/lib.sh"
 ours="${WEBEX_PUSH_BIN:-$(cd "$root" && cargo build --release -p webex-push --bin webex-push \
   --message-format=json 2>/dev/null | executable webex-push)}"
 load="$(cd "$root" && cargo build --release -p webex-push-tools --bin webex-push-load \

@@ -6,7 +6,7 @@ mod jwt;
 mod proxy;
 mod script;
 mod server;
-mod tls;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -190,7 +190,7 @@ impl StandIn {
     pub async fn start_on(config: StandInConfig, addr: SocketAddr) -> anyhow::Result<Self> {
         let verifier = JwtVerifier::new(&config.public_key_pem, &config.key_id, &config.team_id)?;
         let jwts = Arc::new(JwtRegistry::new(verifier));
-        let tls = tls::generate()?;
+        let tls = tls::generate("apns-standin test CA")?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (pushes, _) = broadcast::channel(4096);

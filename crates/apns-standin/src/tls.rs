@@ -1,5 +1,6 @@
 //! The stand-in's TLS: a CA and a `localhost`/`127.0.0.1` certificate generated at start,
-//! offering ALPN `h2` only, as APNs does.
+//! offering ALPN `h2` only, as APNs does (and as Google does for FCM: the FCM stand-in
+//! uses it too).
 
 use std::sync::Arc;
 
@@ -10,19 +11,20 @@ use rcgen::{
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
 
-pub(crate) struct Tls {
-    pub(crate) acceptor: TlsAcceptor,
+pub struct Tls {
+    pub acceptor: TlsAcceptor,
     /// The CA clients must trust (PEM).
-    pub(crate) ca_pem: String,
+    pub ca_pem: String,
 }
 
-pub(crate) fn generate() -> anyhow::Result<Tls> {
+/// A fresh CA named `ca_name` and a server certificate it signed.
+pub fn generate(ca_name: &str) -> anyhow::Result<Tls> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "apns-standin test CA");
+        .push(DnType::CommonName, ca_name);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,

@@ -5,7 +5,6 @@
 
 mod script;
 mod server;
-mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -160,7 +159,7 @@ impl FcmStandIn {
     pub async fn start_on(config: FcmStandInConfig, addr: SocketAddr) -> anyhow::Result<Self> {
         let decoding_key =
             jsonwebtoken::DecodingKey::from_rsa_pem(config.public_key_pem.as_bytes())?;
-        let tls = tls::generate()?;
+        let tls = apns_standin::tls::generate("fcm-standin test CA")?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
