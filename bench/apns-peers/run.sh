@@ -21,7 +21,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 echo "building (release)..." >&2
-# shellcheck source=../lib.sh
+# shellcheck source=bench/lib.sh
 . "$root/bench/lib.sh"
 standin_bin="$(cd "$root" && cargo build --release -p apns-standin --bin apns-standin \
   --message-format=json 2>/dev/null | executable apns-standin)"

@@ -24,7 +24,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 echo "building (release)..." >&2
-# shellcheck source=../lib.sh
+# shellcheck source=bench/lib.sh
 . "$root/bench/lib.sh"
 ours="${WEBEX_PUSH_BIN:-$(cd "$root" && cargo build --release -p webex-push --bin webex-push \
   --message-format=json 2>/dev/null | executable webex-push)}"
