@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench scripts (sourced, not run).
 
 # Prints the executable cargo built for target NAME, read from cargo's JSON messages on
