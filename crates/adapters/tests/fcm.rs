@@ -485,3 +485,46 @@ fn the_service_account_is_read_as_json_base64_or_a_file_and_errors_name_the_vari
     );
     assert!(FcmConfig::new(account).with_endpoint("ftp://x").is_err());
 }
+
+#[tokio::test]
+async fn a_connection_silently_dropped_on_the_way_is_abandoned_at_the_first_unanswered_push() {
+    let standin = FcmStandIn::start(FcmStandInConfig::test()).await.unwrap();
+    // Only the messages go through the proxy; the token endpoint is reached directly.
+    let proxy = apns_standin::FaultProxy::start(standin.local_addr())
+        .await
+        .unwrap();
+    let account =
+        ServiceAccount::from_json(&standin.test_service_account_json(), "FCM_SERVICE_ACCOUNT")
+            .unwrap();
+    let mut config = FcmConfig::new(account).with_endpoint(&proxy.url()).unwrap();
+    config.extra_ca_pem = Some(standin.ca_pem());
+    config.request_timeout = Duration::from_secs(2);
+    let client = FcmClient::new(config).unwrap();
+    let first = client.send(&push(token("ada"), message())).await;
+    assert!(matches!(first, PushOutcome::Delivered { .. }), "{first:?}");
+    assert_eq!(proxy.connections(), 1);
+
+    // A NAT forgets the flow: nothing is refused, nothing comes back.
+    assert_eq!(proxy.blackhole_live(), 1);
+    let since = Instant::now();
+    let lost = client.send(&push(token("bob"), message())).await;
+    assert!(
+        matches!(&lost, PushOutcome::Retry { reason, .. } if reason == "Timeout"),
+        "{lost:?}"
+    );
+    // The next push goes to a new connection instead of the dead one.
+    let again = client.send(&push(token("bob"), message())).await;
+    assert!(matches!(again, PushOutcome::Delivered { .. }), "{again:?}");
+    let took = since.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "delivered again after {took:?}"
+    );
+    assert_eq!(proxy.connections(), 2);
+    assert!(matches!(
+        client.send(&push(token("cy"), message())).await,
+        PushOutcome::Delivered { .. }
+    ));
+    assert_eq!(proxy.connections(), 2);
+    assert_eq!(standin.wait_for_accepted(3, WAIT).await.len(), 3);
+}

@@ -1,5 +1,6 @@
-//! The FCM HTTP v1 client: one warm HTTP/2 connection (reqwest keeps it), one shared
-//! access token, one classification table.
+//! The FCM HTTP v1 client: one warm HTTP/2 connection (reqwest keeps it; a new one
+//! after a request got no answer on it), one shared access token, one classification
+//! table.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,11 @@ pub struct FcmClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// The client (its one connection to FCM) and its generation; replaced when a
+    /// request on it got no answer (see [`Inner::abandon`]).
+    http: std::sync::RwLock<(u64, reqwest::Client)>,
+    /// Builds a client with a connection of its own.
+    connect: Box<dyn Fn() -> Result<reqwest::Client, FcmConfigError> + Send + Sync>,
     tokens: AccessTokens,
     send_url: String,
     project_id: String,
@@ -53,25 +58,26 @@ struct Inner {
 
 impl FcmClient {
     pub fn new(config: FcmConfig) -> Result<Self, FcmConfigError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
-            .pool_idle_timeout(None)
-            .http2_keep_alive_interval(Duration::from_secs(60))
-            .http2_keep_alive_while_idle(true);
-        if let Some(pem) = &config.extra_ca_pem {
-            let certificate = reqwest::Certificate::from_pem(pem.as_bytes())
-                .map_err(FcmConfigError::BadCaCertificate)?;
-            builder = builder.add_root_certificate(certificate);
-        }
-        let http = builder.build().map_err(FcmConfigError::Http)?;
+        let certificate = config
+            .extra_ca_pem
+            .as_deref()
+            .map(|pem| {
+                reqwest::Certificate::from_pem(pem.as_bytes())
+                    .map_err(FcmConfigError::BadCaCertificate)
+            })
+            .transpose()?;
+        let timeout = config.request_timeout;
+        let connect = move || http_client(timeout, certificate.clone());
+        let http = connect()?;
         Ok(Self {
             inner: Arc::new(Inner {
+                // The token endpoint keeps the first client: a fetch that fails is
+                // retried by the next push.
                 tokens: AccessTokens::new(config.account.clone(), http.clone()),
                 send_url: config.send_url(),
                 project_id: config.account.project_id().to_owned(),
-                http,
+                http: std::sync::RwLock::new((0, http)),
+                connect: Box::new(connect),
             }),
         })
     }
@@ -148,8 +154,8 @@ impl FcmClient {
                 };
             }
         };
-        let sent = inner
-            .http
+        let (generation, http) = inner.client();
+        let sent = http
             .post(&inner.send_url)
             .header(header::AUTHORIZATION, token.bearer())
             .header(header::CONTENT_TYPE, "application/json; charset=UTF-8")
@@ -159,6 +165,12 @@ impl FcmClient {
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
+                if error.is_timeout() || !error.is_connect() {
+                    // No answer on an open connection: it may be dead without knowing
+                    // it (a NAT or proxy that forgot the flow), and HTTP/2 keep-alive
+                    // would notice only after a minute or more.
+                    inner.abandon(generation);
+                }
                 let reason = if error.is_timeout() {
                     "Timeout"
                 } else {
@@ -217,6 +229,56 @@ impl FcmClient {
             refresh_token,
         }
     }
+}
+
+impl Inner {
+    fn client(&self) -> (u64, reqwest::Client) {
+        let current = self.http.read().unwrap_or_else(|e| e.into_inner());
+        (current.0, current.1.clone())
+    }
+
+    /// Leaves the connection of client `generation` to the requests already on it and
+    /// sends every later one on a fresh connection; a no-op when another request
+    /// replaced it first.
+    fn abandon(&self, generation: u64) {
+        let mut current = self.http.write().unwrap_or_else(|e| e.into_inner());
+        if current.0 != generation {
+            return;
+        }
+        match (self.connect)() {
+            Ok(client) => {
+                *current = (generation + 1, client);
+                tracing::info!(
+                    generation = generation + 1,
+                    "FCM request got no answer: later pushes go to a new connection"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "FCM connection not replaced"),
+        }
+    }
+}
+
+/// The HTTP/2 client for FCM and the token endpoint, trusting `certificate` too.
+fn http_client(
+    timeout: Duration,
+    certificate: Option<reqwest::Certificate>,
+) -> Result<reqwest::Client, FcmConfigError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(None)
+        .http2_keep_alive_interval(Duration::from_secs(60))
+        .http2_keep_alive_while_idle(true);
+    // Bytes Google has not acknowledged for this long mean the path is gone.
+    #[cfg(target_os = "linux")]
+    {
+        builder = builder.tcp_user_timeout(Duration::from_secs(5));
+    }
+    if let Some(certificate) = certificate {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(FcmConfigError::Http)
 }
 
 struct Attempt {
