@@ -417,7 +417,15 @@ async fn a_blackholed_apns_connection_is_abandoned_and_rings_arrive_again_within
     h.register_ok(&ada.uuid, &ada.voip, &ada.alert).await;
     h.register_ok(&bob.uuid, &bob.voip, &bob.alert).await;
     assert_eq!(post_ring(&h, "before", &ada.uuid).await, 204);
-    eventually(&h, "the ring before", async || rings_of(&h, &ada.voip) == 1).await;
+    // Relayed, not only received: an answer still on its way back when the path dies
+    // leaves the outcome unknown, and the push is (rightly) sent again.
+    eventually(&h, "the ring before relayed", async || {
+        h.server
+            .count_logs(|l| message_is(l, "event relayed") && l["call_id"] == "before")
+            == 1
+    })
+    .await;
+    assert_eq!(rings_of(&h, &ada.voip), 1);
 
     // A NAT forgets the flow: nothing is refused, nothing comes back.
     assert_eq!(proxy.blackhole_live(), 1, "one warm APNs connection");
