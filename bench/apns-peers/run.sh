@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measures webex-push's APNs client and its peers side by side against ONE local APNs
-# stand-in process: the a2 crate as shipped and with TCP_NODELAY, @parse/node-apn, and
+# stand-in process: ours on one thread (as the server runs it) and on two workers, the
+# a2 crate as shipped and with TCP_NODELAY, @parse/node-apn, and
 # h2load (nghttp2's load generator: what the stand-in serves at most). Every client
 # sends the same alert padded to the same size, at 1, 100 and 1,000 pushes in flight,
 # each level in a process of its own so that its CPU time per push can be read
@@ -50,9 +51,12 @@ echo "| client | in flight | pushes | failed | pushes/s | p50 ms | p99 ms | clie
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 IFS=, read -ra level_list <<<"$levels"
 for level in "${level_list[@]}"; do
-  APNS_BENCH_ENDPOINT="$url" APNS_BENCH_CA="$work/ca.pem" APNS_BENCH_KEY="$work/key.p8" \
-    APNS_BENCH_SECONDS="$seconds" APNS_BENCH_LEVELS="$level" \
-    measure sh -c "\"$bench_bin\" | grep '^| webex-push' | cut -d'|' -f1-8 | sed 's/\$/|/'"
+  # Ours on one thread (as the server runs it, RELAY_THREADS=1) and on two workers.
+  for threads in 1 2; do
+    APNS_BENCH_ENDPOINT="$url" APNS_BENCH_CA="$work/ca.pem" APNS_BENCH_KEY="$work/key.p8" \
+      APNS_BENCH_SECONDS="$seconds" APNS_BENCH_LEVELS="$level" APNS_BENCH_CLIENT_THREADS="$threads" \
+      measure sh -c "\"$bench_bin\" | grep '^| webex-push' | cut -d'|' -f1-8 | sed 's/\$/|/'"
+  done
   A2_BENCH_LEVELS="$level" A2_BENCH_PAYLOAD_BYTES="$bytes" \
     measure "$a2_target/release/a2-runner" "$url" "$work/ca.pem" "$work/key.p8" "$seconds"
   A2_TCP_NODELAY=1 A2_BENCH_LEVELS="$level" A2_BENCH_PAYLOAD_BYTES="$bytes" \

@@ -7,7 +7,8 @@
 //! `APNS_BENCH_ENDPOINT`, `APNS_BENCH_CA` (CA PEM file) and `APNS_BENCH_KEY` (the `.p8`
 //! the stand-in verifies against). `APNS_BENCH_SECONDS` sets each level's duration,
 //! `APNS_BENCH_LEVELS` the levels (`1,100,1000`), `APNS_BENCH_CLIENT_THREADS` the
-//! client runtime's workers (1: current-thread; default 2), `APNS_BENCH_WARMUP_SECONDS`
+//! client runtime's workers (default 1: a current-thread runtime, as the server runs its
+//! push path with `RELAY_THREADS=1`; 2: a 2-worker runtime), `APNS_BENCH_WARMUP_SECONDS`
 //! the warm-up before each level (default 0.5; 0 makes instruction counts under
 //! `valgrind --tool=callgrind` proportional to the pushes printed).
 
@@ -69,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .transpose()
         .context("APNS_BENCH_CLIENT_THREADS")?
-        .unwrap_or(2);
+        .unwrap_or(1);
     let runtime = if client_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -145,7 +146,11 @@ fn main() -> anyhow::Result<()> {
             "one provider token per run"
         );
     }
-    print_table("webex-push (h2)", &runs);
+    let label = match client_threads {
+        0 | 1 => "webex-push (h2), 1 thread".to_owned(),
+        n => format!("webex-push (h2), {n} threads"),
+    };
+    print_table(&label, &runs);
     if let Some(standin) = standin {
         server_runtime.block_on(standin.shutdown());
     }

@@ -297,6 +297,10 @@ pub struct WebhookArgs {
     /// Tasks relaying queued events to APNs concurrently.
     #[arg(long, env = "PUSH_WORKERS", default_value_t = 256)]
     pub push_workers: usize,
+    /// Threads the push workers, the APNs and FCM connections and the background upkeep
+    /// run on (HTTP has its own, `HTTP_WORKERS`); 1 keeps a ring's hops on one thread.
+    #[arg(long, env = "RELAY_THREADS", default_value_t = 1)]
+    pub relay_threads: usize,
     /// Pushes in flight to Apple at once.
     #[arg(long, env = "APNS_MAX_IN_FLIGHT", default_value_t = 1000)]
     pub apns_max_in_flight: usize,

@@ -193,6 +193,9 @@ impl Config {
         if webhook.push_workers == 0 {
             return Err(invalid("PUSH_WORKERS", "must be at least 1"));
         }
+        if webhook.relay_threads == 0 {
+            return Err(invalid("RELAY_THREADS", "must be at least 1"));
+        }
         if webhook.seen_events_retention_hours == 0 {
             // Zero would forget an event before Webex's re-delivery could be recognised.
             return Err(invalid("SEEN_EVENTS_RETENTION_HOURS", "must be at least 1"));
@@ -699,6 +702,7 @@ mod tests {
     fn errors_name_the_variable() {
         for (args, variable) in [
             (vec!["--push-workers", "0"], "PUSH_WORKERS:"),
+            (vec!["--relay-threads", "0"], "RELAY_THREADS:"),
             (vec!["--push-queue-capacity", "0"], "PUSH_QUEUE_CAPACITY:"),
             (vec!["--database-pool-size", "0"], "DATABASE_POOL_SIZE:"),
             (vec!["--apns-key-id", "ABCDEFGHIJ"], "APNS_KEY_ID:"),

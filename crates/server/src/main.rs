@@ -25,10 +25,7 @@ fn main() -> ExitCode {
         command = name,
         "webex-push starting"
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(&command) {
         Ok(runtime) => runtime,
         Err(error) => {
             report(&format!("cannot start the async runtime: {error}"));
@@ -42,6 +39,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime the command runs on. `serve` relays on `RELAY_THREADS` threads (1: this
+/// thread alone, so a ring's queue, store and APNs hops wake no other runtime thread;
+/// HTTP runs on actix's own workers and database calls on Tokio's blocking pool); the
+/// other commands use the default multi-thread runtime.
+fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match command {
+        Command::Serve(args) if args.webhook.relay_threads <= 1 => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Command::Serve(args) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(args.webhook.relay_threads);
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
 }
 
 /// Says why the command failed, once: as an error log line where the logs go (stdout
