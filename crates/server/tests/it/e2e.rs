@@ -3,8 +3,6 @@
 //!
 //! The binary is started with `PORT=0` and JSON logs; the test reads the `listening`
 //! line for the address, and waits on log lines and stand-in counters, never on sleeps.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 use std::time::Duration;
@@ -15,9 +13,7 @@ use serde_json::{Value, json};
 use webex_push_adapters::webex::sign;
 use webex_push_test_support::TestDatabase;
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_resource_pushes_to_every_phone_of_the_person_in_any_spelling() {

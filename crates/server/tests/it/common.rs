@@ -1,10 +1,6 @@
 //! Helpers shared by the integration tests that drive the real `webex-push` binary:
 //! the binary with its captured log lines, a harness with a fresh Postgres database and
 //! the APNs stand-in, and Webex-shaped bodies.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-// Each test binary uses its own share of the helpers.
-#![allow(dead_code)]
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};

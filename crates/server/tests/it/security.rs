@@ -1,8 +1,6 @@
 //! Security checks against the real `webex-push` binary: webhook signatures (forged,
 //! missing, stale, rotated), the admin API's lock, secrets kept out of the logs, and
 //! SQL injection strings stored verbatim and never executed.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use apns_standin::Failure;
 use diesel::sql_types::{Nullable, Text};
@@ -10,9 +8,7 @@ use diesel::{Connection as _, PgConnection, QueryableByName, RunQueryDsl as _};
 use serde_json::{Value, json};
 use webex_push_adapters::webex::sign;
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ADMIN: &str = "security-admin-token-5f0c1e9a77d2";
 const NEW_SECRET: &str = "rotated-in-secret-4b1d";

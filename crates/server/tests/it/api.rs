@@ -1,7 +1,5 @@
 //! The HTTP API through the real actix app on a bound port, with the domain's mock
 //! store and a recording stand-in for the IncomingCall port.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -1306,7 +1304,7 @@ async fn admin_test_push_without_an_apns_key_is_503() {
     .await;
 }
 
-const COMMITTED_OPENAPI: &str = include_str!("../../../docs/openapi.json");
+const COMMITTED_OPENAPI: &str = include_str!("../../../../docs/openapi.json");
 
 #[tokio::test]
 async fn the_served_openapi_document_is_the_committed_one() {

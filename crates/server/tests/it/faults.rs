@@ -5,8 +5,6 @@
 //!
 //! What every test proves at the end: each webhook answered `204` rang its person's
 //! phone exactly once, and each webhook refused (`503`) rang nothing.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,9 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use webex_push_adapters::webex::sign;
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ADMIN: &str = "faults-admin-token-0123456789";
 /// Webhooks per second while a fault happens.

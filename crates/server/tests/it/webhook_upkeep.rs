@@ -3,15 +3,11 @@
 //! stand-in. A registration makes the person's webhooks (once), a disabled one is
 //! re-activated at the next registration, deliveries are checked with their own
 //! webhook's secret, and no token or secret reaches the logs.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
 use webex_standin::{Person, WebexStandIn, Webhook, sign};
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ADA_TOKEN: &str = "ada-access-token_PF84_org";
 const BOB_TOKEN: &str = "bob-access-token_PF84_org";

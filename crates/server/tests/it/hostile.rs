@@ -2,15 +2,11 @@
 //! types, deeply nested JSON, invalid UTF-8, empty bodies, arrays and huge numbers.
 //! Each is refused with a problem body (`application/problem+json` with `type`,
 //! `title`, `status`), nothing crashes, and nothing is pushed.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
 use webex_push_adapters::webex::sign;
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ADMIN: &str = "hostile-admin-token-0123456789";
 const PROBLEM_BASE: &str = "https://github.com/webex-push/webex-push/blob/main/docs/api.md#";
