@@ -463,15 +463,7 @@ async fn the_http_layers_own_refusals_are_problem_documents() {
 
 /// The series `/metrics` holds now (sample lines, comments left out).
 async fn series(h: &Harness) -> std::collections::BTreeSet<String> {
-    let text = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics().await;
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         // The series name and labels, not its value.

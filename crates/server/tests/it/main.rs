@@ -7,6 +7,8 @@
 //! `cargo test` runs them all in one process, on threads: nothing here may set process-wide
 //! state (environment variables, a global tracing subscriber). Each test gets its own
 //! database, ports and stand-ins, and starts the binary with an environment of its own.
+//! The one process-wide setting, actix-http's renderer of error bodies, is the same
+//! function for every app `api` builds: the first one set stays, and is the right one.
 // Test helpers outside #[test] functions: a failed set-up should panic loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
