@@ -253,17 +253,7 @@ impl TestApp {
 }
 
 async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status().as_u16(), status);
-    assert_eq!(
-        response.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status);
-    assert!(body["type"].as_str().unwrap().starts_with("https://"));
-    assert!(body["title"].is_string());
-    assert!(body["detail"].is_string());
-    body
+    assert_problem(response, status, None).await
 }
 
 fn original_registration() -> Value {

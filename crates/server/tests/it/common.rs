@@ -146,6 +146,19 @@ impl Apns {
             ca_file,
         }
     }
+
+    /// The environment that has the binary push to the stand-in with this key, at
+    /// `endpoint` (the stand-in's URL, or that of a proxy in front of it).
+    pub fn envs(&self, endpoint: String) -> Vec<(&'static str, String)> {
+        vec![
+            ("APNS_KEY_FILE", self.key_file.display().to_string()),
+            ("APNS_KEY_ID", KEY_ID.into()),
+            ("APNS_TEAM_ID", TEAM_ID.into()),
+            ("APNS_TOPIC", TOPIC.into()),
+            ("APNS_ENDPOINT", endpoint),
+            ("APNS_CA_FILE", self.ca_file.display().to_string()),
+        ]
+    }
 }
 
 /// The FCM stand-in's service account (the committed test key), endpoint and CA, the
@@ -319,6 +332,32 @@ fn collect_lines(
     });
 }
 
+/// Where the `type` of every problem body points: the API document's section for it.
+pub const PROBLEM_BASE: &str = "https://github.com/webex-push/webex-push/blob/main/docs/api.md#";
+
+/// Checks that `response` is a problem document (RFC 9457) of `status`, and of `slug`
+/// when given, and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, slug: Option<&str>) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = response.text().await.unwrap();
+    assert_eq!(content_type, "application/problem+json", "{text}");
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    let kind = problem["type"].as_str().unwrap();
+    assert!(kind.starts_with(PROBLEM_BASE), "{problem}");
+    if let Some(slug) = slug {
+        assert_eq!(&kind[PROBLEM_BASE.len()..], slug, "{problem}");
+    }
+    assert!(!problem["title"].as_str().unwrap().is_empty(), "{problem}");
+    assert!(problem["detail"].is_string(), "{problem}");
+    assert_eq!(problem["status"], status, "{problem}");
+    problem
+}
+
 pub fn message_is(line: &Value, message: &str) -> bool {
     line["message"] == message
 }
@@ -423,19 +462,14 @@ impl Harness {
         apns_behind_proxy: bool,
     ) -> (Self, Option<FaultProxy>) {
         let dir = tempfile::tempdir().unwrap();
-        let Apns {
-            standin,
-            key_file,
-            ca_file,
-            ..
-        } = Apns::start(dir.path()).await;
+        let apns = Apns::start(dir.path()).await;
         let proxy = match apns_behind_proxy {
-            true => Some(FaultProxy::start(standin.local_addr()).await.unwrap()),
+            true => Some(FaultProxy::start(apns.standin.local_addr()).await.unwrap()),
             false => None,
         };
         let apns_endpoint = proxy
             .as_ref()
-            .map_or_else(|| standin.url(), FaultProxy::url);
+            .map_or_else(|| apns.standin.url(), FaultProxy::url);
 
         let mut envs = vec![
             ("PORT", "0".into()),
@@ -446,18 +480,14 @@ impl Harness {
             ("DATABASE_CONNECT_TIMEOUT_SECS", "2".into()),
             ("DATABASE_CHECKOUT_TIMEOUT_SECS", "1".into()),
             ("DATABASE_STATEMENT_TIMEOUT_SECS", "2".into()),
-            ("APNS_KEY_FILE", key_file.display().to_string()),
-            ("APNS_KEY_ID", KEY_ID.into()),
-            ("APNS_TEAM_ID", TEAM_ID.into()),
-            ("APNS_TOPIC", TOPIC.into()),
-            ("APNS_ENDPOINT", apns_endpoint),
-            ("APNS_CA_FILE", ca_file.display().to_string()),
             ("WEBHOOK_SECRET", format!("old-secret,{SECRET}")),
             ("PUSH_WORKERS", push_workers.to_string()),
             ("SHUTDOWN_TIMEOUT_SECS", "10".into()),
             ("LOG_FORMAT", "json".into()),
             ("RUST_LOG", "info".into()),
         ];
+        envs.extend(apns.envs(apns_endpoint));
+        let standin = apns.standin;
         envs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         envs.extend(extra.iter().cloned());
         let envs: Vec<(String, String)> =

@@ -763,25 +763,19 @@ struct CheckSetup {
 impl CheckSetup {
     async fn new(db_url: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let Apns {
-            standin,
-            key_file,
-            ca_file,
-            ..
-        } = Apns::start(dir.path()).await;
-        let envs = vec![
+        let apns = Apns::start(dir.path()).await;
+        let mut envs = apns.envs(apns.standin.url());
+        envs.extend([
             ("DATABASE_URL", db_url.to_owned()),
             ("DATABASE_CONNECT_TIMEOUT_SECS", "2".to_owned()),
-            ("APNS_KEY_FILE", key_file.display().to_string()),
-            ("APNS_KEY_ID", KEY_ID.to_owned()),
-            ("APNS_TEAM_ID", TEAM_ID.to_owned()),
-            ("APNS_TOPIC", TOPIC.to_owned()),
-            ("APNS_ENDPOINT", standin.url()),
-            ("APNS_CA_FILE", ca_file.display().to_string()),
             ("APNS_REQUEST_TIMEOUT_SECS", "3".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
-        ];
-        Self { standin, dir, envs }
+        ]);
+        Self {
+            standin: apns.standin,
+            dir,
+            envs,
+        }
     }
 
     fn with(&self, variable: &'static str, value: String) -> Vec<(&'static str, String)> {

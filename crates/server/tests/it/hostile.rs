@@ -9,29 +9,6 @@ use webex_push_adapters::webex::sign;
 use crate::common::*;
 
 const ADMIN: &str = "hostile-admin-token-0123456789";
-const PROBLEM_BASE: &str = "https://github.com/webex-push/webex-push/blob/main/docs/api.md#";
-
-/// Checks that `response` is a problem of `status` (and of `slug`, when given) and
-/// returns its body.
-async fn assert_problem(response: reqwest::Response, status: u16, slug: Option<&str>) -> Value {
-    assert_eq!(response.status().as_u16(), status);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let text = response.text().await.unwrap();
-    assert_eq!(content_type, "application/problem+json", "{text}");
-    let problem: Value = serde_json::from_str(&text).unwrap();
-    let kind = problem["type"].as_str().unwrap();
-    assert!(kind.starts_with(PROBLEM_BASE), "{problem}");
-    if let Some(slug) = slug {
-        assert_eq!(&kind[PROBLEM_BASE.len()..], slug, "{problem}");
-    }
-    assert!(!problem["title"].as_str().unwrap().is_empty(), "{problem}");
-    assert_eq!(problem["status"], status, "{problem}");
-    problem
-}
 
 struct Hostile {
     h: Harness,

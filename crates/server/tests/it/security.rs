@@ -15,19 +15,7 @@ const NEW_SECRET: &str = "rotated-in-secret-4b1d";
 const OLD_SECRET: &str = "rotated-out-secret-93ac";
 
 async fn assert_refused_signature(response: reqwest::Response) {
-    assert_eq!(response.status().as_u16(), 401);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let problem: Value = response.json().await.unwrap();
-    assert!(
-        problem["type"]
-            .as_str()
-            .unwrap()
-            .ends_with("#invalid-signature"),
-        "{problem}"
-    );
+    assert_problem(response, 401, Some("invalid-signature")).await;
 }
 
 /// The call ids the stand-in accepted pushes for, sorted.
