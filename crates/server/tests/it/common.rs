@@ -221,38 +221,34 @@ impl Server {
 
     /// Waits for the first log line matching `wanted`, past or future.
     pub async fn wait_for_log(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let notified = self.new_line.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| wanted(l)) {
-                return line.clone();
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "no log line {what} within {WAIT:?}; the log:\n{}",
-                    self.log_text()
-                );
-            }
-        }
+        self.wait_until(&format!("log line {what}"), |lines| {
+            lines.iter().find(|l| wanted(l)).cloned()
+        })
+        .await
     }
 
-    /// Waits until `n` log lines in all match `wanted`.
+    /// Waits until `n` log lines in all, past or future, match `wanted`.
     pub async fn wait_for_count(&self, what: &str, n: usize, wanted: impl Fn(&Value) -> bool) {
+        self.wait_until(&format!("{n} log lines {what}"), |lines| {
+            (lines.iter().filter(|l| wanted(l)).count() >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits (within [`WAIT`]) until `found` finds something in the lines so far,
+    /// looking again at each new line.
+    async fn wait_until<T>(&self, what: &str, found: impl Fn(&[Value]) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let notified = self.new_line.notified();
             tokio::pin!(notified);
+            // Registered before looking, so a line written meanwhile is not missed.
             notified.as_mut().enable();
-            if self.count_logs(&wanted) >= n {
-                return;
+            if let Some(found) = found(&self.lines.lock().unwrap()) {
+                return found;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "no {n} log lines {what} within {WAIT:?}; the log:\n{}",
-                    self.log_text()
-                );
+                panic!("no {what} within {WAIT:?}; the log:\n{}", self.log_text());
             }
         }
     }
