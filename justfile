@@ -26,7 +26,7 @@ test:
 
 # Fault, hostile-input and security suites (real binary, Postgres, APNs stand-in).
 faults:
-    cargo test -p webex-push --test faults --test hostile --test security
+    cargo test -p webex-push --test it -- faults:: hostile:: security::
 
 # Schema-driven run of the HTTP API against /openapi.json (schemathesis).
 schemathesis:

@@ -1582,7 +1582,9 @@ mod postgres_only {
         config.pool_size = Some(1);
         config.statement_timeout = Duration::from_secs(30);
         let store = DieselRegistrationStore::connect(&config).await.unwrap();
-        // Hold the only connection: lock the table from another session so a write blocks.
+        // Hold the only connection: lock the table from another session so a write blocks,
+        // until the test has seen the pool exhausted (or has failed: the sender is gone).
+        let (release, released) = std::sync::mpsc::channel::<()>();
         let blocker = tokio::task::spawn_blocking({
             let url = db.url().to_owned();
             move || {
@@ -1591,7 +1593,7 @@ mod postgres_only {
                 conn.transaction::<_, diesel::result::Error, _>(|conn| {
                     diesel::sql_query("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
                         .execute(conn)?;
-                    std::thread::sleep(Duration::from_secs(4));
+                    let _ = released.recv();
                     Ok(())
                 })
                 .unwrap();
@@ -1612,6 +1614,7 @@ mod postgres_only {
         }
         let started = Instant::now();
         assert_unavailable_within(store.ping().await, started, Duration::from_secs(3));
+        release.send(()).unwrap();
         blocker.await.unwrap();
         writer.await.unwrap().unwrap();
         store.ping().await.unwrap();

@@ -3,21 +3,15 @@
 //!
 //! The binary is started with `PORT=0` and JSON logs; the test reads the `listening`
 //! line for the address, and waits on log lines and stand-in counters, never on sleeps.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
-use apns_standin::{Failure, StandIn, StandInConfig};
-use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+use apns_standin::{Failure, StandIn};
 use serde_json::{Value, json};
 use webex_push_adapters::webex::sign;
 use webex_push_test_support::TestDatabase;
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_resource_pushes_to_every_phone_of_the_person_in_any_spelling() {
@@ -80,21 +74,8 @@ async fn every_resource_pushes_to_every_phone_of_the_person_in_any_spelling() {
         );
     }
 
-    h.webhook(&envelope(
-        "messages",
-        "created",
-        PERSON,
-        CALLER,
-        json!({
-            "id": "message-1",
-            "roomId": "room-1",
-            "roomType": "direct",
-            "personId": webex_id(CALLER),
-            "personEmail": "caller@example.com",
-            "created": "2025-06-01T12:00:00.000Z",
-        }),
-    ))
-    .await;
+    h.webhook(&message(PERSON, CALLER, "caller@example.com"))
+        .await;
     let notices = h.pushes(6, 8).await;
     assert_eq!(sorted_tokens(&notices), alerts);
     for push in &notices {
@@ -195,20 +176,7 @@ async fn a_kitchensink_app_and_a_seed_app_of_one_person_each_get_the_pushes_they
         }
     }
 
-    let message = envelope(
-        "messages",
-        "created",
-        PERSON,
-        CALLER,
-        json!({
-            "id": "message-1",
-            "roomId": "room-1",
-            "personId": webex_id(CALLER),
-            "personEmail": "caller@example.com",
-            "created": "2025-06-01T12:00:00.000Z",
-        }),
-    )
-    .to_string();
+    let message = message(PERSON, CALLER, "caller@example.com").to_string();
     h.webhook_text(&message).await;
     let notices = h.pushes(4, 6).await;
     assert_eq!(sorted_tokens(&notices), sorted(&[&seed_alert, &ks_alert]));
@@ -249,15 +217,7 @@ async fn a_kitchensink_app_and_a_seed_app_of_one_person_each_get_the_pushes_they
     let for_nobody = telephony_push.replace(&webex_id(PERSON), &webex_id(CALLER));
     h.webhook_text(&for_nobody.replace("tp-1", "tp-2")).await;
     h.relayed(8).await;
-    let metrics = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("webex_push_telephony_push_unmatched_total 1"),
         "{metrics}"
@@ -433,24 +393,19 @@ async fn postgres_down_gives_503_and_the_service_recovers_by_itself() {
     assert_eq!(h.get_status("/healthz").await, 200);
 
     h.db.bring_online();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually(&h, "registration recovering", async || {
         let status = h
             .register(&registration(PERSON, &token("a2"), &token("b2")))
             .await
             .status()
             .as_u16();
-        if status == 204 {
-            break;
-        }
-        assert_eq!(status, 503, "only 503 while the pool reconnects");
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "did not recover:\n{}",
-            h.server.log_text()
+            status == 204 || status == 503,
+            "only 503 while the pool reconnects, got {status}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        status == 204
+    })
+    .await;
     assert_eq!(h.get_status("/readyz").await, 200);
 }
 
@@ -462,53 +417,24 @@ async fn sigterm_finishes_the_queued_pushes_and_exits_zero() {
     for call in ["call-a", "call-b", "call-c"] {
         h.webhook(&call_membership(call, PERSON)).await;
     }
-    let pid = h.server.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || {
-        let status = h.server.child.wait();
-        (h, status)
-    });
-    let (h, status) = tokio::time::timeout(WAIT, status).await.unwrap().unwrap();
-    assert!(status.unwrap().success(), "{}", h.server.log_text());
+    h.server.signal("TERM");
+    let status = h.server.exited().await;
+    assert!(status.success(), "{}", h.server.log_text());
     assert_eq!(h.standin.accepted().len(), 3, "{}", h.server.log_text());
-}
-
-/// Runs the binary with `args` and `envs` to completion: (exit success, stdout, stderr).
-async fn run_binary(args: &[&str], envs: &[(&str, String)]) -> (bool, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_webex-push"))
-        .args(args)
-        .env_clear()
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(WAIT, output).await.unwrap().unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        // The status too: a crash (signal) reads differently from a failed check.
-        format!(
-            "{}\n[{}]",
-            String::from_utf8_lossy(&output.stderr),
-            output.status
-        ),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_push_command_sends_one_push_and_prints_apples_answer() {
-    let key = p256::SecretKey::random(&mut rand::thread_rng());
-    let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
-    let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, public_pem))
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, standin.ca_pem()).unwrap();
+    let Apns {
+        standin,
+        key_pem,
+        ca_file,
+        ..
+    } = Apns::start(dir.path()).await;
     let envs = [
         // The key from the environment this time, as on Heroku.
-        ("APNS_KEY", private_pem.to_string()),
+        ("APNS_KEY", key_pem),
         ("APNS_KEY_ID", KEY_ID.to_owned()),
         ("APNS_TEAM_ID", TEAM_ID.to_owned()),
         ("APNS_TOPIC", TOPIC.to_owned()),
@@ -736,22 +662,12 @@ async fn metrics_count_a_ring_end_to_end_and_its_push_logs_carry_the_webhook_req
     }
 
     // The event is counted just after its log line: wait for the count.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let metrics = loop {
-        let metrics = h
-            .http
-            .get(h.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("webex_push_events_total{") || tokio::time::Instant::now() > deadline {
-            break metrics;
-        }
-        tokio::task::yield_now().await;
-    };
+    let mut metrics = String::new();
+    eventually(&h, "the event counted", async || {
+        metrics = h.metrics().await;
+        metrics.contains("webex_push_events_total{")
+    })
+    .await;
     for expected in [
         r#"webex_push_webhooks_total{resource="callMemberships",outcome="accepted"} 1"#,
         r#"webex_push_pushes_total{provider="apns",channel="voip",outcome="delivered",reason=""} 1"#,
@@ -795,16 +711,7 @@ async fn admin_test_push_rings_a_registered_phone_through_apns_and_shows_the_out
     let pushes = h.pushes(0, 1).await;
     assert_voip(&pushes[0]);
 
-    let devices: Value = h
-        .http
-        .get(h.url(&format!("/admin/persons/{PERSON}/devices")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let devices = h.admin_devices(ADMIN, PERSON).await;
     let voip_device = devices["devices"]
         .as_array()
         .unwrap()
@@ -846,12 +753,6 @@ async fn empty_environment_variables_count_as_unset() {
     assert_eq!(status.as_u16(), 404);
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// A stand-in, a key it trusts, and `check`'s environment for both and `db_url`.
 struct CheckSetup {
     standin: StandIn,
@@ -861,33 +762,20 @@ struct CheckSetup {
 
 impl CheckSetup {
     async fn new(db_url: &str) -> Self {
-        let key = p256::SecretKey::random(&mut rand::thread_rng());
-        let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-        let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
-        let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, public_pem))
-            .await
-            .unwrap();
-        standin
-            .script()
-            .fail_token(&"0".repeat(64), Failure::BadDeviceToken);
         let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("AuthKey_KEY1234567.p8");
-        std::fs::write(&key_file, private_pem.as_bytes()).unwrap();
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, standin.ca_pem()).unwrap();
-        let envs = vec![
+        let apns = Apns::start(dir.path()).await;
+        let mut envs = apns.envs(apns.standin.url());
+        envs.extend([
             ("DATABASE_URL", db_url.to_owned()),
             ("DATABASE_CONNECT_TIMEOUT_SECS", "2".to_owned()),
-            ("APNS_KEY_FILE", key_file.display().to_string()),
-            ("APNS_KEY_ID", KEY_ID.to_owned()),
-            ("APNS_TEAM_ID", TEAM_ID.to_owned()),
-            ("APNS_TOPIC", TOPIC.to_owned()),
-            ("APNS_ENDPOINT", standin.url()),
-            ("APNS_CA_FILE", ca_file.display().to_string()),
             ("APNS_REQUEST_TIMEOUT_SECS", "3".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
-        ];
-        Self { standin, dir, envs }
+        ]);
+        Self {
+            standin: apns.standin,
+            dir,
+            envs,
+        }
     }
 
     fn with(&self, variable: &'static str, value: String) -> Vec<(&'static str, String)> {
@@ -957,7 +845,7 @@ async fn check_fails_clearly_for_a_wrong_key_an_unreachable_apns_and_an_unreacha
         &["check"],
         &setup.with(
             "APNS_ENDPOINT",
-            format!("https://127.0.0.1:{}", closed_port()),
+            format!("https://127.0.0.1:{}", free_port()),
         ),
     )
     .await;
@@ -973,7 +861,7 @@ async fn check_fails_clearly_for_a_wrong_key_an_unreachable_apns_and_an_unreacha
         &["check"],
         &setup.with(
             "DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port()),
+            format!("postgres://postgres@127.0.0.1:{}/postgres", free_port()),
         ),
     )
     .await;
@@ -1065,46 +953,13 @@ async fn check_changes_nothing_lists_every_step_and_warns_about_insecure_setting
     );
 }
 
-const ADA_ACCESS: &str = "ada-access-token_PF84_org";
-
-/// A stand-in of Webex's `GET /v1/people/me` on port 0: Ada's token is `PERSON`,
-/// spelled as Webex does; any other token gets Webex's 401.
-fn webex_standin() -> String {
-    use actix_web::{HttpRequest, HttpResponse, web};
-    async fn me(request: HttpRequest) -> HttpResponse {
-        let auth = request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if auth == format!("Bearer {ADA_ACCESS}") {
-            HttpResponse::Ok().json(json!({"id": webex_id(PERSON), "displayName": "Ada"}))
-        } else {
-            HttpResponse::Unauthorized()
-                .json(json!({"message": "The request requires a valid access token."}))
-        }
-    }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = actix_web::HttpServer::new(|| {
-        actix_web::App::new().route("/v1/people/me", web::get().to(me))
-    })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)
-    .unwrap()
-    .run();
-    tokio::spawn(server);
-    format!("http://{address}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_proof_refuses_a_mismatched_person_and_binds_only_the_holder() {
     let h = Harness::start_with(
         1,
         &[
             ("REGISTER_AUTH", "webex".to_owned()),
-            ("WEBEX_API_URL", webex_standin()),
+            ("WEBEX_API_URL", webex_identity_standin().await),
         ],
     )
     .await;
@@ -1214,15 +1069,7 @@ async fn an_android_phone_is_rung_through_fcm_told_about_messages_and_its_dead_t
     assert_eq!(alert.payload["webhookData"], membership);
 
     // A message: webhookData, as the Android sample reads it.
-    let message = envelope(
-        "messages",
-        "created",
-        PERSON,
-        CALLER,
-        json!({"id": "message-1", "roomId": "room-1", "personId": webex_id(CALLER),
-               "personEmail": "caller@example.com", "created": "2025-06-01T12:00:00.000Z"}),
-    )
-    .to_string();
+    let message = message(PERSON, CALLER, "caller@example.com").to_string();
     h.webhook_text(&message).await;
     let notice = &h.fcm_messages(2, 3).await[0];
     assert_eq!(notice.data["webhookData"], message);
@@ -1265,15 +1112,7 @@ async fn an_android_phone_is_rung_through_fcm_told_about_messages_and_its_dead_t
 
     // One access token for all of it; Android's pushes counted apart from iOS's.
     assert_eq!(h.fcm().stats().tokens_issued, 1);
-    let metrics = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(
             r#"webex_push_pushes_total{provider="fcm",channel="alert",outcome="delivered",reason=""} 3"#
@@ -1414,22 +1253,17 @@ async fn a_server_with_fcm_and_no_apns_key_rings_android_phones_and_is_ready() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let account = dir.path().join("service-account.json");
-    std::fs::write(&account, fcm.test_service_account_json()).unwrap();
-    let ca = dir.path().join("fcm-ca.pem");
-    std::fs::write(&ca, fcm.ca_pem()).unwrap();
     let db = TestDatabase::postgres();
-    let mut server = Server::spawn(&[
+    let mut envs = vec![
         ("PORT", "0".into()),
         ("HOST", "127.0.0.1".into()),
         ("DATABASE_URL", db.url().to_owned()),
-        ("FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()),
-        ("FCM_ENDPOINT", fcm.url()),
-        ("FCM_CA_FILE", ca.display().to_string()),
         ("WEBHOOK_SECRET", SECRET.into()),
         ("LOG_FORMAT", "json".into()),
         ("RUST_LOG", "info".into()),
-    ]);
+    ];
+    envs.extend(fcm_envs(&fcm, dir.path()));
+    let mut server = Server::spawn(&envs);
     server.wait_until_listening().await;
     server
         .wait_for_log("`FCM warmed up`", |l| message_is(l, "FCM warmed up"))

@@ -3,25 +3,16 @@
 //! stand-in. A registration makes the person's webhooks (once), a disabled one is
 //! re-activated at the next registration, deliveries are checked with their own
 //! webhook's secret, and no token or secret reaches the logs.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
 use webex_standin::{Person, WebexStandIn, Webhook, sign};
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ADA_TOKEN: &str = "ada-access-token_PF84_org";
 const BOB_TOKEN: &str = "bob-access-token_PF84_org";
 const SERVICE_TOKEN: &str = "service-app-token_PF84_org";
 const ADMIN: &str = "22222222-3333-4444-8555-666666666666";
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 async fn start(webex: &WebexStandIn, interval_secs: u64) -> Harness {
     start_with(webex, interval_secs, &[]).await
@@ -55,16 +46,9 @@ async fn register_as(h: &Harness, access: &str, person: &str, voip: &str, alert:
 
 /// Waits until the server logged its `n`th check of someone's webhooks.
 async fn checks(h: &Harness, n: usize, message: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while h.server.count_logs(|l| message_is(l, message)) < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {n}th `{message}`:\n{}",
-            h.server.log_text()
-        );
-        let notified = h.server.new_line.notified();
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), notified).await;
-    }
+    h.server
+        .wait_for_count(&format!("`{message}`"), n, |l| message_is(l, message))
+        .await;
 }
 
 fn of(webhooks: &[Webhook], resource: &str) -> Webhook {
@@ -231,18 +215,10 @@ async fn a_disabled_webhook_is_reactivated_at_the_next_registration_and_its_even
     }
 }
 
+/// Posts `body` signed with `secret`; the status.
 async fn post_signed(h: &Harness, body: &Value, secret: &str) -> u16 {
-    let text = body.to_string();
-    h.http
-        .post(h.url("/webhook"))
-        .header("content-type", "application/json")
-        .header("X-Spark-Signature", sign(secret, text.as_bytes()))
-        .body(text)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let signature = sign(secret, body.to_string().as_bytes());
+    h.webhook_signed_with(body, Some(signature)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,30 +281,14 @@ async fn the_watchdog_and_webhooks_sync_reactivate_the_org_wide_firehose_and_its
 
     // What it saw, for operators.
     checks(&h, 1, "org-wide webhooks checked").await;
-    let ready: Value = h
-        .http
-        .get(h.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = h.get_json("/readyz").await;
     assert_eq!(ready["webhooks"]["active"], 1, "{ready}");
     assert_eq!(ready["webhooks"]["inactive"], 0, "{ready}");
     assert_eq!(
         ready["webhooks"]["webhooks"][0]["resource"],
         "telephony_push"
     );
-    let metrics = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(
             r#"webex_push_webhooks_watched{resource="telephony_push",status="active"} 1"#
@@ -355,7 +315,7 @@ async fn the_watchdog_and_webhooks_sync_reactivate_the_org_wide_firehose_and_its
         "org-wide webhook disabled again soon after its re-activation; waiting",
     )
     .await;
-    let list = run(&h, "list");
+    let list = run(&h, "list").await;
     assert!(!list.0, "list fails while one is inactive:\n{}", list.1);
     assert!(
         list.1.contains("telephony_push/updated  inactive"),
@@ -363,7 +323,7 @@ async fn the_watchdog_and_webhooks_sync_reactivate_the_org_wide_firehose_and_its
         list.1
     );
     assert!(!list.1.contains(&foreign), "{}", list.1);
-    let sync = run(&h, "sync");
+    let sync = run(&h, "sync").await;
     assert!(sync.0, "{}", sync.1);
     assert!(sync.1.contains("re-activated: 1"), "{}", sync.1);
     assert!(
@@ -383,20 +343,16 @@ async fn the_watchdog_and_webhooks_sync_reactivate_the_org_wide_firehose_and_its
     assert!(!sync.1.contains(SERVICE_TOKEN) && !sync.1.contains(SECRET));
 }
 
-/// Runs `webex-push webhooks <action>` with the server's environment: success and
-/// its whole output.
-fn run(h: &Harness, action: &str) -> (bool, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_webex-push"))
-        .args(["webhooks", action])
-        .env_clear()
-        .envs(h.envs().iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("LOG_FORMAT", "text")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+/// Runs `webex-push webhooks <action>` with the server's environment (text logs):
+/// success and its whole output.
+async fn run(h: &Harness, action: &str) -> (bool, String) {
+    let mut envs: Vec<(&str, String)> = h
+        .envs()
+        .iter()
+        .filter(|(k, _)| k != "LOG_FORMAT")
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    envs.push(("LOG_FORMAT", "text".to_owned()));
+    let (ok, stdout, stderr) = run_binary(&["webhooks", action], &envs).await;
+    (ok, format!("{stdout}{stderr}"))
 }

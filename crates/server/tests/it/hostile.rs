@@ -2,40 +2,13 @@
 //! types, deeply nested JSON, invalid UTF-8, empty bodies, arrays and huge numbers.
 //! Each is refused with a problem body (`application/problem+json` with `type`,
 //! `title`, `status`), nothing crashes, and nothing is pushed.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
 use webex_push_adapters::webex::sign;
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ADMIN: &str = "hostile-admin-token-0123456789";
-const PROBLEM_BASE: &str = "https://github.com/webex-push/webex-push/blob/main/docs/api.md#";
-
-/// Checks that `response` is a problem of `status` (and of `slug`, when given) and
-/// returns its body.
-async fn assert_problem(response: reqwest::Response, status: u16, slug: Option<&str>) -> Value {
-    assert_eq!(response.status().as_u16(), status);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let text = response.text().await.unwrap();
-    assert_eq!(content_type, "application/problem+json", "{text}");
-    let problem: Value = serde_json::from_str(&text).unwrap();
-    let kind = problem["type"].as_str().unwrap();
-    assert!(kind.starts_with(PROBLEM_BASE), "{problem}");
-    if let Some(slug) = slug {
-        assert_eq!(&kind[PROBLEM_BASE.len()..], slug, "{problem}");
-    }
-    assert!(!problem["title"].as_str().unwrap().is_empty(), "{problem}");
-    assert_eq!(problem["status"], status, "{problem}");
-    problem
-}
 
 struct Hostile {
     h: Harness,
@@ -467,15 +440,7 @@ async fn the_http_layers_own_refusals_are_problem_documents() {
 
 /// The series `/metrics` holds now (sample lines, comments left out).
 async fn series(h: &Harness) -> std::collections::BTreeSet<String> {
-    let text = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics().await;
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         // The series name and labels, not its value.

@@ -1,8 +1,6 @@
 //! Security checks against the real `webex-push` binary: webhook signatures (forged,
 //! missing, stale, rotated), the admin API's lock, secrets kept out of the logs, and
 //! SQL injection strings stored verbatim and never executed.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use apns_standin::Failure;
 use diesel::sql_types::{Nullable, Text};
@@ -10,41 +8,14 @@ use diesel::{Connection as _, PgConnection, QueryableByName, RunQueryDsl as _};
 use serde_json::{Value, json};
 use webex_push_adapters::webex::sign;
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ADMIN: &str = "security-admin-token-5f0c1e9a77d2";
 const NEW_SECRET: &str = "rotated-in-secret-4b1d";
 const OLD_SECRET: &str = "rotated-out-secret-93ac";
 
-/// Sends `body` to `/webhook` with `signature` (none when `None`).
-async fn webhook(h: &Harness, body: &Value, signature: Option<String>) -> reqwest::Response {
-    let mut request = h
-        .http
-        .post(h.url("/webhook"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(signature) = signature {
-        request = request.header("X-Spark-Signature", signature);
-    }
-    request.send().await.unwrap()
-}
-
 async fn assert_refused_signature(response: reqwest::Response) {
-    assert_eq!(response.status().as_u16(), 401);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let problem: Value = response.json().await.unwrap();
-    assert!(
-        problem["type"]
-            .as_str()
-            .unwrap()
-            .ends_with("#invalid-signature"),
-        "{problem}"
-    );
+    assert_problem(response, 401, Some("invalid-signature")).await;
 }
 
 /// The call ids the stand-in accepted pushes for, sorted.
@@ -86,15 +57,15 @@ async fn forged_missing_and_stale_signatures_are_refused_and_both_rotated_secret
         Some("not-a-signature".to_owned()),
     ];
     for signature in refused {
-        assert_refused_signature(webhook(&h, &body, signature).await).await;
+        assert_refused_signature(h.post_webhook(&body, signature).await).await;
     }
 
     let by_new = call_membership("call-new-secret", &webex_id(PERSON));
     let signature = sign(NEW_SECRET, by_new.to_string().as_bytes());
-    assert_eq!(webhook(&h, &by_new, Some(signature)).await.status(), 204);
+    assert_eq!(h.post_webhook(&by_new, Some(signature)).await.status(), 204);
     let by_old = call_membership("call-old-secret", &webex_id(PERSON));
     let signature = sign(OLD_SECRET, by_old.to_string().as_bytes());
-    assert_eq!(webhook(&h, &by_old, Some(signature)).await.status(), 204);
+    assert_eq!(h.post_webhook(&by_old, Some(signature)).await.status(), 204);
     h.pushes(0, 2).await;
     h.relayed(2).await;
     assert_eq!(rung_calls(&h), ["call-new-secret", "call-old-secret"]);
@@ -109,10 +80,10 @@ async fn forged_missing_and_stale_signatures_are_refused_and_both_rotated_secret
     h.register_ok(PERSON, &token("a1"), &token("b1")).await;
     let late_old = call_membership("call-late-old", &webex_id(PERSON));
     let signature = sign(OLD_SECRET, late_old.to_string().as_bytes());
-    assert_refused_signature(webhook(&h, &late_old, Some(signature)).await).await;
+    assert_refused_signature(h.post_webhook(&late_old, Some(signature)).await).await;
     let by_new = call_membership("call-after-rotation", &webex_id(PERSON));
     let signature = sign(NEW_SECRET, by_new.to_string().as_bytes());
-    assert_eq!(webhook(&h, &by_new, Some(signature)).await.status(), 204);
+    assert_eq!(h.post_webhook(&by_new, Some(signature)).await.status(), 204);
     h.pushes(0, 1).await;
     h.relayed(1).await;
     assert_eq!(rung_calls(&h), ["call-after-rotation"]);
@@ -205,21 +176,20 @@ async fn logs_of_a_whole_scenario_hold_no_token_secret_email_jwt_or_key() {
     // Webhooks: a ring, a message, a call end, a forged one and a malformed one.
     let signed = |body: &Value| Some(sign(NEW_SECRET, body.to_string().as_bytes()));
     let ring = call_membership("call-logs-1", &webex_id(PERSON));
-    assert_eq!(webhook(&h, &ring, signed(&ring)).await.status(), 204);
-    let message = envelope(
-        "messages",
-        "created",
-        PERSON,
-        OTHER,
-        json!({"id": "message-1", "roomId": "room-1", "roomType": "direct",
-               "personId": webex_id(OTHER), "personEmail": emails[1]}),
+    assert_eq!(h.post_webhook(&ring, signed(&ring)).await.status(), 204);
+    let message = message(PERSON, OTHER, emails[1]);
+    assert_eq!(
+        h.post_webhook(&message, signed(&message)).await.status(),
+        204
     );
-    assert_eq!(webhook(&h, &message, signed(&message)).await.status(), 204);
     let ended = telephony_call("call-logs-2", "disconnected", "disconnected");
-    assert_eq!(webhook(&h, &ended, signed(&ended)).await.status(), 204);
+    assert_eq!(h.post_webhook(&ended, signed(&ended)).await.status(), 204);
     let forged = call_membership("call-logs-forged", &webex_id(PERSON));
     let forged_signature = Some(sign("attacker", forged.to_string().as_bytes()));
-    assert_eq!(webhook(&h, &forged, forged_signature).await.status(), 401);
+    assert_eq!(
+        h.post_webhook(&forged, forged_signature).await.status(),
+        401
+    );
     let malformed = b"{\"resource\": \"callMemberships\", \"data\": ";
     let response = h
         .http
@@ -276,7 +246,9 @@ async fn logs_of_a_whole_scenario_hold_no_token_secret_email_jwt_or_key() {
     // A dead token found by a real ring, and the database going away and back.
     let ring_other = call_membership("call-logs-3", &webex_id(OTHER));
     assert_eq!(
-        webhook(&h, &ring_other, signed(&ring_other)).await.status(),
+        h.post_webhook(&ring_other, signed(&ring_other))
+            .await
+            .status(),
         204
     );
     h.server
@@ -399,16 +371,7 @@ async fn sql_injection_strings_are_refused_or_stored_verbatim_and_never_executed
                         _ => assert_eq!(row.person_id, body["personId"]),
                     }
                     if field == "bundleId" {
-                        let listing: Value = h
-                            .http
-                            .get(h.url(&format!("/admin/persons/{OTHER}/devices")))
-                            .bearer_auth(ADMIN)
-                            .send()
-                            .await
-                            .unwrap()
-                            .json()
-                            .await
-                            .unwrap();
+                        let listing = h.admin_devices(ADMIN, OTHER).await;
                         assert!(
                             listing["devices"]
                                 .as_array()
@@ -448,7 +411,11 @@ async fn sql_injection_strings_are_refused_or_stored_verbatim_and_never_executed
         let mut ring = call_membership(injection, injection);
         ring["data"]["callId"] = json!(injection);
         let signature = sign(SECRET, ring.to_string().as_bytes());
-        let status = webhook(&h, &ring, Some(signature)).await.status().as_u16();
+        let status = h
+            .post_webhook(&ring, Some(signature))
+            .await
+            .status()
+            .as_u16();
         assert!(status == 400 || status == 204, "{status}");
     }
 
@@ -466,33 +433,14 @@ async fn sql_injection_strings_are_refused_or_stored_verbatim_and_never_executed
 /// Runs the binary with `envs` until it exits by itself (within [`WAIT`]); returns
 /// whether it succeeded and everything it wrote.
 async fn run_to_exit(envs: &[(&str, String)]) -> (bool, String) {
-    let mut server = Server::spawn(envs);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            // The output threads may still be reading the last lines.
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            return (status.success(), server.log_text());
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the server should have stopped by itself; the log:\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (ok, stdout, stderr) = run_binary(&[], envs).await;
+    (ok, format!("{stdout}{stderr}"))
 }
 
 /// A key for Apple's own gateways (no `APNS_ENDPOINT`) on an SQLite file in `dir`.
 fn apple_envs(dir: &std::path::Path) -> Vec<(&'static str, String)> {
-    use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
-    let key = p256::SecretKey::random(&mut rand::thread_rng());
     let key_file = dir.join("AuthKey_KEY1234567.p8");
-    std::fs::write(
-        &key_file,
-        key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
-    )
-    .unwrap();
+    std::fs::write(&key_file, apns_key().0).unwrap();
     vec![
         ("PORT", "0".into()),
         ("HOST", "127.0.0.1".into()),
@@ -523,14 +471,8 @@ async fn webhooks_fail_closed_when_pushes_can_reach_real_phones() {
     );
     assert!(log.contains("ALLOW_UNSIGNED_WEBHOOKS=true"), "{log}");
     assert!(!dir.path().join("push.db").exists(), "nothing was set up");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_webex-push"))
-        .arg("check")
-        .env_clear()
-        .envs(apple.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "{printed}");
+    let (ok, printed, _) = run_binary(&["check"], &apple).await;
+    assert!(!ok, "{printed}");
     assert!(
         printed
             .lines()
@@ -598,15 +540,7 @@ async fn register_auth_off_is_warned_and_shown_and_signed_webhooks_are_shown() {
                     .is_some_and(|m| m.starts_with("REGISTER_AUTH=off: anyone who knows"))
         })
         .await;
-    let ready: Value = h
-        .http
-        .get(h.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = h.get_json("/readyz").await;
     assert_eq!(ready["webhook_auth"], "signed", "{ready}");
     assert_eq!(ready["register_auth"], "off", "{ready}");
 }
@@ -674,15 +608,7 @@ async fn a_person_keeps_only_the_most_recent_devices_and_a_ring_fans_out_to_thos
     h.webhook(&call_membership("limit-call", PERSON)).await;
     let pushes = h.pushes(0, 2).await;
     assert_eq!(sorted_tokens(&pushes), vec![token("a2"), token("a3")]);
-    let metrics = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("webex_push_devices_evicted_total 4"),
         "{metrics}"

@@ -1,7 +1,5 @@
 //! The HTTP API through the real actix app on a bound port, with the domain's mock
 //! store and a recording stand-in for the IncomingCall port.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,25 +24,14 @@ use webex_push_domain::{
     Channel, Device, DeviceToken, Push, PushContent, PushOutcome, PushProvider,
 };
 
-const PERSON_UUID: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
-const OTHER_UUID: &str = "0f1e2d3c-4b5a-4968-8776-655443322110";
-const WAIT: Duration = Duration::from_secs(10);
-
-fn b64(text: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD_NO_PAD.encode(text)
-}
-
-fn person(uuid: &str) -> String {
-    b64(&format!("ciscospark://us/PEOPLE/{uuid}"))
-}
+use crate::common::*;
 
 fn voip_token() -> String {
-    "a1".repeat(32)
+    token("a1")
 }
 
 fn msg_token() -> String {
-    "b2".repeat(32)
+    token("b2")
 }
 
 /// What the recording notifier saw.
@@ -266,26 +253,11 @@ impl TestApp {
 }
 
 async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status().as_u16(), status);
-    assert_eq!(
-        response.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status);
-    assert!(body["type"].as_str().unwrap().starts_with("https://"));
-    assert!(body["title"].is_string());
-    assert!(body["detail"].is_string());
-    body
+    assert_problem(response, status, None).await
 }
 
 fn original_registration() -> Value {
-    json!({
-        "email": "ada@example.com",
-        "voipToken": voip_token(),
-        "msgToken": msg_token(),
-        "personId": person(PERSON_UUID),
-    })
+    registration(&webex_id(PERSON), &voip_token(), &msg_token())
 }
 
 #[tokio::test]
@@ -294,7 +266,7 @@ async fn the_original_registration_body_is_stored_and_answered_204() {
     store
         .expect_register()
         .withf(|registration, _| {
-            registration.person == PersonId::parse(PERSON_UUID).unwrap()
+            registration.person == PersonId::parse(PERSON).unwrap()
                 && registration.voip_token.as_ref().map(|t| t.as_str())
                     == Some(voip_token().as_str())
                 && registration.alert_token.as_str() == msg_token()
@@ -475,7 +447,7 @@ async fn registration_with_missing_or_bad_fields_is_400_naming_each_field_and_ru
         (
             {
                 let mut b = original_registration();
-                b["personId"] = json!(b64(&format!("ciscospark://us/ROOM/{PERSON_UUID}")));
+                b["personId"] = json!(b64(&format!("ciscospark://us/ROOM/{PERSON}")));
                 b
             },
             "personId",
@@ -549,7 +521,7 @@ async fn with_fcm_configured_androids_body_is_stored_as_one_fcm_token() {
     store
         .expect_register()
         .withf(|registration, _| {
-            registration.person == PersonId::parse(PERSON_UUID).unwrap()
+            registration.person == PersonId::parse(PERSON).unwrap()
                 && registration.voip_token.is_none()
                 && registration.alert_token.as_str() == FCM_TOKEN
                 && registration.alert_token.provider() == PushProvider::Fcm
@@ -569,7 +541,7 @@ async fn with_fcm_configured_androids_body_is_stored_as_one_fcm_token() {
         ..Options::default()
     })
     .await;
-    let android = json!({"pushProvider": "FCM", "deviceToken": FCM_TOKEN, "userId": PERSON_UUID});
+    let android = android_registration(PERSON, FCM_TOKEN);
     assert_eq!(app.post_json("/register", &android).await.status(), 204);
 
     // Validated at the edge: printable ASCII, bounded, but not hex.
@@ -578,7 +550,7 @@ async fn with_fcm_configured_androids_body_is_stored_as_one_fcm_token() {
         ("", "required"),
         (&"a".repeat(4097) as &str, "max-length"),
     ] {
-        let body = json!({"pushProvider": "FCM", "deviceToken": token, "userId": PERSON_UUID});
+        let body = android_registration(PERSON, token);
         let body = problem(app.post_json("/register", &body).await, 400).await;
         let errors = body["errors"].as_array().unwrap();
         assert_eq!(errors.len(), 1, "{body}");
@@ -594,15 +566,9 @@ async fn with_fcm_configured_androids_body_is_stored_as_one_fcm_token() {
     assert_eq!(response.status(), 204);
 }
 
-/// The body KitchenSink (Cisco's current sample app, iOS) registers with.
-fn kitchensink_registration() -> Value {
-    json!({
-        "voipToken": voip_token(),
-        "deviceToken": msg_token(),
-        "pushProvider": "APNS",
-        "userId": PERSON_UUID,
-        "prod": false,
-    })
+/// KitchenSink's registration of the usual tokens.
+fn kitchensink() -> Value {
+    kitchensink_registration(PERSON, &voip_token(), &msg_token())
 }
 
 #[tokio::test]
@@ -611,7 +577,7 @@ async fn kitchensinks_registration_body_is_stored_as_a_kitchensink_device() {
     store
         .expect_register()
         .withf(|registration, _| {
-            registration.person == PersonId::parse(PERSON_UUID).unwrap()
+            registration.person == PersonId::parse(PERSON).unwrap()
                 && registration.voip_token.as_ref().map(|t| t.as_str())
                     == Some(voip_token().as_str())
                 && registration.alert_token.as_str() == msg_token()
@@ -641,16 +607,14 @@ async fn kitchensinks_registration_body_is_stored_as_a_kitchensink_device() {
         ..Options::default()
     })
     .await;
-    let response = app
-        .post_json("/register", &kitchensink_registration())
-        .await;
+    let response = app.post_json("/register", &kitchensink()).await;
     assert_eq!(response.status().as_u16(), 204);
-    let mut production = kitchensink_registration();
+    let mut production = kitchensink();
     production["prod"] = json!(true);
     assert_eq!(app.post_json("/register", &production).await.status(), 204);
     // `prod` and even `pushProvider` may be left out: the tokens' environment is then
     // found by trying (as for the seed's body).
-    let mut unknown = kitchensink_registration();
+    let mut unknown = kitchensink();
     unknown.as_object_mut().unwrap().remove("prod");
     unknown.as_object_mut().unwrap().remove("pushProvider");
     assert_eq!(app.post_json("/register", &unknown).await.status(), 204);
@@ -684,7 +648,7 @@ async fn a_bad_kitchensink_body_is_400_naming_every_field_and_android_is_refused
     let android = json!({
         "pushProvider": "FCM",
         "deviceToken": "fcm-registration-token:APA91b",
-        "userId": PERSON_UUID,
+        "userId": PERSON,
     });
     let body = problem(app.post_json("/register", &android).await, 400).await;
     let errors = body["errors"].as_array().unwrap();
@@ -813,21 +777,9 @@ async fn unregistering_is_idempotent_and_a_malformed_token_is_400() {
     assert_eq!(body["rule"], "hex");
 }
 
+/// `callee`'s own webhook ringing them for `call-1`.
 fn notified(callee: &str) -> Value {
-    json!({
-        "id": "webhook-1",
-        "resource": "callMemberships",
-        "event": "created",
-        "createdBy": person(callee),
-        "actorId": person(OTHER_UUID),
-        "data": {
-            "id": "membership-1",
-            "callId": "call-1",
-            "personId": callee,
-            "state": "notified",
-            "created": "2025-06-01T12:00:00Z"
-        }
-    })
+    ring_of(callee, "call-1", callee)
 }
 
 #[tokio::test]
@@ -837,14 +789,14 @@ async fn a_signed_webhook_is_queued_and_relayed() {
         ..Options::default()
     })
     .await;
-    let body = notified(PERSON_UUID);
+    let body = notified(PERSON);
     let signature = sign("s3cret", body.to_string().as_bytes());
     let response = app.webhook(&body, Some(signature)).await;
     assert_eq!(response.status().as_u16(), 204);
     let Relayed::Ring(call) = app.next_relayed().await else {
         panic!("expected a ring");
     };
-    assert_eq!(call.callee, PersonId::parse(PERSON_UUID).unwrap());
+    assert_eq!(call.callee, PersonId::parse(PERSON).unwrap());
     assert_eq!(call.call_id.as_str(), "call-1");
 }
 
@@ -855,7 +807,7 @@ async fn webhook_with_bad_or_missing_signature_is_rejected_and_nothing_is_pushed
         ..Options::default()
     })
     .await;
-    let body = notified(PERSON_UUID);
+    let body = notified(PERSON);
     let forged = sign("guess", body.to_string().as_bytes());
     for signature in [None, Some(forged), Some("zz".into())] {
         let problem = problem(app.webhook(&body, signature).await, 401).await;
@@ -872,21 +824,17 @@ async fn webhook_with_bad_or_missing_signature_is_rejected_and_nothing_is_pushed
 #[tokio::test]
 async fn each_resource_reaches_the_right_use_case() {
     let mut app = TestApp::spawn(Options::default()).await;
-    let mut ended = notified(PERSON_UUID);
+    let mut ended = notified(PERSON);
     ended["data"]["state"] = json!("declined");
     assert_eq!(app.webhook(&ended, None).await.status().as_u16(), 204);
     assert!(matches!(app.next_relayed().await, Relayed::Ended(e) if !e.answered_elsewhere));
 
-    let message = json!({
-        "resource": "messages", "event": "created",
-        "createdBy": person(PERSON_UUID), "actorId": person(OTHER_UUID),
-        "data": {"id": "m-1", "roomId": "r-1", "personId": person(OTHER_UUID)}
-    });
+    let message = message(PERSON, CALLER, "caller@example.com");
     assert_eq!(app.webhook(&message, None).await.status().as_u16(), 204);
     let Relayed::Message(message) = app.next_relayed().await else {
         panic!("expected a message");
     };
-    assert_eq!(message.recipient, PersonId::parse(PERSON_UUID).unwrap());
+    assert_eq!(message.recipient, PersonId::parse(PERSON).unwrap());
 }
 
 #[tokio::test]
@@ -910,7 +858,7 @@ async fn uninteresting_events_are_acknowledged_and_malformed_ones_refused() {
             .ends_with("#malformed-webhook")
     );
 
-    let mut no_person = notified(PERSON_UUID);
+    let mut no_person = notified(PERSON);
     no_person["data"]
         .as_object_mut()
         .unwrap()
@@ -935,10 +883,7 @@ async fn a_full_push_queue_answers_503_with_retry_after() {
     .await;
     // The only worker takes the first event and waits at the gate ...
     assert_eq!(
-        app.webhook(&notified(PERSON_UUID), None)
-            .await
-            .status()
-            .as_u16(),
+        app.webhook(&notified(PERSON), None).await.status().as_u16(),
         204
     );
     tokio::time::timeout(WAIT, app.started.recv())
@@ -946,14 +891,11 @@ async fn a_full_push_queue_answers_503_with_retry_after() {
         .unwrap();
     // ... the second fills the queue ...
     assert_eq!(
-        app.webhook(&notified(OTHER_UUID), None)
-            .await
-            .status()
-            .as_u16(),
+        app.webhook(&notified(CALLER), None).await.status().as_u16(),
         204
     );
     // ... and the third finds no room.
-    let response = app.webhook(&notified(PERSON_UUID), None).await;
+    let response = app.webhook(&notified(PERSON), None).await;
     assert_eq!(response.headers()["retry-after"], "2");
     let body = problem(response, 503).await;
     assert!(body["type"].as_str().unwrap().ends_with("#queue-full"));
@@ -974,10 +916,7 @@ async fn shutdown_drains_the_queued_events_before_returning() {
     .await;
     for _ in 0..3 {
         assert_eq!(
-            app.webhook(&notified(PERSON_UUID), None)
-                .await
-                .status()
-                .as_u16(),
+            app.webhook(&notified(PERSON), None).await.status().as_u16(),
             204
         );
     }
@@ -1014,7 +953,7 @@ async fn without_an_apns_key_registrations_work_but_pushes_and_readiness_are_ref
             .as_u16(),
         204
     );
-    let response = app.webhook(&notified(PERSON_UUID), None).await;
+    let response = app.webhook(&notified(PERSON), None).await;
     assert!(response.headers().contains_key("retry-after"));
     let body = problem(response, 503).await;
     assert!(
@@ -1101,7 +1040,7 @@ fn device(token: &str, channel: Channel, outcome: Option<&str>) -> Device {
     Device {
         token: DeviceToken::parse(token).unwrap(),
         channel,
-        person: PersonId::parse(PERSON_UUID).unwrap(),
+        person: PersonId::parse(PERSON).unwrap(),
         environment: Some(ApnsEnvironment::Sandbox),
         bundle_id: None,
         flavour: AppFlavour::Seed,
@@ -1114,9 +1053,9 @@ fn device(token: &str, channel: Channel, outcome: Option<&str>) -> Device {
 #[tokio::test]
 async fn admin_routes_are_404_without_the_token_configured_and_401_with_a_wrong_one() {
     let off = TestApp::spawn(Options::default()).await;
-    let devices = format!("/admin/persons/{PERSON_UUID}/devices");
+    let devices = format!("/admin/persons/{PERSON}/devices");
     problem(off.admin_get(&devices, Some(ADMIN)).await, 404).await;
-    let body = json!({"personId": PERSON_UUID, "channel": "voip"});
+    let body = json!({"personId": PERSON, "channel": "voip"});
     problem(
         off.admin_post("/admin/test-push", Some(ADMIN), &body).await,
         404,
@@ -1141,7 +1080,7 @@ async fn admin_lists_a_persons_devices_with_redacted_tokens_and_last_outcomes() 
     let mut store = MockRegistrationPort::new();
     store
         .expect_all_devices_of()
-        .withf(|p| p.uuid().to_string() == PERSON_UUID)
+        .withf(|p| p.uuid().to_string() == PERSON)
         .returning(|_| {
             Ok(vec![
                 device(&msg_token(), Channel::Alert, None),
@@ -1156,7 +1095,7 @@ async fn admin_lists_a_persons_devices_with_redacted_tokens_and_last_outcomes() 
     .await;
     let response = app
         .admin_get(
-            &format!("/admin/persons/{}/devices", person(PERSON_UUID)),
+            &format!("/admin/persons/{}/devices", webex_id(PERSON)),
             Some(ADMIN),
         )
         .await;
@@ -1167,7 +1106,7 @@ async fn admin_lists_a_persons_devices_with_redacted_tokens_and_last_outcomes() 
         "{text}"
     );
     let body: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(body["personId"], PERSON_UUID);
+    assert_eq!(body["personId"], PERSON);
     let devices = body["devices"].as_array().unwrap();
     assert_eq!(devices.len(), 2);
     assert_eq!(devices[0]["channel"], "voip", "VoIP first");
@@ -1222,7 +1161,7 @@ async fn admin_test_push_rings_each_voip_device_and_returns_apples_answer() {
     let other = other_voip.clone();
     store
         .expect_devices_of()
-        .withf(|p, c| p.uuid().to_string() == PERSON_UUID && *c == Channel::Voip)
+        .withf(|p, c| p.uuid().to_string() == PERSON && *c == Channel::Voip)
         .returning(move |_, _| {
             Ok(vec![
                 device(&voip_token(), Channel::Voip, None),
@@ -1246,7 +1185,7 @@ async fn admin_test_push_rings_each_voip_device_and_returns_apples_answer() {
         .admin_post(
             "/admin/test-push",
             Some(ADMIN),
-            &json!({"personId": person(PERSON_UUID), "channel": "voip"}),
+            &json!({"personId": webex_id(PERSON), "channel": "voip"}),
         )
         .await;
     assert_eq!(response.status().as_u16(), 200);
@@ -1280,8 +1219,8 @@ async fn admin_test_push_rings_each_voip_device_and_returns_apples_answer() {
     assert!(matches!(pushes[2].content, PushContent::Message(_)));
     for bad in [
         json!({"channel": "voip"}),
-        json!({"personId": PERSON_UUID, "token": msg_token(), "channel": "voip"}),
-        json!({"personId": PERSON_UUID, "channel": "pager"}),
+        json!({"personId": PERSON, "token": msg_token(), "channel": "voip"}),
+        json!({"personId": PERSON, "channel": "pager"}),
     ] {
         problem(
             app.admin_post("/admin/test-push", Some(ADMIN), &bad).await,
@@ -1306,7 +1245,7 @@ async fn admin_test_push_without_an_apns_key_is_503() {
     .await;
 }
 
-const COMMITTED_OPENAPI: &str = include_str!("../../../docs/openapi.json");
+const COMMITTED_OPENAPI: &str = include_str!("../../../../docs/openapi.json");
 
 #[tokio::test]
 async fn the_served_openapi_document_is_the_committed_one() {
@@ -1429,7 +1368,7 @@ async fn metrics_count_requests_by_route_pattern_and_webhooks_by_outcome() {
         ..Options::default()
     })
     .await;
-    let body = notified(PERSON_UUID);
+    let body = notified(PERSON);
     assert_eq!(app.webhook(&body, Some("bad".into())).await.status(), 401);
     let signature = sign("s3cret", body.to_string().as_bytes());
     assert_eq!(app.webhook(&body, Some(signature)).await.status(), 204);
@@ -1471,45 +1410,9 @@ async fn metrics_count_requests_by_route_pattern_and_webhooks_by_outcome() {
 
 // --- Proof of identity, with the real Webex adapter against a local stand-in.
 
-const ADA_ACCESS: &str = "ada-access-token_PF84_org";
-const DOWN_ACCESS: &str = "webex-is-down-token_PF84_org";
-
-/// A stand-in of Webex's `GET /v1/people/me` on port 0: Ada's token is Ada (spelled
-/// as Webex does), the "down" token gets a 503, anything else a 401.
-async fn webex_standin() -> String {
-    use actix_web::{HttpRequest, HttpResponse, web as aweb};
-    async fn me(request: HttpRequest) -> HttpResponse {
-        let auth = request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        match auth.strip_prefix("Bearer ") {
-            Some(ADA_ACCESS) => HttpResponse::Ok().json(json!({
-                "id": person(PERSON_UUID),
-                "emails": ["ada@example.com"],
-            })),
-            Some(DOWN_ACCESS) => HttpResponse::ServiceUnavailable().finish(),
-            _ => HttpResponse::Unauthorized().json(json!({"message": "invalid token"})),
-        }
-    }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = actix_web::HttpServer::new(|| {
-        actix_web::App::new().route("/v1/people/me", aweb::get().to(me))
-    })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)
-    .unwrap()
-    .run();
-    tokio::spawn(server);
-    format!("http://{address}")
-}
-
 async fn identity_app(store: MockRegistrationPort) -> TestApp {
     let identity = WebexIdentity::new(WebexIdentityConfig {
-        base_url: webex_standin().await,
+        base_url: webex_identity_standin().await,
         ..WebexIdentityConfig::default()
     })
     .unwrap();
@@ -1551,7 +1454,7 @@ async fn identity_proof_lets_the_holder_register_and_refuses_a_mismatched_person
     assert_eq!(response.status().as_u16(), 204);
 
     let mut bob = original_registration();
-    bob["personId"] = json!(person(OTHER_UUID));
+    bob["personId"] = json!(webex_id(CALLER));
     let body = problem(app.register_as(Some(ADA_ACCESS), &bob).await, 403).await;
     assert!(body["type"].as_str().unwrap().ends_with("#person-mismatch"));
 
@@ -1575,7 +1478,7 @@ async fn identity_proof_refuses_to_move_another_persons_token_with_a_conflict() 
     store.expect_device().returning(|token| {
         Ok((token.as_str() == voip_token()).then(|| {
             let mut bobs = device(&voip_token(), Channel::Voip, None);
-            bobs.person = PersonId::parse(OTHER_UUID).unwrap();
+            bobs.person = PersonId::parse(CALLER).unwrap();
             bobs
         }))
     });
@@ -1609,7 +1512,7 @@ async fn identity_proof_lets_only_the_owner_unregister_a_device() {
             Some(device(&voip_token(), Channel::Voip, None))
         } else {
             let mut bobs = device(&msg_token(), Channel::Alert, None);
-            bobs.person = PersonId::parse(OTHER_UUID).unwrap();
+            bobs.person = PersonId::parse(CALLER).unwrap();
             Some(bobs)
         })
     });

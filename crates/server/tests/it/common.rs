@@ -1,13 +1,10 @@
-//! Helpers shared by the integration tests that drive the real `webex-push` binary:
-//! the binary with its captured log lines, a harness with a fresh Postgres database and
-//! the APNs stand-in, and Webex-shaped bodies.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-// Each test binary uses its own share of the helpers.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: the real `webex-push` binary with its
+//! captured log lines, a harness with a fresh Postgres database and the APNs stand-in,
+//! waiting on conditions, and Webex-shaped bodies and stand-ins.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +43,136 @@ pub fn webex_id(uuid: &str) -> String {
 
 pub fn token(fill: &str) -> String {
     fill.repeat(64 / fill.len())
+}
+
+/// A port of 127.0.0.1 that was free a moment ago (nothing listens on it now), for a
+/// server whose URL must be known before it starts, or for a peer that is not there.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Polls `condition` every 20 ms until it holds; fails after [`WAIT`] with the log of
+/// `h`'s server.
+pub async fn eventually(h: &Harness, what: &str, condition: impl AsyncFnMut() -> bool) {
+    eventually_within(&h.server, WAIT, what, condition).await;
+}
+
+/// As [`eventually`], for `within` and with the log of `server`.
+pub async fn eventually_within(
+    server: &Server,
+    within: Duration,
+    what: &str,
+    condition: impl AsyncFnMut() -> bool,
+) {
+    poll(within, what, || server.log_text(), condition).await;
+}
+
+async fn poll(
+    within: Duration,
+    what: &str,
+    log: impl Fn() -> String,
+    mut condition: impl AsyncFnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {within:?}; log:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the binary with `args` and exactly `envs` to completion (within [`WAIT`]):
+/// (exit success, stdout, stderr and the exit status).
+pub async fn run_binary(args: &[&str], envs: &[(&str, String)]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_webex-push"))
+        .args(args)
+        .env_clear()
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT, output).await.unwrap().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        // The status too: a crash (signal) reads differently from a failed check.
+        format!(
+            "{}\n[{}]",
+            String::from_utf8_lossy(&output.stderr),
+            output.status
+        ),
+    )
+}
+
+/// A fresh P-256 key, as Apple issues them: (private PKCS#8 PEM, public PEM).
+pub fn apns_key() -> (String, String) {
+    let key = p256::SecretKey::random(&mut rand::thread_rng());
+    let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    (private_pem, public_pem)
+}
+
+/// The APNs stand-in trusting a freshly generated key; the key's `.p8` file and the
+/// stand-in's CA are written to a directory of the caller's.
+pub struct Apns {
+    pub standin: StandIn,
+    /// The private key, PEM (what `APNS_KEY` takes).
+    pub key_pem: String,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+}
+
+impl Apns {
+    pub async fn start(dir: &Path) -> Self {
+        let (key_pem, public_pem) = apns_key();
+        let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, public_pem))
+            .await
+            .unwrap();
+        // As Apple does, so the start-up warm-up is not counted as an accepted push.
+        standin
+            .script()
+            .fail_token(&"0".repeat(64), Failure::BadDeviceToken);
+        let key_file = dir.join("AuthKey_KEY1234567.p8");
+        std::fs::write(&key_file, key_pem.as_bytes()).unwrap();
+        let ca_file = dir.join("standin-ca.pem");
+        std::fs::write(&ca_file, standin.ca_pem()).unwrap();
+        Self {
+            standin,
+            key_pem,
+            key_file,
+            ca_file,
+        }
+    }
+
+    /// The environment that has the binary push to the stand-in with this key, at
+    /// `endpoint` (the stand-in's URL, or that of a proxy in front of it).
+    pub fn envs(&self, endpoint: String) -> Vec<(&'static str, String)> {
+        vec![
+            ("APNS_KEY_FILE", self.key_file.display().to_string()),
+            ("APNS_KEY_ID", KEY_ID.into()),
+            ("APNS_TEAM_ID", TEAM_ID.into()),
+            ("APNS_TOPIC", TOPIC.into()),
+            ("APNS_ENDPOINT", endpoint),
+            ("APNS_CA_FILE", self.ca_file.display().to_string()),
+        ]
+    }
+}
+
+/// The FCM stand-in's service account (the committed test key), endpoint and CA, the
+/// files written to `dir`: the environment that points the server at it.
+pub fn fcm_envs(fcm: &FcmStandIn, dir: &Path) -> Vec<(&'static str, String)> {
+    let account = dir.join("service-account.json");
+    std::fs::write(&account, fcm.test_service_account_json()).unwrap();
+    let ca = dir.join("fcm-ca.pem");
+    std::fs::write(&ca, fcm.ca_pem()).unwrap();
+    vec![
+        ("FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()),
+        ("FCM_ENDPOINT", fcm.url()),
+        ("FCM_CA_FILE", ca.display().to_string()),
+    ]
 }
 
 /// The running binary, its log lines, and a way to wait for one.
@@ -94,19 +221,34 @@ impl Server {
 
     /// Waits for the first log line matching `wanted`, past or future.
     pub async fn wait_for_log(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until(&format!("log line {what}"), |lines| {
+            lines.iter().find(|l| wanted(l)).cloned()
+        })
+        .await
+    }
+
+    /// Waits until `n` log lines in all, past or future, match `wanted`.
+    pub async fn wait_for_count(&self, what: &str, n: usize, wanted: impl Fn(&Value) -> bool) {
+        self.wait_until(&format!("{n} log lines {what}"), |lines| {
+            (lines.iter().filter(|l| wanted(l)).count() >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits (within [`WAIT`]) until `found` finds something in the lines so far,
+    /// looking again at each new line.
+    async fn wait_until<T>(&self, what: &str, found: impl Fn(&[Value]) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let notified = self.new_line.notified();
             tokio::pin!(notified);
+            // Registered before looking, so a line written meanwhile is not missed.
             notified.as_mut().enable();
-            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| wanted(l)) {
-                return line.clone();
+            if let Some(found) = found(&self.lines.lock().unwrap()) {
+                return found;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "no log line {what} within {WAIT:?}; the log:\n{}",
-                    self.log_text()
-                );
+                panic!("no {what} within {WAIT:?}; the log:\n{}", self.log_text());
             }
         }
     }
@@ -121,13 +263,25 @@ impl Server {
     }
 
     pub fn log_text(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
+        text_of(&self.lines)
+    }
+
+    /// Waits (within [`WAIT`]) until the process has exited; its status.
+    pub async fn exited(&mut self) -> ExitStatus {
+        let lines = Arc::clone(&self.lines);
+        let child = &mut self.child;
+        let mut status = None;
+        poll(
+            WAIT,
+            "the process exiting",
+            || text_of(&lines),
+            async || {
+                status = child.try_wait().unwrap();
+                status.is_some()
+            },
+        )
+        .await;
+        status.expect("polled until it exited")
     }
 
     pub async fn wait_until_listening(&mut self) {
@@ -146,6 +300,16 @@ impl Drop for Server {
     }
 }
 
+fn text_of(lines: &Mutex<Vec<Value>>) -> String {
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Reads `stream` line by line on a thread of its own into `lines`.
 fn collect_lines(
     stream: impl std::io::Read + Send + 'static,
@@ -162,6 +326,32 @@ fn collect_lines(
             new_line.notify_waiters();
         }
     });
+}
+
+/// Where the `type` of every problem body points: the API document's section for it.
+pub const PROBLEM_BASE: &str = "https://github.com/webex-push/webex-push/blob/main/docs/api.md#";
+
+/// Checks that `response` is a problem document (RFC 9457) of `status`, and of `slug`
+/// when given, and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, slug: Option<&str>) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = response.text().await.unwrap();
+    assert_eq!(content_type, "application/problem+json", "{text}");
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    let kind = problem["type"].as_str().unwrap();
+    assert!(kind.starts_with(PROBLEM_BASE), "{problem}");
+    if let Some(slug) = slug {
+        assert_eq!(&kind[PROBLEM_BASE.len()..], slug, "{problem}");
+    }
+    assert!(!problem["title"].as_str().unwrap().is_empty(), "{problem}");
+    assert!(problem["detail"].is_string(), "{problem}");
+    assert_eq!(problem["status"], status, "{problem}");
+    problem
 }
 
 pub fn message_is(line: &Value, message: &str) -> bool {
@@ -201,15 +391,7 @@ impl Harness {
     pub async fn start_with_fcm_and(push_workers: usize, extra: &[(&str, String)]) -> Self {
         let fcm = FcmStandIn::start(FcmStandInConfig::test()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let account = dir.path().join("service-account.json");
-        std::fs::write(&account, fcm.test_service_account_json()).unwrap();
-        let ca = dir.path().join("fcm-ca.pem");
-        std::fs::write(&ca, fcm.ca_pem()).unwrap();
-        let mut envs = vec![
-            ("FCM_SERVICE_ACCOUNT_FILE", account.display().to_string()),
-            ("FCM_ENDPOINT", fcm.url()),
-            ("FCM_CA_FILE", ca.display().to_string()),
-        ];
+        let mut envs = fcm_envs(&fcm, dir.path());
         envs.extend(extra.iter().cloned());
         let mut h = Self::start_with(push_workers, &envs).await;
         h._fcm_dir = Some(dir);
@@ -275,28 +457,15 @@ impl Harness {
         extra: &[(&str, String)],
         apns_behind_proxy: bool,
     ) -> (Self, Option<FaultProxy>) {
-        let key = p256::SecretKey::random(&mut rand::thread_rng());
-        let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-        let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
-        let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, public_pem))
-            .await
-            .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("AuthKey_KEY1234567.p8");
-        std::fs::write(&key_file, private_pem.as_bytes()).unwrap();
-        let ca_file = dir.path().join("standin-ca.pem");
-        std::fs::write(&ca_file, standin.ca_pem()).unwrap();
+        let apns = Apns::start(dir.path()).await;
         let proxy = match apns_behind_proxy {
-            true => Some(FaultProxy::start(standin.local_addr()).await.unwrap()),
+            true => Some(FaultProxy::start(apns.standin.local_addr()).await.unwrap()),
             false => None,
         };
         let apns_endpoint = proxy
             .as_ref()
-            .map_or_else(|| standin.url(), FaultProxy::url);
-        // As Apple does, so the start-up warm-up is not counted as an accepted push.
-        standin
-            .script()
-            .fail_token(&"0".repeat(64), Failure::BadDeviceToken);
+            .map_or_else(|| apns.standin.url(), FaultProxy::url);
 
         let mut envs = vec![
             ("PORT", "0".into()),
@@ -307,18 +476,14 @@ impl Harness {
             ("DATABASE_CONNECT_TIMEOUT_SECS", "2".into()),
             ("DATABASE_CHECKOUT_TIMEOUT_SECS", "1".into()),
             ("DATABASE_STATEMENT_TIMEOUT_SECS", "2".into()),
-            ("APNS_KEY_FILE", key_file.display().to_string()),
-            ("APNS_KEY_ID", KEY_ID.into()),
-            ("APNS_TEAM_ID", TEAM_ID.into()),
-            ("APNS_TOPIC", TOPIC.into()),
-            ("APNS_ENDPOINT", apns_endpoint),
-            ("APNS_CA_FILE", ca_file.display().to_string()),
             ("WEBHOOK_SECRET", format!("old-secret,{SECRET}")),
             ("PUSH_WORKERS", push_workers.to_string()),
             ("SHUTDOWN_TIMEOUT_SECS", "10".into()),
             ("LOG_FORMAT", "json".into()),
             ("RUST_LOG", "info".into()),
         ];
+        envs.extend(apns.envs(apns_endpoint));
+        let standin = apns.standin;
         envs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         envs.extend(extra.iter().cloned());
         let envs: Vec<(String, String)> =
@@ -390,17 +555,21 @@ impl Harness {
         );
     }
 
-    pub async fn webhook_signed_with(&self, body: &Value, signature: Option<String>) -> u16 {
-        let text = body.to_string();
+    /// Posts `body` to `/webhook` with `signature` (none when `None`).
+    pub async fn post_webhook(&self, body: &Value, signature: Option<String>) -> reqwest::Response {
         let mut request = self
             .http
             .post(self.url("/webhook"))
             .header("content-type", "application/json; charset=utf-8")
-            .body(text);
+            .body(body.to_string());
         if let Some(signature) = signature {
             request = request.header("X-Spark-Signature", signature);
         }
-        request.send().await.unwrap().status().as_u16()
+        request.send().await.unwrap()
+    }
+
+    pub async fn webhook_signed_with(&self, body: &Value, signature: Option<String>) -> u16 {
+        self.post_webhook(body, signature).await.status().as_u16()
     }
 
     pub async fn webhook(&self, body: &Value) {
@@ -421,6 +590,25 @@ impl Harness {
             .status()
             .as_u16();
         assert_eq!(status, 204, "{}", self.server.log_text());
+    }
+
+    /// The JSON body `GET path` answers.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
+    /// `person`'s devices as the admin API (token `admin`) lists them.
+    pub async fn admin_devices(&self, admin: &str, person: &str) -> Value {
+        let path = format!("/admin/persons/{person}/devices");
+        let response = self
+            .http
+            .get(self.url(&path))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
     }
 
     pub async fn get_status(&self, path: &str) -> u16 {
@@ -447,22 +635,16 @@ impl Harness {
 
     /// Waits until the workers have relayed (or dropped) `n` events.
     pub async fn relayed(&self, n: usize) {
-        let relayed = |l: &Value| message_is(l, "event relayed");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let notified = self.server.new_line.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.server.count_logs(relayed) >= n {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "{n} events were not relayed in time:\n{}",
-                    self.server.log_text()
-                );
-            }
-        }
+        self.server
+            .wait_for_count("`event relayed`", n, |l| message_is(l, "event relayed"))
+            .await;
+    }
+
+    /// The `/metrics` text now.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.unwrap()
     }
 }
 
@@ -514,20 +696,45 @@ pub fn envelope(resource: &str, event: &str, owner: &str, actor: &str, data: Val
     })
 }
 
+/// A `callMemberships/created` webhook of [`PERSON`]'s ringing `callee_spelling` (an
+/// id in any spelling) for `call_id`.
 pub fn call_membership(call_id: &str, callee_spelling: &str) -> Value {
+    ring_of(PERSON, call_id, callee_spelling)
+}
+
+/// As [`call_membership`], from `owner`'s own webhook.
+pub fn ring_of(owner: &str, call_id: &str, callee_spelling: &str) -> Value {
     envelope(
         "callMemberships",
         "created",
-        PERSON,
+        owner,
         CALLER,
         json!({
-            "id": "membership-1",
+            "id": format!("membership-{call_id}"),
             "callId": call_id,
             "personId": callee_spelling,
             "personEmail": "callee@example.com",
             "state": "notified",
             "isInitiator": false,
             "created": "2025-06-01T12:34:56.000Z",
+        }),
+    )
+}
+
+/// A `messages/created` webhook of `owner`'s: `author` (`email`) wrote in a direct room.
+pub fn message(owner: &str, author: &str, email: &str) -> Value {
+    envelope(
+        "messages",
+        "created",
+        owner,
+        author,
+        json!({
+            "id": "message-1",
+            "roomId": "room-1",
+            "roomType": "direct",
+            "personId": webex_id(author),
+            "personEmail": email,
+            "created": "2025-06-01T12:00:00.000Z",
         }),
     )
 }
@@ -577,4 +784,45 @@ pub fn assert_alert(push: &AcceptedPush) {
     assert_eq!(push.topic, TOPIC);
     assert_eq!(push.push_type, "alert");
     assert!(push.payload["aps"]["alert"].is_object(), "{}", push.payload);
+}
+
+/// Ada's Webex access token at [`webex_identity_standin`]: she is [`PERSON`].
+pub const ADA_ACCESS: &str = "ada-access-token_PF84_org";
+/// A token for which [`webex_identity_standin`] answers as Webex does when it is down.
+pub const DOWN_ACCESS: &str = "webex-is-down-token_PF84_org";
+
+/// A stand-in of Webex's `GET /v1/people/me` on port 0, its base URL: [`ADA_ACCESS`] is
+/// [`PERSON`] (spelled as Webex does), [`DOWN_ACCESS`] gets a 503, any other token
+/// Webex's 401.
+pub async fn webex_identity_standin() -> String {
+    use actix_web::{HttpRequest, HttpResponse, web};
+    async fn me(request: HttpRequest) -> HttpResponse {
+        let auth = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        match auth.strip_prefix("Bearer ") {
+            Some(ADA_ACCESS) => HttpResponse::Ok().json(json!({
+                "id": webex_id(PERSON),
+                "emails": ["ada@example.com"],
+                "displayName": "Ada",
+            })),
+            Some(DOWN_ACCESS) => HttpResponse::ServiceUnavailable().finish(),
+            _ => HttpResponse::Unauthorized()
+                .json(json!({"message": "The request requires a valid access token."})),
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = actix_web::HttpServer::new(|| {
+        actix_web::App::new().route("/v1/people/me", web::get().to(me))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    format!("http://{address}")
 }
