@@ -3,10 +3,13 @@
 //! Requests that arrive while earlier batches are in the database wait and go together
 //! in the next statement: under load one blocking hop, one connection checkout and one
 //! round trip serve many events; when the server is quiet a request goes alone at once
-//! (a free slot takes it without waiting for company). Nothing is delayed on purpose.
+//! (a free slot takes it without waiting for company). Only a batcher made
+//! [`lingering`](Batcher::lingering), for writes off the ring's path, holds a batch open
+//! a moment for company.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
@@ -39,6 +42,7 @@ pub(crate) struct Batcher<B: Batch> {
     sender: Mutex<Option<mpsc::UnboundedSender<Pending<B>>>>,
     slots: usize,
     max_items: usize,
+    linger: Duration,
     name: &'static str,
 }
 
@@ -49,8 +53,18 @@ impl<B: Batch> Batcher<B> {
             sender: Mutex::new(None),
             slots: slots.max(1),
             max_items: max_items.max(1),
+            linger: Duration::ZERO,
             name,
         }
+    }
+
+    /// Holds each batch open for up to `linger` after its first item (or until it is
+    /// full), so that items arriving a moment apart share one statement even when a
+    /// slot is free. For writes nobody waits on for a ring; the first item's caller
+    /// waits that much longer.
+    pub(crate) fn lingering(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// Runs `item` in the next batch and waits for its result. Must be called inside a
@@ -94,6 +108,7 @@ impl<B: Batch> Batcher<B> {
                 receiver,
                 self.slots,
                 self.max_items,
+                self.linger,
             )
             .instrument(span),
         );
@@ -106,6 +121,7 @@ async fn collect<B: Batch>(
     mut receiver: mpsc::UnboundedReceiver<Pending<B>>,
     slots: usize,
     max_items: usize,
+    linger: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(slots));
     loop {
@@ -118,6 +134,16 @@ async fn collect<B: Batch>(
             return;
         };
         let mut pending = vec![first];
+        if !linger.is_zero() {
+            let until = tokio::time::Instant::now() + linger;
+            while pending.len() < max_items {
+                match tokio::time::timeout_at(until, receiver.recv()).await {
+                    Ok(Some(next)) => pending.push(next),
+                    // Closed (the batcher is gone) or the time is up: run what is here.
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
         while pending.len() < max_items {
             match receiver.try_recv() {
                 Ok(next) => pending.push(next),
@@ -217,6 +243,69 @@ mod tests {
         async fn run(&self, items: Vec<u32>) -> Vec<Result<u32, RegistrationError>> {
             items.into_iter().map(Ok).collect()
         }
+    }
+
+    /// Answers every item with its own value, at once, and records the batch sizes.
+    #[derive(Default)]
+    struct Sizes(Mutex<Vec<usize>>);
+
+    impl Batch for Sizes {
+        type Item = u32;
+        type Output = u32;
+
+        async fn run(&self, items: Vec<u32>) -> Vec<Result<u32, RegistrationError>> {
+            self.0.lock().unwrap().push(items.len());
+            items.into_iter().map(Ok).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lingering_batch_waits_for_items_a_moment_apart_though_a_slot_is_free() {
+        let batcher = Arc::new(
+            Batcher::new(Sizes::default(), 2, 64, "test").lingering(Duration::from_millis(300)),
+        );
+        let mut waiting = Vec::new();
+        for n in 0..3 {
+            let batcher = Arc::clone(&batcher);
+            waiting.push(tokio::spawn(
+                async move { batcher.submit(n).await.unwrap() },
+            ));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (n, waiting) in (0..3).zip(waiting) {
+            assert_eq!(waiting.await.unwrap(), n);
+        }
+        assert_eq!(*batcher.batch.0.lock().unwrap(), vec![3]);
+
+        // Without the linger, the same items go one by one.
+        let eager = Arc::new(Batcher::new(Sizes::default(), 2, 64, "test"));
+        for n in 0..3 {
+            assert_eq!(eager.submit(n).await.unwrap(), n);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(*eager.batch.0.lock().unwrap(), vec![1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_lingering_batch_is_run_when_its_time_is_up_or_it_is_full() {
+        let batcher = Arc::new(
+            Batcher::new(Sizes::default(), 1, 4, "test").lingering(Duration::from_millis(50)),
+        );
+        // Alone: run once the linger is over.
+        let started = std::time::Instant::now();
+        assert_eq!(batcher.submit(7).await.unwrap(), 7);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // Full before the time is up: run at once, the rest in the next batch.
+        let waiting: Vec<_> = (0..6)
+            .map(|n| {
+                let batcher = Arc::clone(&batcher);
+                tokio::spawn(async move { batcher.submit(n).await.unwrap() })
+            })
+            .collect();
+        for (n, waiting) in (0..6).zip(waiting) {
+            assert_eq!(waiting.await.unwrap(), n);
+        }
+        assert_eq!(*batcher.batch.0.lock().unwrap(), vec![1, 4, 2]);
     }
 
     #[test]
