@@ -123,9 +123,12 @@ impl AccessTokens {
         let iat = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let assertion = self
-            .account
-            .assertion(iat)
+        // An RSA signature takes about a millisecond: not on the relay thread, which
+        // every other push shares.
+        let account = self.account.clone();
+        let assertion = tokio::task::spawn_blocking(move || account.assertion(iat))
+            .await
+            .map_err(|e| TokenError::Refused(format!("cannot sign the assertion: {e}")))?
             .map_err(|e| TokenError::Refused(format!("cannot sign the assertion: {e}")))?;
         let started = Instant::now();
         let response = self
