@@ -17,4 +17,4 @@ mod exposition;
 pub mod registry;
 
 pub use decorators::{MeteredGateway, MeteredStore, WEBHOOK_RECEIVED};
-pub use registry::{METHODS, Metrics, NAMESPACE, method_label};
+pub use registry::{METHODS, Metrics, NAMESPACE, method_label, resource_label};

@@ -1,6 +1,7 @@
 //! The registry: every family the server exports, its label set and buckets, the
 //! numbers probed at scrape time, and the rendering of it all for `GET /metrics`.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use webex_push_domain::{Push, PushOutcome, PushProvider};
+use webex_push_domain::{EventKind, EventSource, Push, PushOutcome, PushProvider};
 
 use super::exposition::prometheus_text;
 use crate::process_metrics::ProcessCollector;
@@ -21,19 +22,23 @@ pub const NAMESPACE: &str = "webex_push";
 /// A number read when `/metrics` is scraped (pool state, provider tokens).
 type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
 
+// Label values are `&'static str` wherever their set is closed, so counting a webhook
+// or a push allocates nothing once its series exists; an open value (a route pattern
+// the list does not know, a provider's reason) is a `Cow`, owned only off the hot path.
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The route pattern (`/register/{token}`), never the raw path: tokens stay out
     /// of the series and the cardinality stays bounded.
-    pub route: String,
+    pub route: Cow<'static, str>,
     /// One of [`METHODS`], else `other`.
     pub method: &'static str,
-    pub status: String,
+    pub status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: Cow<'static, str>,
     pub method: &'static str,
 }
 
@@ -56,10 +61,37 @@ pub fn method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// A route pattern's label: borrowed for every pattern the app serves (and
+/// `unmatched`), so a request's series is found without allocating.
+fn route_label(route: &str) -> Cow<'static, str> {
+    crate::routes::ROUTES
+        .iter()
+        .map(|(_, path)| *path)
+        .chain(["unmatched"])
+        .find(|known| *known == route)
+        .map_or_else(|| Cow::Owned(route.to_owned()), Cow::Borrowed)
+}
+
+/// The Webex resources that never become an [`EventSource`] but are worth a label.
+const OTHER_RESOURCES: [&str; 4] = ["memberships", "rooms", "meetings", "attachmentActions"];
+
+/// A Webex resource name for a metric label: the ones Webex sends (an
+/// [`EventSource`]'s own name for those we relay), else `other`, so a client cannot
+/// grow the series without bound.
+pub fn resource_label(name: &str) -> &'static str {
+    EventSource::ALL
+        .into_iter()
+        .map(EventSource::as_str)
+        .chain(OTHER_RESOURCES)
+        .find(|known| *known == name)
+        .unwrap_or("other")
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
-    pub resource: String,
-    pub outcome: String,
+    /// One of [`resource_label`]'s.
+    pub resource: &'static str,
+    pub outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,24 +103,26 @@ pub struct WatchedLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PushLabels {
     /// `apns` or `fcm`.
-    pub provider: String,
-    pub channel: String,
+    pub provider: &'static str,
+    pub channel: &'static str,
     /// `delivered`, `token_invalid`, `retry` or `rejected`.
-    pub outcome: String,
+    pub outcome: &'static str,
     /// Apple's reason (or ours when no answer came); empty when delivered.
-    pub reason: String,
+    pub reason: Cow<'static, str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
-    pub kind: String,
-    /// `relayed`, `duplicate` or `failed`.
-    pub outcome: String,
+    /// [`EventKind::as_str`]: the kinds' one vocabulary, in logs and here.
+    pub kind: &'static str,
+    /// `relayed`, `duplicate`, `late` or `failed`.
+    pub outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
-    pub state: String,
+    /// `in_use` or `idle`.
+    pub state: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -393,7 +427,7 @@ impl Metrics {
             for status in ["active", "inactive"] {
                 self.watched_webhooks
                     .get_or_create(&WatchedLabels {
-                        resource: crate::routes::webhook::known_resource(&webhook.resource),
+                        resource: resource_label(&webhook.resource),
                         status,
                     })
                     .set(0);
@@ -402,7 +436,7 @@ impl Metrics {
         for webhook in webhooks {
             self.watched_webhooks
                 .get_or_create(&WatchedLabels {
-                    resource: crate::routes::webhook::known_resource(&webhook.resource),
+                    resource: resource_label(&webhook.resource),
                     status: if webhook.active { "active" } else { "inactive" },
                 })
                 .inc();
@@ -425,38 +459,36 @@ impl Metrics {
     }
 
     /// Counts one answered request and times it. `route` is the pattern matched
-    /// (`/register/{token}`), never the raw path.
+    /// (`/register/{token}`, `unmatched` when none did), never the raw path.
     pub fn observe_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let route = route_label(route);
         let method = method_label(method);
         self.http_requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
+                route: route.clone(),
                 method,
-                status: status.to_string(),
+                status,
             })
             .inc();
         self.http_duration
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-                method,
-            })
+            .get_or_create(&RouteLabels { route, method })
             .observe(took.as_secs_f64());
     }
 
-    pub fn count_webhook(&self, resource: &str, outcome: &str) {
+    /// Counts one webhook: the resource it was about (see [`resource_label`]) and what
+    /// became of it.
+    pub fn count_webhook(&self, resource: &'static str, outcome: &'static str) {
         self.webhooks
-            .get_or_create(&WebhookLabels {
-                resource: resource.to_owned(),
-                outcome: outcome.to_owned(),
-            })
+            .get_or_create(&WebhookLabels { resource, outcome })
             .inc();
     }
 
-    pub fn count_event(&self, kind: &str, outcome: &str) {
+    /// Counts one queued event a push worker took, by kind and what became of it.
+    pub fn count_event(&self, kind: EventKind, outcome: &'static str) {
         self.events
             .get_or_create(&EventLabels {
-                kind: kind.to_owned(),
-                outcome: outcome.to_owned(),
+                kind: kind.as_str(),
+                outcome,
             })
             .inc();
     }
@@ -464,17 +496,17 @@ impl Metrics {
     /// Counts one push's outcome and times it.
     pub fn observe_push(&self, push: &Push, outcome: &PushOutcome, took: Duration) {
         let (kind, reason) = match outcome {
-            PushOutcome::Delivered { .. } => ("delivered", ""),
-            PushOutcome::TokenInvalid { reason, .. } => ("token_invalid", reason.as_str()),
-            PushOutcome::Retry { reason, .. } => ("retry", reason.as_str()),
-            PushOutcome::Rejected { reason } => ("rejected", reason.as_str()),
+            PushOutcome::Delivered { .. } => ("delivered", Cow::Borrowed("")),
+            PushOutcome::TokenInvalid { reason, .. } => ("token_invalid", reason.clone().into()),
+            PushOutcome::Retry { reason, .. } => ("retry", reason.clone().into()),
+            PushOutcome::Rejected { reason } => ("rejected", reason.clone().into()),
         };
         self.pushes
             .get_or_create(&PushLabels {
-                provider: push.token.provider().as_str().to_owned(),
-                channel: push.channel.as_str().to_owned(),
-                outcome: kind.to_owned(),
-                reason: reason.to_owned(),
+                provider: push.token.provider().as_str(),
+                channel: push.channel.as_str(),
+                outcome: kind,
+                reason,
             })
             .inc();
         let duration = match push.token.provider() {
@@ -494,9 +526,7 @@ impl Metrics {
             let (in_use, idle) = probe();
             for (state, value) in [("in_use", in_use), ("idle", idle)] {
                 self.pool
-                    .get_or_create(&PoolLabels {
-                        state: state.to_owned(),
-                    })
+                    .get_or_create(&PoolLabels { state })
                     .set(i64::from(value));
             }
         }
@@ -521,7 +551,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.observe_request("/register", "POST", 204, Duration::from_millis(3));
         metrics.observe_request("/register", "BREW", 405, Duration::from_millis(1));
-        metrics.count_event("ring", "relayed");
+        metrics.count_event(EventKind::Ring, "relayed");
         let text = metrics.render().unwrap();
         assert!(!text.contains("# EOF"), "{text}");
         for expected in [

@@ -11,7 +11,7 @@ use webex_push_adapters::webex::{
 
 use super::{Limits, method_not_allowed, read_body};
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, resource_label};
 use crate::queue::{Accepted, EnqueueError, PushQueue};
 use crate::request_telemetry::RequestId;
 
@@ -101,7 +101,7 @@ async fn accept(
                 event,
                 why,
             } => {
-                resource = known_resource(&name);
+                resource = resource_label(&name);
                 tracing::info!(
                     resource = name,
                     event,
@@ -153,22 +153,4 @@ async fn accept(
     }
     .await;
     (resource, result)
-}
-
-/// A resource name for a metric label: the ones Webex sends, else `other`, so a
-/// client cannot grow the series without bound.
-pub(crate) fn known_resource(name: &str) -> &'static str {
-    [
-        "callMemberships",
-        "telephony_calls",
-        "telephony_push",
-        "messages",
-        "memberships",
-        "rooms",
-        "meetings",
-        "attachmentActions",
-    ]
-    .into_iter()
-    .find(|known| *known == name)
-    .unwrap_or("other")
 }
