@@ -77,12 +77,13 @@ pub async fn middleware(
         if let Ok(value) = HeaderValue::from_str(id.as_str()) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
+        // Probes and scrapes come every few seconds: keep them out of the info log.
+        let quiet = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
         if let Some(metrics) = metrics {
-            metrics.observe_request(&route, method, status, started.elapsed());
+            metrics.observe_request(route, method, status, started.elapsed());
         }
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        // Probes and scrapes come every few seconds: keep them out of the info log.
-        if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        if quiet {
             tracing::debug!(status, elapsed_ms, "request answered");
         } else {
             tracing::info!(status, elapsed_ms, "request answered");

@@ -23,14 +23,15 @@ pub const NAMESPACE: &str = "webex_push";
 type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
 
 // Label values are `&'static str` wherever their set is closed, so counting a webhook
-// or a push allocates nothing once its series exists; an open value (a route pattern
-// the list does not know, a provider's reason) is a `Cow`, owned only off the hot path.
+// or a push allocates nothing once its series exists. A route pattern comes owned from
+// actix and is moved, not copied; a provider's reason is a `Cow`, owned only when a
+// push failed.
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The route pattern (`/register/{token}`), never the raw path: tokens stay out
     /// of the series and the cardinality stays bounded.
-    pub route: Cow<'static, str>,
+    pub route: String,
     /// One of [`METHODS`], else `other`.
     pub method: &'static str,
     pub status: u16,
@@ -38,7 +39,7 @@ pub struct RequestLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: Cow<'static, str>,
+    pub route: String,
     pub method: &'static str,
 }
 
@@ -59,17 +60,6 @@ pub fn method_label(method: &str) -> &'static str {
         .into_iter()
         .find(|known| *known == method)
         .unwrap_or("other")
-}
-
-/// A route pattern's label: borrowed for every pattern the app serves (and
-/// `unmatched`), so a request's series is found without allocating.
-fn route_label(route: &str) -> Cow<'static, str> {
-    crate::routes::ROUTES
-        .iter()
-        .map(|(_, path)| *path)
-        .chain(["unmatched"])
-        .find(|known| *known == route)
-        .map_or_else(|| Cow::Owned(route.to_owned()), Cow::Borrowed)
 }
 
 /// The Webex resources that never become an [`EventSource`] but are worth a label.
@@ -460,16 +450,15 @@ impl Metrics {
 
     /// Counts one answered request and times it. `route` is the pattern matched
     /// (`/register/{token}`, `unmatched` when none did), never the raw path.
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, took: Duration) {
-        let route = route_label(route);
+    pub fn observe_request(&self, route: String, method: &str, status: u16, took: Duration) {
         let method = method_label(method);
-        self.http_requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                method,
-                status,
-            })
-            .inc();
+        let request = RequestLabels {
+            route,
+            method,
+            status,
+        };
+        self.http_requests.get_or_create(&request).inc();
+        let RequestLabels { route, .. } = request;
         self.http_duration
             .get_or_create(&RouteLabels { route, method })
             .observe(took.as_secs_f64());
@@ -549,8 +538,8 @@ mod tests {
     #[test]
     fn the_exposition_is_prometheus_text_with_help_and_type_named_as_the_samples() {
         let metrics = Metrics::new();
-        metrics.observe_request("/register", "POST", 204, Duration::from_millis(3));
-        metrics.observe_request("/register", "BREW", 405, Duration::from_millis(1));
+        metrics.observe_request("/register".into(), "POST", 204, Duration::from_millis(3));
+        metrics.observe_request("/register".into(), "BREW", 405, Duration::from_millis(1));
         metrics.count_event(EventKind::Ring, "relayed");
         let text = metrics.render().unwrap();
         assert!(!text.contains("# EOF"), "{text}");
