@@ -336,11 +336,11 @@ async fn work(
         metrics
             .queue_wait
             .observe(queued.received.elapsed().as_secs_f64());
-        let kind = queued.job.event.kind().as_str();
+        let kind = queued.job.event.kind();
         let span = tracing::info_span!(
             "push_job",
             request_id = queued.request_id.as_deref(),
-            kind,
+            kind = kind.as_str(),
             call_id = queued.job.event.call_id().map(CallId::as_str),
         );
         let received = queued.received;

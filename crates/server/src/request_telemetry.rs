@@ -11,7 +11,7 @@ use actix_web::middleware::Next;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, method_label};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -65,7 +65,7 @@ pub async fn middleware(
     );
     request.extensions_mut().insert(id.clone());
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method().as_str());
     let answer = async move {
         let mut response = next.call(request).await?;
         let route = response
@@ -77,12 +77,13 @@ pub async fn middleware(
         if let Ok(value) = HeaderValue::from_str(id.as_str()) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
+        // Probes and scrapes come every few seconds: keep them out of the info log.
+        let quiet = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
         if let Some(metrics) = metrics {
-            metrics.observe_request(&route, &method, status, started.elapsed());
+            metrics.observe_request(route, method, status, started.elapsed());
         }
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        // Probes and scrapes come every few seconds: keep them out of the info log.
-        if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        if quiet {
             tracing::debug!(status, elapsed_ms, "request answered");
         } else {
             tracing::info!(status, elapsed_ms, "request answered");

@@ -31,7 +31,7 @@ use crate::queue::{self, PushWorkers};
 use crate::rate_limit::RegisterRateLimiter;
 use crate::request_telemetry;
 use crate::routes::admin::AdminState;
-use crate::routes::{self, Limits, health::Readiness, webhook::WebhookState};
+use crate::routes::{self, Limits, health::Readiness, webhook::WebhookIntake};
 use crate::watchdog;
 
 /// The ports the HTTP app drives: the real adapters in production, mocks in tests.
@@ -322,7 +322,6 @@ impl Application {
         if admin.is_none() {
             tracing::info!("ADMIN_TOKEN is not set: the /admin routes are off");
         }
-        let metrics = web::Data::from(dependencies.metrics);
         let readiness = web::Data::new(Readiness {
             store: dependencies.store,
             apns_loaded: queue.is_some(),
@@ -331,10 +330,12 @@ impl Application {
             ping_timeout: Duration::from_secs(3),
             webhooks: watchdog_status,
         });
-        let webhook = web::Data::new(WebhookState {
+        let webhook = web::Data::new(WebhookIntake {
             secrets: config.webhook_secrets.clone().into(),
             queue,
+            metrics: Arc::clone(&dependencies.metrics),
         });
+        let metrics = web::Data::from(dependencies.metrics);
         let limits = web::Data::new(Limits {
             register_body: config.http.register_body_limit,
             webhook_body: config.http.webhook_body_limit,

@@ -68,6 +68,14 @@ pub enum EventSource {
 }
 
 impl EventSource {
+    /// Every source, for whoever must recognise their names.
+    pub const ALL: [EventSource; 4] = [
+        EventSource::CallMemberships,
+        EventSource::TelephonyCalls,
+        EventSource::TelephonyPush,
+        EventSource::Messages,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventSource::CallMemberships => "callMemberships",
@@ -566,6 +574,15 @@ mod tests {
             unreachable!()
         };
         assert!(read.callee.original().starts_with("Y2lz"));
+    }
+
+    #[test]
+    fn the_stored_names_of_kinds_and_sources_are_the_ones_logs_and_metrics_show() {
+        let stored = serde_json::to_value(message("m")).unwrap();
+        assert_eq!(stored["kind"], EventKind::Message.as_str());
+        for source in EventSource::ALL {
+            assert_eq!(serde_json::to_value(source).unwrap(), source.as_str());
+        }
     }
 
     #[test]

@@ -22,19 +22,30 @@ impl PushContent {
     /// The channel this content travels on to an app of `flavour` on `provider`, `None`
     /// when such an app gets none: the rule of [`channel_for`].
     pub fn channel_for(&self, flavour: AppFlavour, provider: PushProvider) -> Option<Channel> {
-        let (kind, source) = match self {
+        let source = match self {
             PushContent::IncomingCall(call)
                 if call.audience.is_some_and(|only| only != flavour) =>
             {
                 return None;
             }
-            PushContent::IncomingCall(call) => (EventKind::Ring, call.source),
-            PushContent::CallEnded(ended) => (EventKind::CallEnded, ended.source),
-            PushContent::Message(_) => (EventKind::Message, EventSource::Messages),
+            PushContent::IncomingCall(call) => call.source,
+            PushContent::CallEnded(ended) => ended.source,
+            PushContent::Message(_) => EventSource::Messages,
         };
-        channel_for(kind, source, flavour, provider)
+        channel_for(self.event_kind(), source, flavour, provider)
     }
 
+    /// The kind of the event it tells of: what logs and metrics call it.
+    pub fn event_kind(&self) -> EventKind {
+        match self {
+            PushContent::IncomingCall(_) => EventKind::Ring,
+            PushContent::CallEnded(_) => EventKind::CallEnded,
+            PushContent::Message(_) => EventKind::Message,
+        }
+    }
+
+    /// The name the apps read in a payload's `type` (`incoming_call` for a ring): the
+    /// apps' vocabulary, not [`EventKind`]'s.
     pub fn kind(&self) -> &'static str {
         match self {
             PushContent::IncomingCall(_) => "incoming_call",

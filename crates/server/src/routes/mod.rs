@@ -26,9 +26,10 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 use std::time::Duration;
 
+use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _};
 
 use webex_push_domain::DeviceTokenError;
 
@@ -48,7 +49,7 @@ pub struct Limits {
 /// Reads the whole body, refusing it past `limit` bytes or when the client takes
 /// longer than `timeout` to send it.
 pub(crate) async fn read_body(
-    mut payload: web::Payload,
+    mut payload: impl Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
     limit: usize,
     timeout: Duration,
 ) -> Result<web::Bytes, ApiError> {

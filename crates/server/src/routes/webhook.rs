@@ -1,27 +1,35 @@
 //! `POST /webhook`: authenticate the Webex event, read it, queue the push, answer at
 //! once. Apple's answer is awaited by the push workers, never by Webex.
+//!
+//! [`SignedBody`] extracts the body whose signature was checked; [`WebhookIntake`]
+//! reads it into events, queues them and counts every webhook, refused ones included.
 
 use std::sync::Arc;
 
-use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use futures::future::LocalBoxFuture;
 use secrecy::SecretString;
 use webex_push_adapters::webex::{
     SIGNATURE_HEADER, SignatureError, Signer, WebhookEvent, parse_event, verify_delivery,
 };
+use webex_push_domain::Event;
 
 use super::{Limits, method_not_allowed, read_body};
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, resource_label};
 use crate::queue::{Accepted, EnqueueError, PushQueue};
 use crate::request_telemetry::RequestId;
 
-/// What the webhook route needs beyond the body.
-pub struct WebhookState {
+/// Where webhooks go in: the secrets that sign them, the queue that takes their
+/// events, the metrics that count them.
+pub struct WebhookIntake {
     /// Empty: signatures are not checked (warned at start-up).
     pub secrets: Arc<[SecretString]>,
     /// `None` when no APNs key is loaded: events that would push are refused with 503
     /// rather than accepted and silently dropped.
     pub queue: Option<PushQueue>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -33,85 +41,113 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn webhook(
-    request: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<WebhookState>,
-    limits: web::Data<Limits>,
-    metrics: web::Data<Metrics>,
+    body: Result<SignedBody, ApiError>,
+    request_id: Option<web::ReqData<RequestId>>,
+    intake: web::Data<WebhookIntake>,
 ) -> Result<HttpResponse, ApiError> {
-    let (resource, result) = accept(&request, payload, &state, &limits).await;
-    let outcome = match &result {
-        Ok(outcome) => *outcome,
-        Err(ApiError::BadSignature(_)) => "unauthorized",
-        Err(ApiError::MalformedWebhook(_) | ApiError::UnreadableBody(_)) => "malformed",
-        Err(ApiError::PayloadTooLarge { .. }) => "too_large",
-        Err(ApiError::RequestTimeout) => "timeout",
-        Err(ApiError::QueueFull) => "queue_full",
-        Err(ApiError::ShuttingDown) => "shutting_down",
-        Err(ApiError::ApnsNotConfigured) => "apns_not_configured",
-        Err(_) => "error",
-    };
-    metrics.count_webhook(resource, outcome);
-    result.map(|_| HttpResponse::NoContent().finish())
+    let request_id = request_id.map(|id| Arc::clone(&id.0));
+    intake.take(body, request_id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
-/// Authenticates, reads and queues the event: the resource it is about (`unknown`
-/// until it is read) and `accepted` or `ignored`, or why it was refused.
-async fn accept(
-    request: &HttpRequest,
-    payload: web::Payload,
-    state: &WebhookState,
-    limits: &Limits,
-) -> (&'static str, Result<&'static str, ApiError>) {
-    let mut resource = "unknown";
-    let result: Result<&'static str, ApiError> = async {
-        let body = read_body(payload, limits.webhook_body, limits.request_timeout).await?;
-        let refused = |error: SignatureError| {
-            // Every webhook failing here usually means WEBHOOK_SECRET differs from the
-            // secret the webhook was created with: operators must see it.
-            tracing::warn!(error = %error, outcome = "unauthorized", "webhook refused");
-            ApiError::BadSignature(error)
+/// A webhook body whose signature was checked (when secrets are set), and who signed
+/// it: the shared secret, or the secret of a webhook the server made for one person.
+pub struct SignedBody {
+    body: web::Bytes,
+    signer: Signer,
+}
+
+impl FromRequest for SignedBody {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let (Some(intake), Some(limits)) = (
+                request.app_data::<web::Data<WebhookIntake>>(),
+                request.app_data::<web::Data<Limits>>(),
+            ) else {
+                return Err(ApiError::Internal("the webhook route is not wired".into()));
+            };
+            let body = read_body(payload, limits.webhook_body, limits.request_timeout).await?;
+            let signer = if intake.secrets.is_empty() {
+                Signer::Shared
+            } else {
+                let header = request
+                    .headers()
+                    .get(SIGNATURE_HEADER)
+                    .and_then(|value| value.to_str().ok());
+                verify_delivery(&intake.secrets, &body, header).map_err(unauthorized)?
+            };
+            Ok(Self { body, signer })
+        })
+    }
+}
+
+/// A signature refused, logged: every webhook failing here usually means
+/// WEBHOOK_SECRET differs from the secret the webhook was created with, and operators
+/// must see it.
+fn unauthorized(error: SignatureError) -> ApiError {
+    tracing::warn!(error = %error, outcome = "unauthorized", "webhook refused");
+    ApiError::BadSignature(error)
+}
+
+impl WebhookIntake {
+    /// Reads the signed body into events and queues them, and counts the webhook: by
+    /// the resource it was about (`unknown` until it was read) and what became of it.
+    pub async fn take(
+        &self,
+        body: Result<SignedBody, ApiError>,
+        request_id: Option<Arc<str>>,
+    ) -> Result<(), ApiError> {
+        let (resource, result) = match body {
+            Ok(body) => self.read_and_queue(body, request_id).await,
+            Err(error) => ("unknown", Err(error)),
         };
-        let signer = if state.secrets.is_empty() {
-            Signer::Shared
-        } else {
-            let header = request
-                .headers()
-                .get(SIGNATURE_HEADER)
-                .and_then(|value| value.to_str().ok());
-            verify_delivery(&state.secrets, &body, header).map_err(refused)?
-        };
-        let event = parse_event(&body).map_err(|error| {
-            tracing::warn!(error = %error, outcome = "malformed", "webhook refused");
-            ApiError::MalformedWebhook(error)
-        })?;
-        let event = match event {
-            WebhookEvent::Relay(event) => {
-                resource = event.source().as_str();
-                // A webhook the server made for one person reports only their events.
-                if let Signer::Owner(owner) = &signer
-                    && event.person() != owner
-                {
-                    return Err(refused(SignatureError::NotTheOwner));
-                }
-                event
-            }
-            WebhookEvent::Ignored {
-                resource: name,
+        self.metrics.count_webhook(resource, outcome_label(&result));
+        result.map(drop)
+    }
+
+    /// The resource the body is about, and `accepted` or `ignored`, or why it was
+    /// refused.
+    async fn read_and_queue(
+        &self,
+        body: SignedBody,
+        request_id: Option<Arc<str>>,
+    ) -> (&'static str, Result<&'static str, ApiError>) {
+        let event = match parse_event(&body.body) {
+            Ok(WebhookEvent::Relay(event)) => event,
+            Ok(WebhookEvent::Ignored {
+                resource,
                 event,
                 why,
-            } => {
-                resource = known_resource(&name);
-                tracing::info!(
-                    resource = name,
-                    event,
-                    why,
-                    outcome = "ignored",
-                    "webhook ignored"
-                );
-                return Ok("ignored");
+            }) => {
+                tracing::info!(resource, event, why, outcome = "ignored", "webhook ignored");
+                return (resource_label(&resource), Ok("ignored"));
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, outcome = "malformed", "webhook refused");
+                return ("unknown", Err(ApiError::MalformedWebhook(error)));
             }
         };
+        let resource = event.source().as_str();
+        // A webhook the server made for one person reports only their events.
+        if let Signer::Owner(owner) = &body.signer
+            && event.person() != owner
+        {
+            return (resource, Err(unauthorized(SignatureError::NotTheOwner)));
+        }
+        let queued = self.queue(event, request_id).await;
+        (resource, queued.map(|()| "accepted"))
+    }
+
+    /// Queues one job per part of the event that is de-duplicated on its own (a
+    /// `telephony_push` ring: the seed apps' and KitchenSink's). Should a later part
+    /// not be queued, the webhook is refused and its re-delivery queues it; the parts
+    /// already queued are then duplicates and ring nothing twice.
+    async fn queue(&self, event: Event, request_id: Option<Arc<str>>) -> Result<(), ApiError> {
         let kind = event.kind().as_str();
         // On the request's span, so every later line of the request carries them.
         let span = tracing::Span::current();
@@ -119,15 +155,7 @@ async fn accept(
         if let Some(call_id) = event.call_id() {
             span.record("call_id", call_id.as_str());
         }
-        let queue = state.queue.as_ref().ok_or(ApiError::ApnsNotConfigured)?;
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|id| Arc::clone(&id.0));
-        // One job per part of the event that is de-duplicated on its own (a
-        // `telephony_push` ring: the seed apps' and KitchenSink's). Should a later part
-        // not be queued, the webhook is refused and its re-delivery queues it; the parts
-        // already queued are then duplicates and ring nothing twice.
+        let queue = self.queue.as_ref().ok_or(ApiError::ApnsNotConfigured)?;
         let mut recorded = true;
         for event in event.split() {
             let accepted = queue
@@ -149,26 +177,21 @@ async fn accept(
             outcome = "queued",
             "webhook accepted"
         );
-        Ok("accepted")
+        Ok(())
     }
-    .await;
-    (resource, result)
 }
 
-/// A resource name for a metric label: the ones Webex sends, else `other`, so a
-/// client cannot grow the series without bound.
-pub(crate) fn known_resource(name: &str) -> &'static str {
-    [
-        "callMemberships",
-        "telephony_calls",
-        "telephony_push",
-        "messages",
-        "memberships",
-        "rooms",
-        "meetings",
-        "attachmentActions",
-    ]
-    .into_iter()
-    .find(|known| *known == name)
-    .unwrap_or("other")
+/// The `outcome` label of a webhook.
+fn outcome_label(result: &Result<&'static str, ApiError>) -> &'static str {
+    match result {
+        Ok(outcome) => outcome,
+        Err(ApiError::BadSignature(_)) => "unauthorized",
+        Err(ApiError::MalformedWebhook(_) | ApiError::UnreadableBody(_)) => "malformed",
+        Err(ApiError::PayloadTooLarge { .. }) => "too_large",
+        Err(ApiError::RequestTimeout) => "timeout",
+        Err(ApiError::QueueFull) => "queue_full",
+        Err(ApiError::ShuttingDown) => "shutting_down",
+        Err(ApiError::ApnsNotConfigured) => "apns_not_configured",
+        Err(_) => "error",
+    }
 }

@@ -1372,6 +1372,13 @@ async fn metrics_count_requests_by_route_pattern_and_webhooks_by_outcome() {
     assert_eq!(app.webhook(&body, Some("bad".into())).await.status(), 401);
     let signature = sign("s3cret", body.to_string().as_bytes());
     assert_eq!(app.webhook(&body, Some(signature)).await.status(), 204);
+    // Read but not relayed, or not readable: by the resource named, else `unknown`.
+    let rooms = json!({"resource": "rooms", "event": "created", "data": {}});
+    let signature = sign("s3cret", rooms.to_string().as_bytes());
+    assert_eq!(app.webhook(&rooms, Some(signature)).await.status(), 204);
+    let list = json!([1]);
+    let signature = sign("s3cret", list.to_string().as_bytes());
+    assert_eq!(app.webhook(&list, Some(signature)).await.status(), 400);
     let mut store_free = app.http.delete(format!("{}/register/zz", app.base));
     store_free = store_free.header("x", "y");
     assert_eq!(store_free.send().await.unwrap().status(), 400);
@@ -1394,10 +1401,13 @@ async fn metrics_count_requests_by_route_pattern_and_webhooks_by_outcome() {
     for line in [
         r#"webex_push_webhooks_total{resource="unknown",outcome="unauthorized"} 1"#,
         r#"webex_push_webhooks_total{resource="callMemberships",outcome="accepted"} 1"#,
-        r#"webex_push_http_requests_total{route="/webhook",method="POST",status="204"} 1"#,
+        r#"webex_push_webhooks_total{resource="rooms",outcome="ignored"} 1"#,
+        r#"webex_push_webhooks_total{resource="unknown",outcome="malformed"} 1"#,
+        r#"webex_push_http_requests_total{route="/webhook",method="POST",status="204"} 2"#,
+        r#"webex_push_http_requests_total{route="/webhook",method="POST",status="400"} 1"#,
         r#"webex_push_http_requests_total{route="/register/{token}",method="DELETE",status="400"} 1"#,
         r#"webex_push_http_requests_total{route="/register",method="other",status="405"} 1"#,
-        r#"webex_push_http_request_duration_seconds_count{route="/webhook",method="POST"} 2"#,
+        r#"webex_push_http_request_duration_seconds_count{route="/webhook",method="POST"} 4"#,
         "# TYPE webex_push_http_requests_total counter",
         "# HELP webex_push_http_requests_total ",
         "webex_push_push_queue_depth ",
