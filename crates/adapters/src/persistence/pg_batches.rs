@@ -2,12 +2,14 @@
 //! ([`pg_statements`](super::pg_statements)), batched across concurrent callers
 //! ([`Batcher`]): each batch is one statement, so it costs one blocking hop, one
 //! checkout and one round trip however many events it carries. A batch the database
-//! refuses for a reason other than being unreachable is run again one item at a time, so one bad item cannot fail the others.
+//! refuses for a reason other than being unreachable is run again one item at a time
+//! ([`together_or_each`]), so one bad item cannot fail the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use diesel::PgConnection;
 use futures::future::join_all;
 use webex_push_domain::{BoxError, Claim, RegistrationError};
 
@@ -15,7 +17,7 @@ use super::batch::{Batch, Batcher};
 use super::database::{Database, PgPool, on_postgres};
 use super::error::StoreError;
 use super::pg_statements::{
-    ClaimRequest, Outcome, claim_alone, claim_statement, finish_statement, record_statement,
+    ClaimRequest, Outcome, claim_statement, finish_statement, record_statement,
 };
 
 /// Batches run side by side on their own connections: a second one starts while the
@@ -85,6 +87,57 @@ impl PgBatches {
     }
 }
 
+/// A statement over many items: one answer per item, or the statement's own failure.
+type BatchStatement<I, T> =
+    fn(&mut PgConnection, &[I]) -> Result<Vec<Result<T, StoreError>>, StoreError>;
+
+/// Runs `statement` over all `items` at once; when Postgres refuses it for a reason other
+/// than being unreachable, runs it again on each item alone, side by side, so one bad
+/// item cannot fail the others. One answer per item, in their order, or the one failure
+/// of the whole batch (unreachable, or a batch of one), for the caller to share.
+async fn together_or_each<I, T>(
+    db: &Database<PgPool>,
+    items: Vec<I>,
+    statement: BatchStatement<I, T>,
+    what: &'static str,
+) -> Result<Vec<Result<T, RegistrationError>>, RegistrationError>
+where
+    I: Clone + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    let items = Arc::new(items);
+    let together = {
+        let items = Arc::clone(&items);
+        db.run(move |pool| on_postgres(pool, |conn| statement(conn, &items)))
+            .await
+    };
+    match together {
+        Ok(answers) => Ok(answers
+            .into_iter()
+            .map(|answer| answer.map_err(StoreError::into_port_error))
+            .collect()),
+        Err(error) if items.len() > 1 && is_unknown(&error) => {
+            tracing::warn!(
+                error = %error,
+                items = items.len(),
+                "a batch of {what} failed; running each alone"
+            );
+            Ok(join_all(items.iter().map(|item| {
+                let item = item.clone();
+                db.run(move |pool| {
+                    on_postgres(pool, |conn| {
+                        statement(conn, std::slice::from_ref(&item))?
+                            .pop()
+                            .unwrap_or(Err(StoreError::Corrupt("a statement without an answer")))
+                    })
+                })
+            }))
+            .await)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 struct Claims(Database<PgPool>);
 
 impl Batch for Claims {
@@ -92,33 +145,10 @@ impl Batch for Claims {
     type Output = Claim;
 
     async fn run(&self, requests: Vec<ClaimRequest>) -> Vec<Result<Claim, RegistrationError>> {
-        let requests = Arc::new(requests);
-        let statement = {
-            let requests = Arc::clone(&requests);
-            self.0
-                .run(move |pool| on_postgres(pool, |conn| claim_statement(conn, &requests)))
-                .await
-        };
-        match statement {
-            Ok(claims) => claims
-                .into_iter()
-                .map(|claim| claim.map_err(StoreError::into_port_error))
-                .collect(),
-            Err(error) if requests.len() > 1 && is_unknown(&error) => {
-                tracing::warn!(
-                    error = %error,
-                    claims = requests.len(),
-                    "a batch of claims failed; claiming each alone"
-                );
-                join_all(requests.iter().map(|request| {
-                    let request = request.clone();
-                    self.0
-                        .run(move |pool| on_postgres(pool, |conn| claim_alone(conn, &request)))
-                }))
-                .await
-            }
-            Err(error) => share(error, requests.len()),
-        }
+        let count = requests.len();
+        together_or_each(&self.0, requests, claim_statement, "claims")
+            .await
+            .unwrap_or_else(|error| share(error, count))
     }
 }
 
@@ -137,40 +167,28 @@ impl Batch for Outcomes {
         }
         let mut distinct: Vec<Outcome> = latest.into_values().cloned().collect();
         distinct.sort_by(|a, b| a.token.cmp(&b.token));
-        let distinct = Arc::new(distinct);
-        let statement = {
-            let distinct = Arc::clone(&distinct);
-            self.0
-                .run(move |pool| on_postgres(pool, |conn| record_statement(conn, &distinct)))
-                .await
-        };
-        match statement {
-            Ok(()) => outcomes.iter().map(|_| Ok(())).collect(),
-            Err(error) if distinct.len() > 1 && is_unknown(&error) => {
-                tracing::warn!(
-                    error = %error,
-                    outcomes = distinct.len(),
-                    "a batch of outcomes failed; recording each alone"
-                );
-                let alone: HashMap<&str, Result<(), RegistrationError>> =
-                    join_all(distinct.iter().map(|outcome| async {
-                        let one = outcome.clone();
-                        let result = self
-                            .0
-                            .run(move |pool| {
-                                on_postgres(pool, |conn| {
-                                    record_statement(conn, std::slice::from_ref(&one))
-                                })
-                            })
-                            .await;
-                        (outcome.token.as_str(), result)
-                    }))
-                    .await
-                    .into_iter()
-                    .collect();
+        let tokens: Vec<String> = distinct
+            .iter()
+            .map(|outcome| outcome.token.clone())
+            .collect();
+        let recorded = together_or_each(
+            &self.0,
+            distinct,
+            |conn, outcomes| {
+                record_statement(conn, outcomes)?;
+                Ok(outcomes.iter().map(|_| Ok(())).collect())
+            },
+            "outcomes",
+        )
+        .await;
+        match recorded {
+            Ok(recorded) => {
+                // Each caller hears how its token's (latest) outcome went.
+                let recorded: HashMap<&str, Result<(), RegistrationError>> =
+                    tokens.iter().map(String::as_str).zip(recorded).collect();
                 outcomes
                     .iter()
-                    .map(|outcome| match alone.get(outcome.token.as_str()) {
+                    .map(|outcome| match recorded.get(outcome.token.as_str()) {
                         Some(Ok(())) => Ok(()),
                         _ => Err(RegistrationError::Unknown(
                             "the outcome could not be recorded".into(),

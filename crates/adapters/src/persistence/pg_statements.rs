@@ -310,16 +310,6 @@ pub(crate) fn record_statement(
     Ok(())
 }
 
-/// One claim in a statement of its own.
-pub(crate) fn claim_alone(
-    conn: &mut PgConnection,
-    request: &ClaimRequest,
-) -> Result<Claim, StoreError> {
-    claim_statement(conn, std::slice::from_ref(request))?
-        .pop()
-        .unwrap_or(Err(StoreError::Corrupt("a claim without an answer")))
-}
-
 /// Finishes the events of `keys` in one statement. None of them can fail alone: a key
 /// that is unknown or already finished updates nothing.
 pub(crate) fn finish_statement(conn: &mut PgConnection, keys: &[String]) -> Result<(), StoreError> {
