@@ -71,6 +71,7 @@ impl<P: Clone + Send + Sync + 'static> Database<P> {
             .clone()
     }
 
+    /// Replaces the Postgres pool after an operation outlived its timeout: its thread is
     /// stuck in libpq on a connection nothing answers (a network that drops packets
     /// silently), and so may the pool's other connections be. Until the kernel gives up
     /// such a socket (libpq's keepalives and `tcp_user_timeout` say when), it keeps its
