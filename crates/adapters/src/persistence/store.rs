@@ -34,7 +34,7 @@ use super::sql::{
 /// macro) and runs against whichever schema module the backend uses. On Postgres the
 /// statements of the hot path (claiming an event, recording a push's outcome,
 /// finishing an event) are batched across concurrent callers
-/// ([`pg_batches`](super::pg_batches)).
+/// (`pg_batches.rs`).
 #[derive(Clone)]
 pub struct DieselRegistrationStore {
     backend: Backend,
