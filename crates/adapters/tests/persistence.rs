@@ -1492,6 +1492,48 @@ mod postgres_only {
         assert_eq!((good, bad), (36, 4));
     }
 
+    /// Postgres refuses a NUL byte in text. An outcome carrying one fails on its own;
+    /// the outcomes recorded in the same batch are kept on their tokens.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outcome_the_database_refuses_does_not_fail_the_outcomes_batched_with_it() {
+        let h = Harness::new(Backend::Postgres).await;
+        let regs: Vec<Registration> = (0..20).map(|_| registration(&person())).collect();
+        for reg in &regs {
+            h.store.register(reg, t0()).await.unwrap();
+        }
+        let mut outcomes = tokio::task::JoinSet::new();
+        for (index, reg) in regs.iter().enumerate() {
+            let (store, token) = (h.store.clone(), reg.voip().clone());
+            let outcome = if index % 5 == 2 {
+                format!("bad\u{0}{index}")
+            } else {
+                format!("good-{index}")
+            };
+            outcomes.spawn(async move {
+                let recorded = store.record_outcome(&token, &outcome, None, t0()).await;
+                (index, outcome.contains('\0'), recorded)
+            });
+        }
+        let (mut good, mut bad) = (0, 0);
+        while let Some(joined) = outcomes.join_next().await {
+            let (index, refused, recorded) = joined.unwrap();
+            let device = h.store.device(regs[index].voip()).await.unwrap().unwrap();
+            if refused {
+                assert!(
+                    matches!(recorded, Err(RegistrationError::Unknown(_))),
+                    "{recorded:?}"
+                );
+                assert_eq!(device.last_outcome, None);
+                bad += 1;
+            } else {
+                recorded.unwrap();
+                assert_eq!(device.last_outcome, Some(format!("good-{index}")));
+                good += 1;
+            }
+        }
+        assert_eq!((good, bad), (16, 4));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_database_outage_gives_unavailable_quickly_and_the_store_recovers_by_itself() {
         let h = Harness::new(Backend::Postgres).await;

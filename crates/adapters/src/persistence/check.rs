@@ -10,8 +10,10 @@ use diesel::prelude::*;
 use diesel::sql_types;
 use secrecy::ExposeSecret as _;
 
+use super::config::DatabaseConfig;
 use super::config::Target;
-use super::{DatabaseConfig, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, StoreSetupError};
+use super::error::StoreSetupError;
+use super::migrations::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 
 /// What [`check_database`] found in a database it could reach.
 #[derive(Debug, Clone, PartialEq, Eq)]

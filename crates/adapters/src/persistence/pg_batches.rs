@@ -1,30 +1,24 @@
-//! The Postgres statements every webhook and every push runs, batched across
-//! concurrent callers ([`Batcher`]): claiming an event (de-duplication, the device
-//! lookup and the record another replica would relay it from), recording a push's
-//! outcome, and finishing a relayed event.
-//!
-//! Each batch is one statement over arrays (`unnest`), so it costs one blocking hop,
-//! one checkout and one round trip however many events it carries, and answers each
-//! caller exactly what the single-event statement would. A batch the database refuses
-//! for a reason other than being unreachable is run again one item at a time, so one
-//! bad item cannot fail the others.
+//! The Postgres statements every webhook and every push runs
+//! ([`pg_statements`](super::pg_statements)), batched across concurrent callers
+//! ([`Batcher`]): each batch is one statement, so it costs one blocking hop, one
+//! checkout and one round trip however many events it carries. A batch the database
+//! refuses for a reason other than being unreachable is run again one item at a time
+//! ([`together_or_each`]), so one bad item cannot fail the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use diesel::pg::Pg;
-use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Text, Timestamptz, Untyped, Uuid as SqlUuid};
+use diesel::PgConnection;
 use futures::future::join_all;
-use uuid::Uuid;
 use webex_push_domain::{BoxError, Claim, RegistrationError};
 
 use super::batch::{Batch, Batcher};
-use super::schema::pg::ClaimRow;
-use super::{Database, Pools, StoreError, on_postgres};
+use super::database::{Database, PgPool, on_postgres};
+use super::error::StoreError;
+use super::pg_statements::{
+    ClaimRequest, Outcome, claim_statement, finish_statement, record_statement,
+};
 
 /// Batches run side by side on their own connections: a second one starts while the
 /// first is in the database, so a lone request never waits for another's round trip.
@@ -47,172 +41,6 @@ const OUTCOME_LINGER: Duration = Duration::from_millis(5);
 /// to be taken over and sent again.
 const FINISH_LINGER: Duration = Duration::from_millis(2);
 
-/// [`RegistrationPort::claim`](webex_push_domain::RegistrationPort::claim) for many
-/// events in one statement, over seven arrays: each event's key (`''` for an event
-/// without one: it is never recorded and always fresh), when it was seen, its person,
-/// its job, the event as stored, its deadline and its holder. A key is recorded only
-/// when its person has devices (on either channel: which of them the event goes to is
-/// the domain's choice, by the app that registered each); every device row says
-/// which event it answers (`n`, from 1) and whether that event's key is this job's
-/// (`fresh`): recorded now, or by the same job before. The upsert touches only a row
-/// of the same job and is checked against the latest committed row, so a retry whose
-/// first try is still committing waits for it, then finds it its own. One snapshot for
-/// the device part; the unique key decides between replicas racing on one event. The
-/// keys of one batch must differ. Committed without waiting for the WAL flush (see
-/// `async_commit!`): a replica crash loses nothing, a Postgres crash may lose the last
-/// fraction of a second of records.
-///
-/// The text around the seven array parameters, which [`ClaimEvents`] puts in place.
-const CLAIM_EVENTS: [&str; 8] = [
-    "WITH input AS (SELECT * FROM unnest(",
-    "::text[], ",
-    "::timestamptz[], ",
-    "::uuid[], ",
-    "::uuid[], ",
-    "::text[], ",
-    "::timestamptz[], ",
-    concat!(
-        "::uuid[]) WITH ORDINALITY",
-        " AS input (key, seen_at, person_uuid, job, event, deliver_by, holder, n)), ",
-        "claimed AS (INSERT INTO seen_events (key, seen_at, job, event, deliver_by, holder)",
-        " SELECT input.key, input.seen_at, input.job, input.event, input.deliver_by,",
-        " input.holder FROM input, ",
-        async_commit!(),
-        " WHERE input.key <> '' AND EXISTS (SELECT 1 FROM devices",
-        " WHERE devices.person_uuid = input.person_uuid)",
-        " ON CONFLICT (key) DO UPDATE SET seen_at = seen_events.seen_at",
-        " WHERE seen_events.job = excluded.job RETURNING key) ",
-        "SELECT input.n, devices.token, devices.channel, devices.person_uuid, devices.person_id,",
-        " devices.environment, devices.bundle_id, devices.flavour, devices.provider, devices.registered_at,",
-        " devices.last_outcome, devices.last_outcome_at,",
-        " (input.key = '' OR input.key IN (SELECT key FROM claimed)) AS fresh",
-        " FROM input JOIN devices ON devices.person_uuid = input.person_uuid"
-    ),
-];
-
-/// [`RegistrationPort::finish_event`](webex_push_domain::RegistrationPort::finish_event)
-/// for many keys in one statement: the records of relayed events are dropped, so no
-/// replica takes them over. Committed without waiting for the WAL flush.
-const FINISH_EVENTS: [&str; 2] = [
-    concat!(
-        "UPDATE seen_events SET event = NULL, holder = NULL FROM ",
-        async_commit!(),
-        " WHERE seen_events.event IS NOT NULL AND seen_events.key = ANY("
-    ),
-    "::text[])",
-];
-
-/// [`RegistrationPort::record_outcome`](webex_push_domain::RegistrationPort::record_outcome)
-/// for many tokens in one statement, over four arrays: tokens (distinct), outcomes,
-/// times, and environments to pin (`''` keeps the stored one). The rows are locked in
-/// token order first, as a registration locks its two, so the two cannot deadlock.
-/// Committed without waiting for the WAL flush.
-///
-/// The text around the four array parameters.
-const RECORD_OUTCOMES: [&str; 5] = [
-    "WITH outcome AS (SELECT * FROM unnest(",
-    "::text[], ",
-    "::text[], ",
-    "::timestamptz[], ",
-    concat!(
-        "::text[]) AS outcome (token, outcome, at, environment)), ",
-        "locked AS (SELECT devices.token FROM devices",
-        " WHERE devices.token IN (SELECT token FROM outcome) ORDER BY devices.token FOR UPDATE) ",
-        "UPDATE devices SET last_outcome = outcome.outcome, last_outcome_at = outcome.at,",
-        " updated_at = outcome.at, environment = COALESCE(NULLIF(outcome.environment, ''),",
-        " devices.environment) FROM outcome, locked, ",
-        async_commit!(),
-        " WHERE devices.token = outcome.token AND locked.token = outcome.token"
-    ),
-];
-
-/// Declares a fixed statement over array parameters: a struct holding the binds, and
-/// the text around them (`text`, one part more than binds).
-///
-/// Unlike `diesel::sql_query`, which Diesel never prepares for reuse, such a statement
-/// is prepared once per connection (its text is fixed and its type names it in
-/// Diesel's statement cache) and then only bound and executed: Postgres parses and
-/// plans it once, not on every batch.
-macro_rules! prepared {
-    ($(#[$doc:meta])* $name:ident = $text:expr; $($field:ident: $rust:ty => $sql:ty),+ $(,)?) => {
-        $(#[$doc])*
-        struct $name<'a> {
-            $($field: &'a $rust),+
-        }
-
-        impl QueryFragment<Pg> for $name<'_> {
-            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-                let mut text = $text.iter();
-                $(
-                    out.push_sql(text.next().copied().unwrap_or_default());
-                    out.push_bind_param::<$sql, _>(self.$field)?;
-                )+
-                out.push_sql(text.next().copied().unwrap_or_default());
-                Ok(())
-            }
-        }
-
-        impl QueryId for $name<'_> {
-            type QueryId = $name<'static>;
-            const HAS_STATIC_QUERY_ID: bool = true;
-        }
-
-        impl Query for $name<'_> {
-            type SqlType = Untyped;
-        }
-
-        impl RunQueryDsl<PgConnection> for $name<'_> {}
-    };
-}
-
-prepared! {
-    /// [`CLAIM_EVENTS`] with its parameters.
-    ClaimEvents = CLAIM_EVENTS;
-    keys: [&'a str] => Array<Text>,
-    seen_at: [DateTime<Utc>] => Array<Timestamptz>,
-    persons: [Uuid] => Array<SqlUuid>,
-    jobs: [Uuid] => Array<SqlUuid>,
-    events: [&'a str] => Array<Text>,
-    deliver_by: [DateTime<Utc>] => Array<Timestamptz>,
-    holders: [Uuid] => Array<SqlUuid>,
-}
-
-prepared! {
-    /// [`RECORD_OUTCOMES`] with its parameters.
-    RecordOutcomes = RECORD_OUTCOMES;
-    tokens: [&'a str] => Array<Text>,
-    outcomes: [&'a str] => Array<Text>,
-    at: [DateTime<Utc>] => Array<Timestamptz>,
-    environments: [&'a str] => Array<Text>,
-}
-
-prepared! {
-    /// [`FINISH_EVENTS`] with its parameter.
-    FinishEvents = FINISH_EVENTS;
-    keys: [&'a str] => Array<Text>,
-}
-
-/// One event to claim.
-#[derive(Debug, Clone)]
-pub(crate) struct ClaimRequest {
-    pub(crate) key: Option<String>,
-    pub(crate) at: DateTime<Utc>,
-    pub(crate) person: Uuid,
-    pub(crate) job: Uuid,
-    pub(crate) event: String,
-    pub(crate) deliver_by: DateTime<Utc>,
-    pub(crate) holder: Uuid,
-}
-
-/// One push outcome to record.
-#[derive(Debug, Clone)]
-pub(crate) struct Outcome {
-    pub(crate) token: String,
-    pub(crate) outcome: String,
-    pub(crate) environment: Option<&'static str>,
-    pub(crate) at: DateTime<Utc>,
-}
-
 /// The batchers of one Postgres store.
 pub(crate) struct PgBatches {
     claims: Batcher<Claims>,
@@ -221,7 +49,7 @@ pub(crate) struct PgBatches {
 }
 
 impl PgBatches {
-    pub(crate) fn new(db: &Database) -> Self {
+    pub(crate) fn new(db: &Database<PgPool>) -> Self {
         Self {
             claims: Batcher::new(
                 Claims(db.clone()),
@@ -259,151 +87,72 @@ impl PgBatches {
     }
 }
 
-/// Claims `requests` in one statement; the outer error is the statement's, an inner
-/// one a stored row that does not parse. A key that appears twice is claimed once: the
-/// first request gets what the database says, the later ones `Duplicate`.
-fn claim_statement(
-    conn: &mut PgConnection,
-    requests: &[ClaimRequest],
-) -> Result<Vec<Result<Claim, StoreError>>, StoreError> {
-    // Which request first carries each key: only those go to the database.
-    let mut first_with_key: HashMap<&str, usize> = HashMap::new();
-    let mut sent_as: Vec<usize> = Vec::with_capacity(requests.len());
-    let mut sent: Vec<usize> = Vec::with_capacity(requests.len());
-    for (index, request) in requests.iter().enumerate() {
-        let position = match request.key.as_deref() {
-            Some(key) => *first_with_key.entry(key).or_insert_with(|| {
-                sent.push(index);
-                sent.len() - 1
-            }),
-            None => {
-                sent.push(index);
-                sent.len() - 1
-            }
-        };
-        sent_as.push(position);
-    }
-    let keys: Vec<&str> = sent
-        .iter()
-        .map(|&index| requests[index].key.as_deref().unwrap_or(""))
-        .collect();
-    let seen_at: Vec<DateTime<Utc>> = sent.iter().map(|&index| requests[index].at).collect();
-    let persons: Vec<Uuid> = sent.iter().map(|&index| requests[index].person).collect();
-    let jobs: Vec<Uuid> = sent.iter().map(|&index| requests[index].job).collect();
-    let events: Vec<&str> = sent
-        .iter()
-        .map(|&index| requests[index].event.as_str())
-        .collect();
-    let deliver_by: Vec<DateTime<Utc>> = sent
-        .iter()
-        .map(|&index| requests[index].deliver_by)
-        .collect();
-    let holders: Vec<Uuid> = sent.iter().map(|&index| requests[index].holder).collect();
-    let statement = ClaimEvents {
-        keys: &keys,
-        seen_at: &seen_at,
-        persons: &persons,
-        jobs: &jobs,
-        events: &events,
-        deliver_by: &deliver_by,
-        holders: &holders,
+/// A statement over many items: one answer per item, or the statement's own failure.
+type BatchStatement<I, T> =
+    fn(&mut PgConnection, &[I]) -> Result<Vec<Result<T, StoreError>>, StoreError>;
+
+/// Runs `statement` over all `items` at once; when Postgres refuses it for a reason other
+/// than being unreachable, runs it again on each item alone, side by side, so one bad
+/// item cannot fail the others. One answer per item, in their order, or the one failure
+/// of the whole batch (unreachable, or a batch of one), for the caller to share.
+async fn together_or_each<I, T>(
+    db: &Database<PgPool>,
+    items: Vec<I>,
+    statement: BatchStatement<I, T>,
+    what: &'static str,
+) -> Result<Vec<Result<T, RegistrationError>>, RegistrationError>
+where
+    I: Clone + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    let items = Arc::new(items);
+    let together = {
+        let items = Arc::clone(&items);
+        db.run(move |pool| on_postgres(pool, |conn| statement(conn, &items)))
+            .await
     };
-    let rows: Vec<ClaimRow> = statement.load(conn)?;
-
-    // Per event sent: its devices (or the first row that did not parse) and whether
-    // its key was recorded now. An event without rows has no devices: fresh, nothing
-    // recorded.
-    let mut answers: Vec<(Result<Vec<_>, StoreError>, bool)> =
-        sent.iter().map(|_| (Ok(Vec::new()), true)).collect();
-    for row in rows {
-        let answer = usize::try_from(row.n)
-            .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|position| answers.get_mut(position))
-            .ok_or(StoreError::Corrupt("claim row for an event not asked"))?;
-        answer.1 = row.fresh;
-        if let Ok(devices) = &mut answer.0 {
-            match row.device.into_device() {
-                Ok(device) => devices.push(device),
-                Err(error) => answer.0 = Err(error),
-            }
+    match together {
+        Ok(answers) => Ok(answers
+            .into_iter()
+            .map(|answer| answer.map_err(StoreError::into_port_error))
+            .collect()),
+        Err(error) if items.len() > 1 && is_unknown(&error) => {
+            tracing::warn!(
+                error = %error,
+                items = items.len(),
+                "a batch of {what} failed; running each alone"
+            );
+            Ok(join_all(items.iter().map(|item| {
+                let item = item.clone();
+                db.run(move |pool| {
+                    on_postgres(pool, |conn| {
+                        statement(conn, std::slice::from_ref(&item))?
+                            .pop()
+                            .unwrap_or(Err(StoreError::Corrupt("a statement without an answer")))
+                    })
+                })
+            }))
+            .await)
         }
+        Err(error) => Err(error),
     }
-    Ok(sent_as
-        .iter()
-        .enumerate()
-        .map(|(index, &position)| {
-            let (devices, fresh) = &answers[position];
-            let devices = match devices {
-                Ok(devices) => devices.clone(),
-                Err(_) => return Err(StoreError::Corrupt("a stored device row is invalid")),
-            };
-            // A repeat of a key earlier in the batch was not recorded by this request,
-            // unless it is the same job's.
-            let first = sent[position];
-            let fresh = *fresh && (first == index || requests[first].job == requests[index].job);
-            Ok(Claim::new(devices, fresh))
-        })
-        .collect())
 }
 
-/// One claim in a statement of its own.
-pub(crate) fn claim_alone(
-    conn: &mut PgConnection,
-    request: &ClaimRequest,
-) -> Result<Claim, StoreError> {
-    claim_statement(conn, std::slice::from_ref(request))?
-        .pop()
-        .unwrap_or(Err(StoreError::Corrupt("a claim without an answer")))
-}
-
-/// One finish in a statement of its own.
-pub(crate) fn finish_alone(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
-    FinishEvents { keys: &[key] }.execute(conn)?;
-    Ok(())
-}
-
-struct Claims(Database);
+struct Claims(Database<PgPool>);
 
 impl Batch for Claims {
     type Item = ClaimRequest;
     type Output = Claim;
 
     async fn run(&self, requests: Vec<ClaimRequest>) -> Vec<Result<Claim, RegistrationError>> {
-        let requests = Arc::new(requests);
-        let statement = {
-            let requests = Arc::clone(&requests);
-            self.0
-                .run(move |pools| {
-                    on_postgres(postgres(pools)?, |conn| claim_statement(conn, &requests))
-                })
-                .await
-        };
-        match statement {
-            Ok(claims) => claims
-                .into_iter()
-                .map(|claim| claim.map_err(StoreError::into_port_error))
-                .collect(),
-            Err(error) if requests.len() > 1 && is_unknown(&error) => {
-                tracing::warn!(
-                    error = %error,
-                    claims = requests.len(),
-                    "a batch of claims failed; claiming each alone"
-                );
-                join_all(requests.iter().map(|request| {
-                    let request = request.clone();
-                    self.0.run(move |pools| {
-                        on_postgres(postgres(pools)?, |conn| claim_alone(conn, &request))
-                    })
-                }))
-                .await
-            }
-            Err(error) => share(error, requests.len()),
-        }
+        let count = requests.len();
+        together_or_each(&self.0, requests, claim_statement, "claims")
+            .await
+            .unwrap_or_else(|error| share(error, count))
     }
 }
 
-struct Outcomes(Database);
+struct Outcomes(Database<PgPool>);
 
 impl Batch for Outcomes {
     type Item = Outcome;
@@ -418,42 +167,28 @@ impl Batch for Outcomes {
         }
         let mut distinct: Vec<Outcome> = latest.into_values().cloned().collect();
         distinct.sort_by(|a, b| a.token.cmp(&b.token));
-        let distinct = Arc::new(distinct);
-        let statement = {
-            let distinct = Arc::clone(&distinct);
-            self.0
-                .run(move |pools| {
-                    on_postgres(postgres(pools)?, |conn| record_statement(conn, &distinct))
-                })
-                .await
-        };
-        match statement {
-            Ok(()) => outcomes.iter().map(|_| Ok(())).collect(),
-            Err(error) if distinct.len() > 1 && is_unknown(&error) => {
-                tracing::warn!(
-                    error = %error,
-                    outcomes = distinct.len(),
-                    "a batch of outcomes failed; recording each alone"
-                );
-                let alone: HashMap<&str, Result<(), RegistrationError>> =
-                    join_all(distinct.iter().map(|outcome| async {
-                        let one = outcome.clone();
-                        let result = self
-                            .0
-                            .run(move |pools| {
-                                on_postgres(postgres(pools)?, |conn| {
-                                    record_statement(conn, std::slice::from_ref(&one))
-                                })
-                            })
-                            .await;
-                        (outcome.token.as_str(), result)
-                    }))
-                    .await
-                    .into_iter()
-                    .collect();
+        let tokens: Vec<String> = distinct
+            .iter()
+            .map(|outcome| outcome.token.clone())
+            .collect();
+        let recorded = together_or_each(
+            &self.0,
+            distinct,
+            |conn, outcomes| {
+                record_statement(conn, outcomes)?;
+                Ok(outcomes.iter().map(|_| Ok(())).collect())
+            },
+            "outcomes",
+        )
+        .await;
+        match recorded {
+            Ok(recorded) => {
+                // Each caller hears how its token's (latest) outcome went.
+                let recorded: HashMap<&str, Result<(), RegistrationError>> =
+                    tokens.iter().map(String::as_str).zip(recorded).collect();
                 outcomes
                     .iter()
-                    .map(|outcome| match alone.get(outcome.token.as_str()) {
+                    .map(|outcome| match recorded.get(outcome.token.as_str()) {
                         Some(Ok(())) => Ok(()),
                         _ => Err(RegistrationError::Unknown(
                             "the outcome could not be recorded".into(),
@@ -466,7 +201,7 @@ impl Batch for Outcomes {
     }
 }
 
-struct Finishes(Database);
+struct Finishes(Database<PgPool>);
 
 impl Batch for Finishes {
     type Item = String;
@@ -474,49 +209,15 @@ impl Batch for Finishes {
 
     async fn run(&self, keys: Vec<String>) -> Vec<Result<(), RegistrationError>> {
         let count = keys.len();
-        // One statement however many keys, and none of them can fail alone: a key that
-        // is unknown or already finished updates nothing.
+        // One statement however many keys, and none of them can fail alone.
         let result = self
             .0
-            .run(move |pools| {
-                on_postgres(postgres(pools)?, |conn| {
-                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                    FinishEvents { keys: &keys }.execute(conn)?;
-                    Ok(())
-                })
-            })
+            .run(move |pool| on_postgres(pool, |conn| finish_statement(conn, &keys)))
             .await;
         match result {
             Ok(()) => (0..count).map(|_| Ok(())).collect(),
             Err(error) => share(error, count),
         }
-    }
-}
-
-fn record_statement(conn: &mut PgConnection, outcomes: &[Outcome]) -> Result<(), StoreError> {
-    let tokens: Vec<&str> = outcomes.iter().map(|o| o.token.as_str()).collect();
-    let results: Vec<&str> = outcomes.iter().map(|o| o.outcome.as_str()).collect();
-    let at: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.at).collect();
-    let environments: Vec<&str> = outcomes
-        .iter()
-        .map(|o| o.environment.unwrap_or(""))
-        .collect();
-    // A token removed meanwhile updates nothing, which is what the port asks.
-    let statement = RecordOutcomes {
-        tokens: &tokens,
-        outcomes: &results,
-        at: &at,
-        environments: &environments,
-    };
-    statement.execute(conn)?;
-    Ok(())
-}
-
-/// The Postgres pool (batches exist only on Postgres stores).
-fn postgres(pools: &Pools) -> Result<&super::PgPool, StoreError> {
-    match pools {
-        Pools::Postgres(pool) => Ok(pool),
-        Pools::Sqlite(_) => Err(StoreError::Corrupt("a Postgres batch on a SQLite store")),
     }
 }
 

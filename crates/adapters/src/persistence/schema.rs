@@ -8,7 +8,7 @@ use webex_push_domain::{
     ApnsEnvironment, AppFlavour, BundleId, Channel, Device, DeviceToken, PersonId, PushProvider,
 };
 
-use super::StoreError;
+use super::error::StoreError;
 
 pub(crate) mod pg {
     use chrono::{DateTime, Utc};
@@ -16,7 +16,7 @@ pub(crate) mod pg {
     use uuid::Uuid;
     use webex_push_domain::{Device, JobId, StoredEvent};
 
-    use crate::persistence::StoreError;
+    use crate::persistence::error::StoreError;
 
     diesel::table! {
         devices (token) {
@@ -134,7 +134,7 @@ pub(crate) mod sqlite {
     use uuid::Uuid;
     use webex_push_domain::{Device, JobId, StoredEvent};
 
-    use crate::persistence::StoreError;
+    use crate::persistence::error::StoreError;
 
     diesel::table! {
         devices (token) {
