@@ -103,8 +103,8 @@ impl TestPushGateway for ProviderTestGateways {
         if let Some(gateway) = self.gateway(provider) {
             return gateway.send_detailed(push).await;
         }
-        // Not `ProviderGateways`' spelling: operators have read these in test-push
-        // answers and last outcomes since the admin API came.
+        // Spelled as the admin API has always answered (not as `ProviderGateways`
+        // does): operators read it in test-push answers and stored last outcomes.
         let reason = match provider {
             PushProvider::Apns => "APNSNotConfigured",
             PushProvider::Fcm => "FCMNotConfigured",
