@@ -333,7 +333,7 @@ impl Inner {
                 apns_id,
                 token = %push.token,
                 %environment,
-                kind = push.content.kind(),
+                kind = push.content.event_kind().as_str(),
                 status = exchange.status,
                 reason = exchange.reason.as_deref(),
                 "APNs answered"

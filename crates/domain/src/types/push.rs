@@ -43,16 +43,6 @@ impl PushContent {
             PushContent::Message(_) => EventKind::Message,
         }
     }
-
-    /// The name the apps read in a payload's `type` (`incoming_call` for a ring): the
-    /// apps' vocabulary, not [`EventKind`]'s.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PushContent::IncomingCall(_) => "incoming_call",
-            PushContent::CallEnded(_) => "call_ended",
-            PushContent::Message(_) => "message",
-        }
-    }
 }
 
 /// One notification for one token.
