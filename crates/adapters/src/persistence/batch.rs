@@ -4,9 +4,8 @@
 //! in the next statement: under load one blocking hop, one connection checkout and one
 //! round trip serve many events; when the server is quiet a request goes alone at once
 //! (a free slot takes it without waiting for company). Only a batcher made
-//! [`lingering`](Batcher::lingering) holds a batch open a moment for company, and only
-//! while the batch holds nothing [urgent](Batch::urgent): writes off the ring's path
-//! wait for the next urgent one (a claim) and go with it.
+//! [`lingering`](Batcher::lingering), for writes off the ring's path, holds a batch open
+//! a moment for company.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -20,12 +19,6 @@ use webex_push_domain::RegistrationError;
 pub(crate) trait Batch: Send + Sync + 'static {
     type Item: Send + 'static;
     type Output: Send + 'static;
-
-    /// Whether `item` must go at once, ending a [lingering](Batcher::lingering) batch's
-    /// wait; every item is, unless the batch says otherwise.
-    fn urgent(_item: &Self::Item) -> bool {
-        true
-    }
 
     /// Runs `items` together; one result per item, in the items' order.
     fn run(
@@ -65,11 +58,10 @@ impl<B: Batch> Batcher<B> {
         }
     }
 
-    /// Holds a batch that starts with an item that is not [urgent](Batch::urgent) open
-    /// for up to `linger` (or until it is full, or an urgent item joins it), so that
-    /// items arriving a moment apart share one statement even when a slot is free. For
-    /// writes nobody waits on for a ring; the first item's caller waits up to that much
-    /// longer.
+    /// Holds each batch open for up to `linger` after its first item (or until it is
+    /// full), so that items arriving a moment apart share one statement even when a
+    /// slot is free. For writes nobody waits on for a ring; the first item's caller
+    /// waits that much longer.
     pub(crate) fn lingering(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
@@ -141,16 +133,12 @@ async fn collect<B: Batch>(
         let Some(first) = receiver.recv().await else {
             return;
         };
-        let mut urgent = B::urgent(&first.0);
         let mut pending = vec![first];
-        if !linger.is_zero() && !urgent {
+        if !linger.is_zero() {
             let until = tokio::time::Instant::now() + linger;
-            while pending.len() < max_items && !urgent {
+            while pending.len() < max_items {
                 match tokio::time::timeout_at(until, receiver.recv()).await {
-                    Ok(Some(next)) => {
-                        urgent = B::urgent(&next.0);
-                        pending.push(next);
-                    }
+                    Ok(Some(next)) => pending.push(next),
                     // Closed (the batcher is gone) or the time is up: run what is here.
                     Ok(None) | Err(_) => break,
                 }
@@ -257,18 +245,13 @@ mod tests {
         }
     }
 
-    /// Answers every item with its own value, at once, and records the batch sizes. No
-    /// item is urgent.
+    /// Answers every item with its own value, at once, and records the batch sizes.
     #[derive(Default)]
     struct Sizes(Mutex<Vec<usize>>);
 
     impl Batch for Sizes {
         type Item = u32;
         type Output = u32;
-
-        fn urgent(_item: &u32) -> bool {
-            false
-        }
 
         async fn run(&self, items: Vec<u32>) -> Vec<Result<u32, RegistrationError>> {
             self.0.lock().unwrap().push(items.len());
@@ -323,56 +306,6 @@ mod tests {
             assert_eq!(waiting.await.unwrap(), n);
         }
         assert_eq!(*batcher.batch.0.lock().unwrap(), vec![1, 4, 2]);
-    }
-
-    /// Odd items are urgent; answers every item with its own value, at once, and
-    /// records the batches.
-    #[derive(Default)]
-    struct OddUrgent(Mutex<Vec<Vec<u32>>>);
-
-    impl Batch for OddUrgent {
-        type Item = u32;
-        type Output = u32;
-
-        fn urgent(item: &u32) -> bool {
-            item % 2 == 1
-        }
-
-        async fn run(&self, items: Vec<u32>) -> Vec<Result<u32, RegistrationError>> {
-            self.0.lock().unwrap().push(items.clone());
-            items.into_iter().map(Ok).collect()
-        }
-    }
-
-    #[tokio::test]
-    async fn an_urgent_item_goes_at_once_and_takes_the_lingering_ones_with_it() {
-        let batcher = Arc::new(
-            Batcher::new(OddUrgent::default(), 2, 64, "test").lingering(Duration::from_secs(30)),
-        );
-        let started = std::time::Instant::now();
-        // Alone, an urgent item does not linger.
-        assert_eq!(batcher.submit(1).await.unwrap(), 1);
-        // Two that may wait, then an urgent one: the three go together, long before
-        // the linger is over.
-        let waiting: Vec<_> = [2, 4]
-            .into_iter()
-            .map(|n| {
-                let batcher = Arc::clone(&batcher);
-                tokio::spawn(async move { batcher.submit(n).await.unwrap() })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(batcher.submit(3).await.unwrap(), 3);
-        for (n, waiting) in [2, 4].into_iter().zip(waiting) {
-            assert_eq!(waiting.await.unwrap(), n);
-        }
-        assert!(started.elapsed() < Duration::from_secs(10));
-        let batches = batcher.batch.0.lock().unwrap().clone();
-        assert_eq!(batches.len(), 2, "{batches:?}");
-        assert_eq!(batches[0], vec![1]);
-        let mut together = batches[1].clone();
-        together.sort_unstable();
-        assert_eq!(together, vec![2, 3, 4]);
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! The Postgres statement every webhook and every push runs
+//! The Postgres statements every webhook and every push runs
 //! ([`pg_statements`](super::pg_statements)), batched across concurrent callers
 //! ([`Batcher`]): each batch is one statement, so it costs one blocking hop, one
-//! checkout and one round trip however many claims, outcomes and finishes it carries,
-//! and the outcomes and finishes wait a moment for a claim to go with. A batch the database
+//! checkout and one round trip however many events it carries. A batch the database
 //! refuses for a reason other than being unreachable is run again one item at a time
 //! ([`together_or_each`]), so one bad item cannot fail the others.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,52 +16,74 @@ use webex_push_domain::{BoxError, Claim, RegistrationError};
 use super::batch::{Batch, Batcher};
 use super::database::{Database, PgPool, on_postgres};
 use super::error::StoreError;
-use super::pg_statements::{ClaimRequest, HotWrite, Outcome, write_statement};
+use super::pg_statements::{
+    ClaimRequest, Outcome, claim_statement, finish_statement, record_statement,
+};
 
 /// Batches run side by side on their own connections: a second one starts while the
-/// first is in the database, so a lone claim never waits for another's round trip.
-const SLOTS: usize = 2;
-const WRITES_PER_BATCH: usize = 512;
-/// How long an outcome or a finish waits for a claim to ride along with (a batch holding
-/// a claim goes at once): at 1,000 webhooks/s one comes about every millisecond, so
-/// nearly every outcome and finish shares the claim's statement instead of costing one
-/// of its own. Nothing rings later for it; the push worker takes its next event up to
-/// that much later (256 workers leave room). Kept short for the finishes: an event
+/// first is in the database, so a lone request never waits for another's round trip.
+const CLAIM_SLOTS: usize = 2;
+const CLAIMS_PER_BATCH: usize = 256;
+/// Outcomes are written one batch at a time: two batches updating overlapping tokens
+/// would only wait for each other.
+const OUTCOME_SLOTS: usize = 1;
+const OUTCOMES_PER_BATCH: usize = 512;
+/// Finishing touches only rows of relayed events, each once: no two batches overlap.
+const FINISH_SLOTS: usize = 1;
+const FINISHES_PER_BATCH: usize = 512;
+/// An outcome batch waits this long for company: at 1,000 webhooks/s about ten
+/// outcomes share one statement instead of one each. Nothing rings later for it; the
+/// push worker takes its next event that much later (256 workers leave room).
+const OUTCOME_LINGER: Duration = Duration::from_millis(5);
+/// A finish batch waits this long for company (the outcome batch ahead of it releases
+/// its workers together, so their finishes arrive together). Kept short: an event
 /// relayed but not yet marked finished is what a replica killed at that moment leaves
 /// to be taken over and sent again.
-const LINGER: Duration = Duration::from_millis(3);
+const FINISH_LINGER: Duration = Duration::from_millis(2);
 
-/// The batcher of one Postgres store.
+/// The batchers of one Postgres store.
 pub(crate) struct PgBatches {
-    writes: Batcher<HotWrites>,
+    claims: Batcher<Claims>,
+    outcomes: Batcher<Outcomes>,
+    finishes: Batcher<Finishes>,
 }
 
 impl PgBatches {
     pub(crate) fn new(db: &Database<PgPool>) -> Self {
         Self {
-            writes: Batcher::new(HotWrites(db.clone()), SLOTS, WRITES_PER_BATCH, "hot_writes")
-                .lingering(LINGER),
+            claims: Batcher::new(
+                Claims(db.clone()),
+                CLAIM_SLOTS,
+                CLAIMS_PER_BATCH,
+                "claim_event_devices",
+            ),
+            outcomes: Batcher::new(
+                Outcomes(db.clone()),
+                OUTCOME_SLOTS,
+                OUTCOMES_PER_BATCH,
+                "record_outcome",
+            )
+            .lingering(OUTCOME_LINGER),
+            finishes: Batcher::new(
+                Finishes(db.clone()),
+                FINISH_SLOTS,
+                FINISHES_PER_BATCH,
+                "finish_event",
+            )
+            .lingering(FINISH_LINGER),
         }
     }
 
     pub(crate) async fn claim(&self, request: ClaimRequest) -> Result<Claim, RegistrationError> {
-        match self.writes.submit(HotWrite::Claim(request)).await? {
-            Some(claim) => Ok(claim),
-            None => Err(RegistrationError::Unknown(
-                "a claim without an answer".into(),
-            )),
-        }
+        self.claims.submit(request).await
     }
 
     pub(crate) async fn record_outcome(&self, outcome: Outcome) -> Result<(), RegistrationError> {
-        self.writes
-            .submit(HotWrite::Outcome(outcome))
-            .await
-            .map(drop)
+        self.outcomes.submit(outcome).await
     }
 
     pub(crate) async fn finish(&self, key: String) -> Result<(), RegistrationError> {
-        self.writes.submit(HotWrite::Finish(key)).await.map(drop)
+        self.finishes.submit(key).await
     }
 }
 
@@ -116,22 +138,86 @@ where
     }
 }
 
-struct HotWrites(Database<PgPool>);
+struct Claims(Database<PgPool>);
 
-impl Batch for HotWrites {
-    type Item = HotWrite;
-    type Output = Option<Claim>;
+impl Batch for Claims {
+    type Item = ClaimRequest;
+    type Output = Claim;
 
-    /// A claim is on a ring's path; outcomes and finishes wait for one.
-    fn urgent(write: &HotWrite) -> bool {
-        matches!(write, HotWrite::Claim(_))
-    }
-
-    async fn run(&self, writes: Vec<HotWrite>) -> Vec<Result<Option<Claim>, RegistrationError>> {
-        let count = writes.len();
-        together_or_each(&self.0, writes, write_statement, "hot-path writes")
+    async fn run(&self, requests: Vec<ClaimRequest>) -> Vec<Result<Claim, RegistrationError>> {
+        let count = requests.len();
+        together_or_each(&self.0, requests, claim_statement, "claims")
             .await
             .unwrap_or_else(|error| share(error, count))
+    }
+}
+
+struct Outcomes(Database<PgPool>);
+
+impl Batch for Outcomes {
+    type Item = Outcome;
+    type Output = ();
+
+    async fn run(&self, outcomes: Vec<Outcome>) -> Vec<Result<(), RegistrationError>> {
+        let count = outcomes.len();
+        // The last outcome of a token is the one to keep (the order they came in).
+        let mut latest: HashMap<&str, &Outcome> = HashMap::with_capacity(count);
+        for outcome in &outcomes {
+            latest.insert(&outcome.token, outcome);
+        }
+        let mut distinct: Vec<Outcome> = latest.into_values().cloned().collect();
+        distinct.sort_by(|a, b| a.token.cmp(&b.token));
+        let tokens: Vec<String> = distinct
+            .iter()
+            .map(|outcome| outcome.token.clone())
+            .collect();
+        let recorded = together_or_each(
+            &self.0,
+            distinct,
+            |conn, outcomes| {
+                record_statement(conn, outcomes)?;
+                Ok(outcomes.iter().map(|_| Ok(())).collect())
+            },
+            "outcomes",
+        )
+        .await;
+        match recorded {
+            Ok(recorded) => {
+                // Each caller hears how its token's (latest) outcome went.
+                let recorded: HashMap<&str, Result<(), RegistrationError>> =
+                    tokens.iter().map(String::as_str).zip(recorded).collect();
+                outcomes
+                    .iter()
+                    .map(|outcome| match recorded.get(outcome.token.as_str()) {
+                        Some(Ok(())) => Ok(()),
+                        _ => Err(RegistrationError::Unknown(
+                            "the outcome could not be recorded".into(),
+                        )),
+                    })
+                    .collect()
+            }
+            Err(error) => share(error, count),
+        }
+    }
+}
+
+struct Finishes(Database<PgPool>);
+
+impl Batch for Finishes {
+    type Item = String;
+    type Output = ();
+
+    async fn run(&self, keys: Vec<String>) -> Vec<Result<(), RegistrationError>> {
+        let count = keys.len();
+        // One statement however many keys, and none of them can fail alone.
+        let result = self
+            .0
+            .run(move |pool| on_postgres(pool, |conn| finish_statement(conn, &keys)))
+            .await;
+        match result {
+            Ok(()) => (0..count).map(|_| Ok(())).collect(),
+            Err(error) => share(error, count),
+        }
     }
 }
 

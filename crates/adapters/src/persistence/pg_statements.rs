@@ -1,7 +1,7 @@
-//! The one Postgres statement every webhook and every push runs, over arrays (`unnest`)
-//! so that one statement serves many events and answers each caller exactly what the
-//! statement for its write alone would: claiming events (de-duplication, the device
-//! lookup and the record another replica would relay it from), recording push
+//! The Postgres statements every webhook and every push runs, each over arrays
+//! (`unnest`) so that one statement serves many events and answers each caller exactly
+//! what the statement for its event alone would: claiming events (de-duplication, the
+//! device lookup and the record another replica would relay it from), recording push
 //! outcomes, and finishing relayed events. [`pg_batches`](super::pg_batches) gathers
 //! the callers.
 
@@ -34,38 +34,23 @@ macro_rules! async_commit {
     };
 }
 
-/// The hot path in one statement, over twelve arrays, so that the writes that follow a
-/// push ride along with the next claim instead of costing a statement, a blocking hop
-/// and a Postgres wake-up of their own. Three parts, each empty when its arrays are:
+/// [`RegistrationPort::claim`](webex_push_domain::RegistrationPort::claim) for many
+/// events in one statement, over seven arrays: each event's key (`''` for an event
+/// without one: it is never recorded and always fresh), when it was seen, its person,
+/// its job, the event as stored, its deadline and its holder. A key is recorded only
+/// when its person has devices (on either channel: which of them the event goes to is
+/// the domain's choice, by the app that registered each); every device row says
+/// which event it answers (`n`, from 1) and whether that event's key is this job's
+/// (`fresh`): recorded now, or by the same job before. The upsert touches only a row
+/// of the same job and is checked against the latest committed row, so a retry whose
+/// first try is still committing waits for it, then finds it its own. One snapshot for
+/// the device part; the unique key decides between replicas racing on one event. The
+/// keys of one batch must differ. Committed without waiting for the WAL flush (see
+/// `async_commit!`): a replica crash loses nothing, a Postgres crash may lose the last
+/// fraction of a second of records.
 ///
-/// - [`RegistrationPort::claim`](webex_push_domain::RegistrationPort::claim) for many
-///   events, over seven arrays: each event's key (`''` for an event without one: it is
-///   never recorded and always fresh), when it was seen, its person, its job, the event
-///   as stored, its deadline and its holder. A key is recorded only when its person has
-///   devices (on either channel: which of them the event goes to is the domain's choice,
-///   by the app that registered each); every device row says which event it answers
-///   (`n`, from 1) and whether that event's key is this job's (`fresh`): recorded now,
-///   or by the same job before. The upsert touches only a row of the same job and is
-///   checked against the latest committed row, so a retry whose first try is still
-///   committing waits for it, then finds it its own. One snapshot for the device part;
-///   the unique key decides between replicas racing on one event. The keys of one
-///   batch must differ.
-/// - [`RegistrationPort::record_outcome`](webex_push_domain::RegistrationPort::record_outcome)
-///   for many tokens, over four arrays: tokens (distinct), outcomes, times, and
-///   environments to pin (`''` keeps the stored one). The rows are locked in token order
-///   first, as a registration locks its two, so the two cannot deadlock. The device rows
-///   the claims answer are read from the statement's snapshot, before these updates.
-/// - [`RegistrationPort::finish_event`](webex_push_domain::RegistrationPort::finish_event)
-///   for many keys: the records of relayed events are dropped, so no replica takes them
-///   over.
-///
-/// Every part commits without waiting for the WAL flush (see `async_commit!`): a replica
-/// crash loses nothing, a Postgres crash may lose the last fraction of a second of
-/// them. Postgres runs every data-modifying part whether or not the final `SELECT`
-/// reads it.
-///
-/// The text around the twelve array parameters, which [`HotWrites`] puts in place.
-const HOT_WRITES: [&str; 13] = [
+/// The text around the seven array parameters, which [`ClaimEvents`] puts in place.
+const CLAIM_EVENTS: [&str; 8] = [
     "WITH input AS (SELECT * FROM unnest(",
     "::text[], ",
     "::timestamptz[], ",
@@ -83,27 +68,7 @@ const HOT_WRITES: [&str; 13] = [
         " WHERE input.key <> '' AND EXISTS (SELECT 1 FROM devices",
         " WHERE devices.person_uuid = input.person_uuid)",
         " ON CONFLICT (key) DO UPDATE SET seen_at = seen_events.seen_at",
-        " WHERE seen_events.job = excluded.job RETURNING key), ",
-        "outcome AS (SELECT * FROM unnest(",
-    ),
-    "::text[], ",
-    "::text[], ",
-    "::timestamptz[], ",
-    concat!(
-        "::text[]) AS outcome (token, outcome, at, environment)), ",
-        "locked AS (SELECT devices.token FROM devices",
-        " WHERE devices.token IN (SELECT token FROM outcome) ORDER BY devices.token FOR UPDATE), ",
-        "recorded AS (UPDATE devices SET last_outcome = outcome.outcome, last_outcome_at = outcome.at,",
-        " updated_at = outcome.at, environment = COALESCE(NULLIF(outcome.environment, ''),",
-        " devices.environment) FROM outcome, locked, ",
-        async_commit!(),
-        " WHERE devices.token = outcome.token AND locked.token = outcome.token RETURNING 1), ",
-        "finished AS (UPDATE seen_events SET event = NULL, holder = NULL FROM ",
-        async_commit!(),
-        " WHERE seen_events.event IS NOT NULL AND seen_events.key = ANY(",
-    ),
-    concat!(
-        "::text[]) RETURNING 1) ",
+        " WHERE seen_events.job = excluded.job RETURNING key) ",
         "SELECT input.n, devices.token, devices.channel, devices.person_uuid, devices.person_id,",
         " devices.environment, devices.bundle_id, devices.flavour, devices.provider, devices.registered_at,",
         " devices.last_outcome, devices.last_outcome_at,",
@@ -112,69 +77,107 @@ const HOT_WRITES: [&str; 13] = [
     ),
 ];
 
-/// [`HOT_WRITES`] with its parameters.
+/// [`RegistrationPort::finish_event`](webex_push_domain::RegistrationPort::finish_event)
+/// for many keys in one statement: the records of relayed events are dropped, so no
+/// replica takes them over. Committed without waiting for the WAL flush.
+const FINISH_EVENTS: [&str; 2] = [
+    concat!(
+        "UPDATE seen_events SET event = NULL, holder = NULL FROM ",
+        async_commit!(),
+        " WHERE seen_events.event IS NOT NULL AND seen_events.key = ANY("
+    ),
+    "::text[])",
+];
+
+/// [`RegistrationPort::record_outcome`](webex_push_domain::RegistrationPort::record_outcome)
+/// for many tokens in one statement, over four arrays: tokens (distinct), outcomes,
+/// times, and environments to pin (`''` keeps the stored one). The rows are locked in
+/// token order first, as a registration locks its two, so the two cannot deadlock.
+/// Committed without waiting for the WAL flush.
 ///
-/// Unlike `diesel::sql_query`, which Diesel never prepares for reuse, this statement is
-/// prepared once per connection (its text is fixed and its type names it in Diesel's
-/// statement cache) and then only bound and executed: Postgres parses and plans it
-/// once, not on every batch.
-struct HotWrites<'a> {
-    keys: &'a [&'a str],
-    seen_at: &'a [DateTime<Utc>],
-    persons: &'a [Uuid],
-    jobs: &'a [Uuid],
-    events: &'a [&'a str],
-    deliver_by: &'a [DateTime<Utc>],
-    holders: &'a [Uuid],
-    tokens: &'a [&'a str],
-    outcomes: &'a [&'a str],
-    outcome_at: &'a [DateTime<Utc>],
-    environments: &'a [&'a str],
-    finished: &'a [&'a str],
+/// The text around the four array parameters.
+const RECORD_OUTCOMES: [&str; 5] = [
+    "WITH outcome AS (SELECT * FROM unnest(",
+    "::text[], ",
+    "::text[], ",
+    "::timestamptz[], ",
+    concat!(
+        "::text[]) AS outcome (token, outcome, at, environment)), ",
+        "locked AS (SELECT devices.token FROM devices",
+        " WHERE devices.token IN (SELECT token FROM outcome) ORDER BY devices.token FOR UPDATE) ",
+        "UPDATE devices SET last_outcome = outcome.outcome, last_outcome_at = outcome.at,",
+        " updated_at = outcome.at, environment = COALESCE(NULLIF(outcome.environment, ''),",
+        " devices.environment) FROM outcome, locked, ",
+        async_commit!(),
+        " WHERE devices.token = outcome.token AND locked.token = outcome.token"
+    ),
+];
+
+/// Declares a fixed statement over array parameters: a struct holding the binds, and
+/// the text around them (`text`, one part more than binds).
+///
+/// Unlike `diesel::sql_query`, which Diesel never prepares for reuse, such a statement
+/// is prepared once per connection (its text is fixed and its type names it in
+/// Diesel's statement cache) and then only bound and executed: Postgres parses and
+/// plans it once, not on every batch.
+macro_rules! prepared {
+    ($(#[$doc:meta])* $name:ident = $text:expr; $($field:ident: $rust:ty => $sql:ty),+ $(,)?) => {
+        $(#[$doc])*
+        struct $name<'a> {
+            $($field: &'a $rust),+
+        }
+
+        impl QueryFragment<Pg> for $name<'_> {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+                let mut text = $text.iter();
+                $(
+                    out.push_sql(text.next().copied().unwrap_or_default());
+                    out.push_bind_param::<$sql, _>(self.$field)?;
+                )+
+                out.push_sql(text.next().copied().unwrap_or_default());
+                Ok(())
+            }
+        }
+
+        impl QueryId for $name<'_> {
+            type QueryId = $name<'static>;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+
+        impl Query for $name<'_> {
+            type SqlType = Untyped;
+        }
+
+        impl RunQueryDsl<PgConnection> for $name<'_> {}
+    };
 }
 
-impl QueryFragment<Pg> for HotWrites<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let [t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12] = HOT_WRITES;
-        out.push_sql(t0);
-        out.push_bind_param::<Array<Text>, _>(self.keys)?;
-        out.push_sql(t1);
-        out.push_bind_param::<Array<Timestamptz>, _>(self.seen_at)?;
-        out.push_sql(t2);
-        out.push_bind_param::<Array<SqlUuid>, _>(self.persons)?;
-        out.push_sql(t3);
-        out.push_bind_param::<Array<SqlUuid>, _>(self.jobs)?;
-        out.push_sql(t4);
-        out.push_bind_param::<Array<Text>, _>(self.events)?;
-        out.push_sql(t5);
-        out.push_bind_param::<Array<Timestamptz>, _>(self.deliver_by)?;
-        out.push_sql(t6);
-        out.push_bind_param::<Array<SqlUuid>, _>(self.holders)?;
-        out.push_sql(t7);
-        out.push_bind_param::<Array<Text>, _>(self.tokens)?;
-        out.push_sql(t8);
-        out.push_bind_param::<Array<Text>, _>(self.outcomes)?;
-        out.push_sql(t9);
-        out.push_bind_param::<Array<Timestamptz>, _>(self.outcome_at)?;
-        out.push_sql(t10);
-        out.push_bind_param::<Array<Text>, _>(self.environments)?;
-        out.push_sql(t11);
-        out.push_bind_param::<Array<Text>, _>(self.finished)?;
-        out.push_sql(t12);
-        Ok(())
-    }
+prepared! {
+    /// [`CLAIM_EVENTS`] with its parameters.
+    ClaimEvents = CLAIM_EVENTS;
+    keys: [&'a str] => Array<Text>,
+    seen_at: [DateTime<Utc>] => Array<Timestamptz>,
+    persons: [Uuid] => Array<SqlUuid>,
+    jobs: [Uuid] => Array<SqlUuid>,
+    events: [&'a str] => Array<Text>,
+    deliver_by: [DateTime<Utc>] => Array<Timestamptz>,
+    holders: [Uuid] => Array<SqlUuid>,
 }
 
-impl QueryId for HotWrites<'_> {
-    type QueryId = HotWrites<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
+prepared! {
+    /// [`RECORD_OUTCOMES`] with its parameters.
+    RecordOutcomes = RECORD_OUTCOMES;
+    tokens: [&'a str] => Array<Text>,
+    outcomes: [&'a str] => Array<Text>,
+    at: [DateTime<Utc>] => Array<Timestamptz>,
+    environments: [&'a str] => Array<Text>,
 }
 
-impl Query for HotWrites<'_> {
-    type SqlType = Untyped;
+prepared! {
+    /// [`FINISH_EVENTS`] with its parameter.
+    FinishEvents = FINISH_EVENTS;
+    keys: [&'a str] => Array<Text>,
 }
-
-impl RunQueryDsl<PgConnection> for HotWrites<'_> {}
 
 /// One event to claim.
 #[derive(Debug, Clone)]
@@ -197,55 +200,25 @@ pub(crate) struct Outcome {
     pub(crate) at: DateTime<Utc>,
 }
 
-/// One write of the hot path.
-#[derive(Debug, Clone)]
-pub(crate) enum HotWrite {
-    Claim(ClaimRequest),
-    Outcome(Outcome),
-    /// The key of a relayed event.
-    Finish(String),
-}
-
-/// Runs `writes` in one statement ([`HOT_WRITES`]); one answer per write, in their
-/// order: the claim's for a claim, `None` for the others. The outer error is the
-/// statement's, an inner one a stored row that does not parse.
-///
-/// A key claimed twice is claimed once: the first request gets what the database says,
-/// the later ones `Duplicate` (unless they are the same job's). Of several outcomes for
-/// one token the last is recorded. None of the outcomes and finishes can fail alone: a
-/// token removed meanwhile, or a key unknown or already finished, updates nothing,
-/// which is what the port asks.
-pub(crate) fn write_statement(
+/// Claims `requests` in one statement; the outer error is the statement's, an inner
+/// one a stored row that does not parse. A key that appears twice is claimed once: the
+/// first request gets what the database says, the later ones `Duplicate`.
+pub(crate) fn claim_statement(
     conn: &mut PgConnection,
-    writes: &[HotWrite],
-) -> Result<Vec<Result<Option<Claim>, StoreError>>, StoreError> {
-    let mut requests: Vec<&ClaimRequest> = Vec::new();
-    let mut latest: HashMap<&str, &Outcome> = HashMap::new();
-    let mut finished: Vec<&str> = Vec::new();
-    for write in writes {
-        match write {
-            HotWrite::Claim(request) => requests.push(request),
-            HotWrite::Outcome(outcome) => {
-                latest.insert(&outcome.token, outcome);
-            }
-            HotWrite::Finish(key) => finished.push(key),
-        }
-    }
-    let mut outcomes: Vec<&Outcome> = latest.into_values().collect();
-    outcomes.sort_by(|a, b| a.token.cmp(&b.token));
-
-    // Which claim first carries each key: only those go to the database.
+    requests: &[ClaimRequest],
+) -> Result<Vec<Result<Claim, StoreError>>, StoreError> {
+    // Which request first carries each key: only those go to the database.
     let mut first_with_key: HashMap<&str, usize> = HashMap::new();
     let mut sent_as: Vec<usize> = Vec::with_capacity(requests.len());
-    let mut sent: Vec<&ClaimRequest> = Vec::with_capacity(requests.len());
-    for &request in &requests {
+    let mut sent: Vec<usize> = Vec::with_capacity(requests.len());
+    for (index, request) in requests.iter().enumerate() {
         let position = match request.key.as_deref() {
             Some(key) => *first_with_key.entry(key).or_insert_with(|| {
-                sent.push(request);
+                sent.push(index);
                 sent.len() - 1
             }),
             None => {
-                sent.push(request);
+                sent.push(index);
                 sent.len() - 1
             }
         };
@@ -253,22 +226,21 @@ pub(crate) fn write_statement(
     }
     let keys: Vec<&str> = sent
         .iter()
-        .map(|r| r.key.as_deref().unwrap_or(""))
+        .map(|&index| requests[index].key.as_deref().unwrap_or(""))
         .collect();
-    let seen_at: Vec<DateTime<Utc>> = sent.iter().map(|r| r.at).collect();
-    let persons: Vec<Uuid> = sent.iter().map(|r| r.person).collect();
-    let jobs: Vec<Uuid> = sent.iter().map(|r| r.job).collect();
-    let events: Vec<&str> = sent.iter().map(|r| r.event.as_str()).collect();
-    let deliver_by: Vec<DateTime<Utc>> = sent.iter().map(|r| r.deliver_by).collect();
-    let holders: Vec<Uuid> = sent.iter().map(|r| r.holder).collect();
-    let tokens: Vec<&str> = outcomes.iter().map(|o| o.token.as_str()).collect();
-    let results: Vec<&str> = outcomes.iter().map(|o| o.outcome.as_str()).collect();
-    let outcome_at: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.at).collect();
-    let environments: Vec<&str> = outcomes
+    let seen_at: Vec<DateTime<Utc>> = sent.iter().map(|&index| requests[index].at).collect();
+    let persons: Vec<Uuid> = sent.iter().map(|&index| requests[index].person).collect();
+    let jobs: Vec<Uuid> = sent.iter().map(|&index| requests[index].job).collect();
+    let events: Vec<&str> = sent
         .iter()
-        .map(|o| o.environment.unwrap_or(""))
+        .map(|&index| requests[index].event.as_str())
         .collect();
-    let statement = HotWrites {
+    let deliver_by: Vec<DateTime<Utc>> = sent
+        .iter()
+        .map(|&index| requests[index].deliver_by)
+        .collect();
+    let holders: Vec<Uuid> = sent.iter().map(|&index| requests[index].holder).collect();
+    let statement = ClaimEvents {
         keys: &keys,
         seen_at: &seen_at,
         persons: &persons,
@@ -276,11 +248,6 @@ pub(crate) fn write_statement(
         events: &events,
         deliver_by: &deliver_by,
         holders: &holders,
-        tokens: &tokens,
-        outcomes: &results,
-        outcome_at: &outcome_at,
-        environments: &environments,
-        finished: &finished,
     };
     let rows: Vec<ClaimRow> = statement.load(conn)?;
 
@@ -303,24 +270,50 @@ pub(crate) fn write_statement(
             }
         }
     }
-    let mut claims = requests.iter().zip(sent_as).map(|(request, position)| {
-        let (devices, fresh) = &answers[position];
-        let devices = match devices {
-            Ok(devices) => devices.clone(),
-            Err(_) => return Err(StoreError::Corrupt("a stored device row is invalid")),
-        };
-        // A repeat of a key earlier in the batch was not recorded by this request,
-        // unless it is the same job's.
-        let fresh = *fresh && sent[position].job == request.job;
-        Ok(Some(Claim::new(devices, fresh)))
-    });
-    Ok(writes
+    Ok(sent_as
         .iter()
-        .map(|write| match write {
-            HotWrite::Claim(_) => claims
-                .next()
-                .unwrap_or(Err(StoreError::Corrupt("a claim without an answer"))),
-            HotWrite::Outcome(_) | HotWrite::Finish(_) => Ok(None),
+        .enumerate()
+        .map(|(index, &position)| {
+            let (devices, fresh) = &answers[position];
+            let devices = match devices {
+                Ok(devices) => devices.clone(),
+                Err(_) => return Err(StoreError::Corrupt("a stored device row is invalid")),
+            };
+            // A repeat of a key earlier in the batch was not recorded by this request,
+            // unless it is the same job's.
+            let first = sent[position];
+            let fresh = *fresh && (first == index || requests[first].job == requests[index].job);
+            Ok(Claim::new(devices, fresh))
         })
         .collect())
+}
+
+pub(crate) fn record_statement(
+    conn: &mut PgConnection,
+    outcomes: &[Outcome],
+) -> Result<(), StoreError> {
+    let tokens: Vec<&str> = outcomes.iter().map(|o| o.token.as_str()).collect();
+    let results: Vec<&str> = outcomes.iter().map(|o| o.outcome.as_str()).collect();
+    let at: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.at).collect();
+    let environments: Vec<&str> = outcomes
+        .iter()
+        .map(|o| o.environment.unwrap_or(""))
+        .collect();
+    // A token removed meanwhile updates nothing, which is what the port asks.
+    let statement = RecordOutcomes {
+        tokens: &tokens,
+        outcomes: &results,
+        at: &at,
+        environments: &environments,
+    };
+    statement.execute(conn)?;
+    Ok(())
+}
+
+/// Finishes the events of `keys` in one statement. None of them can fail alone: a key
+/// that is unknown or already finished updates nothing.
+pub(crate) fn finish_statement(conn: &mut PgConnection, keys: &[String]) -> Result<(), StoreError> {
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    FinishEvents { keys: &keys }.execute(conn)?;
+    Ok(())
 }

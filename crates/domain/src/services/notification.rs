@@ -107,8 +107,8 @@ enum DeviceResult {
 
 /// An outcome a push leaves to record as its device's last (for the device list, and
 /// to pin an APNs token to the gateway that took it), with when it happened. Written
-/// once every push of the event is done, beside the event's finish, so that on
-/// Postgres they share one statement.
+/// once every push of the event is done, at the same time as the event's finish, so
+/// that the finish does not wait for the outcomes to be written first.
 #[derive(Debug, Clone)]
 struct Record {
     token: DeviceToken,
@@ -522,7 +522,7 @@ impl IncomingCallPort for NotificationService {
                 &mut report,
             )
             .await;
-        // The outcomes and the finish together: on Postgres, one statement.
+        // The outcomes and the finish side by side: neither waits for the other.
         join(
             join_all(records.iter().map(|record| self.record(record))),
             self.finish(&job),
