@@ -1,6 +1,4 @@
 //! The Webex webhook reader against realistic webhook bodies of each resource.
-// Test helpers outside #[test] functions: a failed set-up should panic loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{TimeZone as _, Utc};
 use serde_json::{Value, json};

@@ -2,8 +2,6 @@
 //! account, one shared access token and its refresh, every outcome class, and the
 //! stand-in's own checks of what FCM refuses.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

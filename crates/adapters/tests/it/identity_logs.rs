@@ -1,17 +1,12 @@
 //! The Webex identity adapter never lets an access token reach the logs.
 //!
-//! Alone in its own test binary: it installs a log-capturing subscriber, and tracing
-//! caches per call site whether anyone listens, so tests running beside it on other
-//! threads could make it miss lines.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod identity_support;
+//! It installs a log-capturing subscriber, and tracing caches per call site whether
+//! anyone listens, so tests running beside it on other threads could make it miss lines.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use identity_support::*;
+use crate::identity_support::*;
 use webex_push_domain::ManualClock;
 
 /// Collects everything the adapter logs, at every level.

@@ -4,10 +4,6 @@
 //! Postgres: `TEST_DATABASE_URL` (admin URL) or a throwaway cluster from the installed
 //! server binaries; each test gets its own database, dropped afterwards.
 
-// clippy.toml allows these in `#[test]` functions only; the contract cases here are
-// plain async functions the macro wraps, so the allowance is spelled out.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;

@@ -2,10 +2,6 @@
 //! class, token reuse and refresh, recovery from GOAWAY and dropped connections,
 //! concurrency on one connection, payload limits, environment fallback, key loading.
 
-// clippy.toml allows these in `#[test]` functions only; the fixtures here are plain
-// helpers, so the allowance is spelled out.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
