@@ -6,7 +6,8 @@
 //! `cargo test -p webex-push-adapters --test it persistence::`.
 //!
 //! `cargo test` runs them all in one process, on threads: nothing here may set process-wide
-//! state (environment variables, a global tracing subscriber).
+//! state (environment variables, a global tracing subscriber). `identity_logs` needs a
+//! subscriber of its own and so runs its scenario in a child process.
 // clippy.toml allows these in `#[test]` functions only; the stand-ins, fixtures and the
 // contract cases the persistence macro wraps are plain functions, so the allowance is
 // spelled out.
