@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use apns_standin::{Failure, FaultProxy, StandIn, StandInConfig};
+use apns_standin::{AuthKey, Failure, FaultProxy, StandIn, StandInConfig};
 use base64::Engine as _;
 use chrono::{TimeZone as _, Utc};
 use futures::future::join_all;
-use p256::pkcs8::EncodePrivateKey as _;
 use p256::pkcs8::der::pem::LineEnding;
 use webex_push_adapters::apns::{
     ALERT_PAYLOAD_LIMIT, ApnsClient, ApnsConfig, ApnsKey, ApnsWarmUpError, KeyId, TeamId,
@@ -43,8 +42,7 @@ MC4CAQAwBQYDK2VwBCIEIG38nnUcz5x4Y8HkIXLRrZtOJ32THPMhzzQWt2+SC/7D
 ";
 
 fn key_pem() -> String {
-    let secret = p256::SecretKey::random(&mut rand::thread_rng());
-    secret.to_pkcs8_pem(LineEnding::LF).unwrap().to_string()
+    AuthKey::generate().unwrap().private_pem
 }
 
 /// A stand-in and a client configured for it.

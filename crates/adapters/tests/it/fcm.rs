@@ -425,11 +425,11 @@ async fn a_wrong_key_or_no_token_gets_nothing_from_the_stand_in() {
 
 #[test]
 fn the_service_account_is_read_as_json_base64_or_a_file_and_errors_name_the_variable() {
-    let json = serde_json::json!({
-        "type": "service_account", "project_id": "p", "client_email": "a@p.iam.gserviceaccount.com",
-        "private_key": fcm_standin::TEST_PRIVATE_KEY_PEM, "token_uri": "https://oauth2.googleapis.com/token",
-    })
-    .to_string();
+    let json = fcm_standin::offline_service_account_json(
+        "p",
+        "a@p.iam.gserviceaccount.com",
+        "https://oauth2.googleapis.com/token",
+    );
     let account = ServiceAccount::from_env_text(&json).unwrap();
     assert_eq!(account.project_id(), "p");
     let encoded = base64::engine::general_purpose::STANDARD.encode(&json);
