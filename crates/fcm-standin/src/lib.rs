@@ -85,6 +85,14 @@ pub struct AcceptedMessage {
     pub connection: u64,
 }
 
+impl AcceptedMessage {
+    /// [`ttl`](Self::ttl) in whole seconds, when it was sent as FCM spells a duration
+    /// of whole seconds (`"60s"`).
+    pub fn ttl_seconds(&self) -> Option<u64> {
+        self.ttl.as_deref()?.strip_suffix('s')?.parse().ok()
+    }
+}
+
 /// Counters since start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {

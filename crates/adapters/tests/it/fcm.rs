@@ -104,13 +104,7 @@ async fn a_telephony_push_is_delivered_as_a_high_priority_data_message_with_fcm_
     let sent = &accepted[0];
     assert_eq!(sent.token, token("ada").as_str());
     assert_eq!(sent.priority.as_deref(), Some("HIGH"));
-    let ttl: u64 = sent
-        .ttl
-        .as_deref()
-        .unwrap()
-        .trim_end_matches('s')
-        .parse()
-        .unwrap();
+    let ttl = sent.ttl_seconds().unwrap();
     assert!((25..=30).contains(&ttl), "TTL follows the deadline: {ttl}");
     assert_eq!(sent.data["webhookTelephonyPush"], fcm);
     assert_eq!(sent.data["version"], "2");
