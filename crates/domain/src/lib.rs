@@ -9,13 +9,14 @@ pub mod types;
 
 pub use ports::{
     BoxError, Claim, DeliveryReport, EventClaim, IncomingCallPort, NotifyError, PushGateway,
-    RegistrationError, RegistrationPort, StoredEvent, TakeOver,
+    RegistrationError, RegistrationPort, StoredEvent, TakeOver, TestPushGateway,
 };
 pub use ports::{DirectoryError, IdentityError, IdentityPort, WebhookDirectory};
 pub use services::{
-    Clock, ManualClock, NotificationService, PERSONAL_WEBHOOKS, ProviderGateways, RegisterError,
-    Registered, RegistrationService, RetryPolicy, SecretFor, SystemClock, UpkeepReport,
-    WebhookUpkeep,
+    Clock, DiagnosticsService, ManualClock, NotificationService, PERSONAL_WEBHOOKS,
+    ProviderGateways, ProviderTestGateways, RegisterError, Registered, RegistrationService,
+    RetryPolicy, SecretFor, SystemClock, TestPushError, TestPushResult, TestPushTarget,
+    UpkeepReport, WebhookUpkeep, test_content,
 };
 pub use services::{GuardError, RegistrationGuard};
 pub use types::*;

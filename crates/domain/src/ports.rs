@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 pub use crate::types::Deadlines;
 use crate::types::{
     AccessToken, ApnsEnvironment, Channel, Device, DeviceToken, EventKey, Job, JobId, PersonId,
-    Push, PushOutcome, Registration, RemoteWebhook, ReplicaId, WebhookSpec,
+    Push, PushOutcome, Registration, RemoteWebhook, ReplicaId, TestAnswer, WebhookSpec,
 };
 
 /// A boxed error source, for the causes adapters carry up without the domain naming them.
@@ -233,6 +233,19 @@ pub trait PushGateway: Send + Sync + 'static {
     /// environment and, on `BadDeviceToken`, once to the other; `Delivered` says which
     /// one took it.
     async fn send(&self, push: &Push) -> PushOutcome;
+}
+
+/// The TestPushGateway port: one test push to one token, answered in full, for
+/// operators. Not the relay's way out: test pushes do not count as pushes relayed.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait TestPushGateway: Send + Sync + 'static {
+    /// Sends `push` once, as [`PushGateway::send`] would (no retries), and returns
+    /// everything the provider said. Never fails: a lost connection or timeout is an
+    /// answer with `status: None` and the reason in `reason`, a configuration problem
+    /// a `PushOutcome::Rejected` one. MUST NOT remove or record anything: the caller
+    /// decides what becomes of the token.
+    async fn send_detailed(&self, push: &Push) -> TestAnswer;
 }
 
 /// What happened when an event was relayed to a person's devices.

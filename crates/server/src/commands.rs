@@ -11,10 +11,10 @@ use webex_push_adapters::persistence::DieselRegistrationStore;
 use secrecy::ExposeSecret as _;
 use webex_push_adapters::webex::{WebexWebhooks, WebexWebhooksConfig};
 use webex_push_domain::{
-    AccessToken, AppFlavour, Channel, DeviceToken, Push, WebhookDirectory as _, WebhookUpkeep,
+    AccessToken, AppFlavour, Channel, DeviceToken, Push, SystemClock, WebhookDirectory as _,
+    WebhookUpkeep, test_content,
 };
 
-use crate::admin::test_content;
 use crate::cli::{Command, MigrateArgs, PushArgs, ServeArgs, WebhooksAction, WebhooksArgs};
 use crate::config::{self, Config};
 use crate::startup::{Application, ShutdownSignal};
@@ -148,7 +148,7 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
     // APNS_ENVIRONMENT (`--apns-environment`, or `--environment`) picks the gateway.
     let environment = apns.default_environment;
     let client = ApnsClient::new(apns).context("cannot set up APNs")?;
-    let content = test_content(channel, &args.message);
+    let content = test_content(channel, &args.message, &SystemClock);
     let push = Push {
         token,
         channel,
@@ -197,7 +197,7 @@ async fn push_fcm(args: &PushArgs) -> anyhow::Result<ExitCode> {
         environment: None,
         bundle_id: None,
         flavour: AppFlavour::KitchenSink,
-        content: test_content(channel, &args.message),
+        content: test_content(channel, &args.message, &SystemClock),
         deliver_by: None,
     };
     let answer = client.send_detailed(&push).await;

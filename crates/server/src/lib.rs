@@ -1,7 +1,6 @@
 //! The webex-push server: configuration, HTTP routes, the push queue and the wiring
 //! of the domain services to their adapters. `main` only parses and dispatches.
 
-pub mod admin;
 pub mod check;
 pub mod cli;
 pub mod commands;

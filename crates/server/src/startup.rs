@@ -17,12 +17,12 @@ use webex_push_adapters::identity::WebexIdentity;
 use webex_push_adapters::persistence::DieselRegistrationStore;
 use webex_push_adapters::webex::{WebexWebhooks, WebexWebhooksConfig, webhook_secret};
 use webex_push_domain::{
-    AccessToken, Clock, IdentityPort, IncomingCallPort, NotificationService, PersonId,
-    ProviderGateways, PushProvider, RegistrationGuard, RegistrationPort, RegistrationService,
-    SystemClock, WebhookDirectory, WebhookUpkeep,
+    AccessToken, Clock, DiagnosticsService, IdentityPort, IncomingCallPort, NotificationService,
+    PersonId, ProviderGateways, ProviderTestGateways, PushProvider, RegistrationGuard,
+    RegistrationPort, RegistrationService, SystemClock, TestPushGateway, WebhookDirectory,
+    WebhookUpkeep,
 };
 
-use crate::admin::{AdminService, DetailedPushGateway, TestPushClients};
 use crate::config::{Config, WebhookAuth};
 use crate::error::ApiError;
 use crate::housekeeping;
@@ -42,8 +42,9 @@ pub struct Dependencies {
     pub clock: Arc<dyn Clock>,
     /// `Some` with `REGISTER_AUTH=webex`: who holds a Webex access token.
     pub identity: Option<Arc<dyn IdentityPort>>,
-    /// The APNs client for admin test pushes; `None` when no key is loaded.
-    pub test_pushes: Option<Arc<dyn DetailedPushGateway>>,
+    /// Where admin test pushes go (the APNs and FCM clients, unmetered); `None` when
+    /// neither an APNs key nor an FCM service account is loaded.
+    pub test_pushes: Option<Arc<dyn TestPushGateway>>,
     /// Shared with the adapters' decorators, so `/metrics` sees what they count.
     pub metrics: Arc<Metrics>,
     /// The Webex webhooks API, for keeping people's webhooks (`PUBLIC_URL` with
@@ -131,7 +132,7 @@ impl Application {
             }
             None => None,
         };
-        let mut test_clients = TestPushClients::default();
+        let mut test_gateways = ProviderTestGateways::new();
         let mut gateways = ProviderGateways::new();
         if let Some(fcm) = &config.fcm {
             let client = FcmClient::new(fcm.clone()).context("cannot set up FCM")?;
@@ -142,7 +143,7 @@ impl Application {
                 endpoint = fcm.endpoint.as_deref().unwrap_or("Google"),
                 "FCM service account loaded: Android registrations are accepted"
             );
-            test_clients.fcm = Some(Arc::new(client.clone()) as Arc<dyn DetailedPushGateway>);
+            test_gateways = test_gateways.with(PushProvider::Fcm, Arc::new(client.clone()));
             let gateway = MeteredGateway::new(Arc::new(client), Arc::clone(&metrics));
             gateways = gateways.with(PushProvider::Fcm, Arc::new(gateway));
         }
@@ -154,7 +155,7 @@ impl Application {
                     metrics.probe_tokens(move || client.provider_tokens_minted());
                 }
                 warm_up_in_background(client.clone());
-                test_clients.apns = Some(Arc::new(client.clone()) as Arc<dyn DetailedPushGateway>);
+                test_gateways = test_gateways.with(PushProvider::Apns, Arc::new(client.clone()));
                 let gateway = MeteredGateway::new(Arc::new(client), Arc::clone(&metrics));
                 tracing::info!(
                     key_id = apns.key_id.as_str(),
@@ -193,8 +194,9 @@ impl Application {
                 None
             }
         };
-        let test_pushes = (test_clients.apns.is_some() || test_clients.fcm.is_some())
-            .then(|| Arc::new(test_clients) as Arc<dyn DetailedPushGateway>);
+        let test_pushes = test_gateways
+            .serves_any()
+            .then(|| Arc::new(test_gateways) as Arc<dyn TestPushGateway>);
         let mut application = Self::build_with(
             &config,
             Dependencies {
@@ -312,7 +314,7 @@ impl Application {
         let admin = config.admin_token.clone().map(|token| {
             web::Data::new(AdminState {
                 token,
-                service: AdminService::new(
+                service: DiagnosticsService::new(
                     Arc::clone(&dependencies.store),
                     dependencies.test_pushes,
                     Arc::clone(&dependencies.clock),

@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use tokio::sync::Semaphore;
-use webex_push_domain::{ApnsEnvironment, Channel, Push, PushGateway, PushOutcome};
+use webex_push_domain::{
+    ApnsEnvironment, Channel, Push, PushGateway, PushOutcome, PushProvider, TestAnswer,
+    TestPushGateway,
+};
 
 use super::classify::{ErrorBody, classify, parse_retry_after};
 use super::config::{ApnsConfig, ApnsConfigError};
@@ -266,6 +269,28 @@ impl PushGateway for ApnsClient {
     }
 }
 
+/// APNs' whole answer, as the domain shows operators a test push's.
+impl From<ApnsAnswer> for TestAnswer {
+    fn from(answer: ApnsAnswer) -> Self {
+        Self {
+            provider: PushProvider::Apns,
+            status: answer.status,
+            reason: answer.reason,
+            id: answer.apns_id,
+            environment: Some(answer.environment),
+            outcome: answer.outcome,
+            latency: answer.latency,
+        }
+    }
+}
+
+#[async_trait]
+impl TestPushGateway for ApnsClient {
+    async fn send_detailed(&self, push: &Push) -> TestAnswer {
+        ApnsClient::send_detailed(self, push).await.into()
+    }
+}
+
 impl Inner {
     fn gateway(&self, environment: ApnsEnvironment) -> &Gateway {
         match environment {
@@ -308,7 +333,7 @@ impl Inner {
                 apns_id,
                 token = %push.token,
                 %environment,
-                kind = push.content.kind(),
+                kind = push.content.event_kind().as_str(),
                 status = exchange.status,
                 reason = exchange.reason.as_deref(),
                 "APNs answered"

@@ -3,12 +3,14 @@
 //! table.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
 use http::header;
-use webex_push_domain::{Push, PushGateway, PushOutcome, PushProvider};
+use webex_push_domain::{
+    Push, PushGateway, PushOutcome, PushProvider, TestAnswer, TestPushGateway,
+};
 
 use super::classify::{ErrorBody, classify};
 use super::config::{FcmConfig, FcmConfigError};
@@ -302,5 +304,22 @@ fn local(outcome: PushOutcome) -> FcmAnswer {
 impl PushGateway for FcmClient {
     async fn send(&self, push: &Push) -> PushOutcome {
         self.send_detailed(push).await.outcome
+    }
+}
+
+#[async_trait]
+impl TestPushGateway for FcmClient {
+    async fn send_detailed(&self, push: &Push) -> TestAnswer {
+        let started = Instant::now();
+        let answer = FcmClient::send_detailed(self, push).await;
+        TestAnswer {
+            provider: PushProvider::Fcm,
+            status: answer.status,
+            reason: answer.reason,
+            id: answer.name.unwrap_or_default(),
+            environment: None,
+            outcome: answer.outcome,
+            latency: started.elapsed(),
+        }
     }
 }

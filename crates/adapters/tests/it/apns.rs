@@ -18,7 +18,7 @@ use webex_push_adapters::apns::{
 use webex_push_domain::{
     ApnsEnvironment, AppFlavour, BundleId, CallEnded, CallId, Caller, Channel, DeviceToken,
     EventSource, IncomingCall, NewMessage, PersonId, Push, PushContent, PushGateway, PushOutcome,
-    PushProvider, RawJson,
+    PushProvider, RawJson, TestPushGateway,
 };
 
 const KEY_ID: &str = "KEY1234567";
@@ -761,6 +761,32 @@ async fn a_token_without_environment_is_tried_once_in_the_other() {
         PushOutcome::TokenInvalid { .. }
     ));
     assert_eq!(f.standin.stats().requests - before, 1);
+}
+
+#[tokio::test]
+async fn a_test_push_answers_with_apples_status_reason_apns_id_and_environment() {
+    let f = fixture().await;
+    let delivered = TestPushGateway::send_detailed(&f.client, &alert(1)).await;
+    assert_eq!(delivered.provider, PushProvider::Apns);
+    assert_eq!(delivered.status, Some(200));
+    assert_eq!(delivered.environment, Some(ApnsEnvironment::Production));
+    assert_eq!(delivered.outcome.label(), "delivered");
+    let accepted = f
+        .standin
+        .wait_for_accepted(1, Duration::from_secs(10))
+        .await;
+    assert!(
+        delivered.id.eq_ignore_ascii_case(&accepted[0].apns_id),
+        "{delivered:?}"
+    );
+
+    f.standin
+        .script()
+        .fail_token(token(2).as_str(), Failure::BadDeviceToken);
+    let refused = TestPushGateway::send_detailed(&f.client, &alert(2)).await;
+    assert_eq!(refused.status, Some(400));
+    assert_eq!(refused.reason.as_deref(), Some("BadDeviceToken"));
+    assert!(!refused.id.is_empty(), "the apns-id sent");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use futures::future::join_all;
 use webex_push_adapters::fcm::{FcmClient, FcmConfig, FcmConfigError, ServiceAccount};
 use webex_push_domain::{
     AppFlavour, CallId, Caller, Channel, DeviceToken, EventSource, IncomingCall, NewMessage,
-    PersonId, Push, PushContent, PushGateway, PushOutcome, RawJson,
+    PersonId, Push, PushContent, PushGateway, PushOutcome, PushProvider, RawJson, TestPushGateway,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -236,6 +236,34 @@ async fn every_fcm_answer_lands_in_its_outcome_class() {
         );
     }
     assert_eq!(f.standin.stats().accepted, 0);
+}
+
+#[tokio::test]
+async fn a_test_push_answers_with_fcms_message_name_or_its_error_code() {
+    let f = fixture().await;
+    f.standin
+        .script()
+        .fail_prefix("gone", Failure::Unregistered);
+
+    let delivered = TestPushGateway::send_detailed(&f.client, &push(token("ada"), message())).await;
+    assert_eq!(delivered.provider, PushProvider::Fcm);
+    assert_eq!(delivered.status, Some(200));
+    assert!(
+        delivered
+            .id
+            .starts_with("projects/webex-push-test/messages/"),
+        "{delivered:?}"
+    );
+    assert_eq!(delivered.environment, None);
+    assert_eq!(delivered.outcome.label(), "delivered");
+    let accepted = f.standin.wait_for_accepted(1, WAIT).await;
+    assert_eq!(accepted[0].name, delivered.id);
+
+    let gone = TestPushGateway::send_detailed(&f.client, &push(token("gone"), message())).await;
+    assert_eq!(gone.status, Some(404));
+    assert_eq!(gone.reason.as_deref(), Some("UNREGISTERED"));
+    assert_eq!(gone.id, "", "FCM did not take it");
+    assert_eq!(gone.outcome.label(), "UNREGISTERED");
 }
 
 #[tokio::test]

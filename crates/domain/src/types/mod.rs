@@ -16,7 +16,7 @@ pub use events::{
     IncomingCall, Job, JobId, NewMessage, ReplicaId, channel_for,
 };
 pub use person_id::{PersonId, PersonIdError};
-pub use push::{Push, PushContent, PushOutcome};
+pub use push::{Push, PushContent, PushOutcome, TestAnswer};
 pub use raw_json::RawJson;
 pub use registration::{
     ApnsEnvironment, AppFlavour, BundleId, BundleIdError, Channel, Device, EmailAddress,

@@ -43,16 +43,6 @@ impl PushContent {
             PushContent::Message(_) => EventKind::Message,
         }
     }
-
-    /// The name the apps read in a payload's `type` (`incoming_call` for a ring): the
-    /// apps' vocabulary, not [`EventKind`]'s.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PushContent::IncomingCall(_) => "incoming_call",
-            PushContent::CallEnded(_) => "call_ended",
-            PushContent::Message(_) => "message",
-        }
-    }
 }
 
 /// One notification for one token.
@@ -108,4 +98,21 @@ impl PushOutcome {
             | PushOutcome::Rejected { reason } => reason,
         }
     }
+}
+
+/// Everything a provider said about one push, for operators (the admin test push):
+/// more than [`PushOutcome`], which is only what the relay acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestAnswer {
+    pub provider: PushProvider,
+    /// `None` when no answer came (connection error, timeout).
+    pub status: Option<u16>,
+    /// The provider's reason (Apple's, FCM's error code), or what went wrong here.
+    pub reason: Option<String>,
+    /// APNs' `apns-id`, or FCM's message name (empty when FCM did not take it).
+    pub id: String,
+    /// The APNs gateway the push went to; `None` for FCM.
+    pub environment: Option<ApnsEnvironment>,
+    pub outcome: PushOutcome,
+    pub latency: Duration,
 }

@@ -7,16 +7,18 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
-use webex_push_domain::{Channel, Device, DeviceToken, PersonId, PushProvider};
+use webex_push_domain::{
+    Channel, Device, DeviceToken, DiagnosticsService, PersonId, PushProvider, TestPushError,
+    TestPushResult, TestPushTarget,
+};
 
 use super::{Limits, method_not_allowed, read_body, require_json, token_error};
-use crate::admin::{AdminService, Target, TestPushError, TestPushResult};
 use crate::error::{ApiError, FieldError};
 
 /// The admin API's state; the routes exist only when it does.
 pub struct AdminState {
     pub token: SecretString,
-    pub service: AdminService,
+    pub service: DiagnosticsService,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -112,7 +114,7 @@ async fn test_push(
         .test_push(&target, channel, &message)
         .await
         .map_err(|error| match error {
-            TestPushError::ApnsNotConfigured => ApiError::ApnsNotConfigured,
+            TestPushError::NotConfigured => ApiError::ApnsNotConfigured,
             TestPushError::Store(error) => error.into(),
         })?;
     Ok(HttpResponse::Ok().json(json!({
@@ -121,7 +123,7 @@ async fn test_push(
     })))
 }
 
-fn parse_test_push(body: &[u8]) -> Result<(Target, Channel, String), ApiError> {
+fn parse_test_push(body: &[u8]) -> Result<(TestPushTarget, Channel, String), ApiError> {
     let request: TestPushRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let mut errors = Vec::new();
@@ -132,7 +134,7 @@ fn parse_test_push(body: &[u8]) -> Result<(Target, Channel, String), ApiError> {
         .ok();
     let target = match (request.person_id.as_deref(), request.token.as_deref()) {
         (Some(person), None) => PersonId::parse(person)
-            .map(Target::Person)
+            .map(TestPushTarget::Person)
             .map_err(|e| {
                 errors.push(FieldError::new(
                     "personId",
@@ -144,7 +146,7 @@ fn parse_test_push(body: &[u8]) -> Result<(Target, Channel, String), ApiError> {
         (None, Some(token)) => DeviceToken::parse(token.trim())
             // Not hex: an FCM registration token, if it is one.
             .or_else(|apns| DeviceToken::parse_fcm(token.trim()).map_err(|_| apns))
-            .map(Target::Token)
+            .map(TestPushTarget::Token)
             .map_err(|e| errors.push(token_error("token", &e)))
             .ok(),
         _ => {

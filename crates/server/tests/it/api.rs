@@ -7,7 +7,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use webex_push::admin::{DetailedPushGateway, TestAnswer};
 use webex_push::rate_limit::{RateLimit, parse_trusted_proxies};
 use webex_push::{Application, Config, Dependencies};
 use webex_push_adapters::apns::ApnsAnswer;
@@ -15,13 +14,14 @@ use webex_push_adapters::fcm::{FcmConfig, ServiceAccount};
 use webex_push_adapters::identity::{WebexIdentity, WebexIdentityConfig};
 use webex_push_adapters::persistence::DatabaseConfig;
 use webex_push_adapters::webex::sign;
-use webex_push_domain::ports::MockRegistrationPort;
+use webex_push_domain::ports::{MockRegistrationPort, MockTestPushGateway};
 use webex_push_domain::{
     ApnsEnvironment, AppFlavour, CallEnded, Claim, DeliveryReport, Event, IdentityPort,
     IncomingCall, IncomingCallPort, Job, NewMessage, NotifyError, PersonId, RegistrationError,
 };
 use webex_push_domain::{
-    Channel, Device, DeviceToken, Push, PushContent, PushOutcome, PushProvider,
+    Channel, Device, DeviceToken, Push, PushContent, PushOutcome, PushProvider, TestAnswer,
+    TestPushGateway,
 };
 
 use crate::common::*;
@@ -98,7 +98,7 @@ struct Options {
     workers: usize,
     admin_token: Option<&'static str>,
     identity: Option<Arc<dyn IdentityPort>>,
-    test_pushes: Option<Arc<dyn DetailedPushGateway>>,
+    test_pushes: Option<Arc<dyn TestPushGateway>>,
     register_rate: Option<RateLimit>,
     trusted_proxies: Vec<ipnet::IpNet>,
     /// A service account loaded (pointing at no stand-in: nothing is sent here).
@@ -1123,34 +1123,39 @@ async fn admin_lists_a_persons_devices_with_redacted_tokens_and_last_outcomes() 
     problem(bad, 400).await;
 }
 
-/// A gateway answering as Apple would: 200 for the first token, 410 for others.
-struct FakeApple(std::sync::Mutex<Vec<Push>>);
-
-#[async_trait]
-impl DetailedPushGateway for FakeApple {
-    async fn send_detailed(&self, push: &Push) -> TestAnswer {
-        self.0.lock().unwrap().push(push.clone());
-        let delivered = push.token.as_str() == voip_token();
-        ApnsAnswer {
-            status: Some(if delivered { 200 } else { 410 }),
-            reason: (!delivered).then(|| "Unregistered".to_owned()),
-            apns_id: "8a5e3c2b-0000-4000-8000-000000000001".into(),
-            environment: ApnsEnvironment::Sandbox,
-            outcome: if delivered {
-                PushOutcome::Delivered {
-                    id: "8a5e3c2b-0000-4000-8000-000000000001".into(),
-                    environment: Some(ApnsEnvironment::Sandbox),
-                }
-            } else {
-                PushOutcome::TokenInvalid {
-                    reason: "Unregistered".into(),
-                    since: chrono::Utc::now(),
-                }
-            },
-            latency: Duration::from_millis(12),
-        }
-        .into()
+/// Apple's answer: 200 for the first token, 410 for others.
+fn apples_answer(push: &Push) -> TestAnswer {
+    let delivered = push.token.as_str() == voip_token();
+    ApnsAnswer {
+        status: Some(if delivered { 200 } else { 410 }),
+        reason: (!delivered).then(|| "Unregistered".to_owned()),
+        apns_id: "8a5e3c2b-0000-4000-8000-000000000001".into(),
+        environment: ApnsEnvironment::Sandbox,
+        outcome: if delivered {
+            PushOutcome::Delivered {
+                id: "8a5e3c2b-0000-4000-8000-000000000001".into(),
+                environment: Some(ApnsEnvironment::Sandbox),
+            }
+        } else {
+            PushOutcome::TokenInvalid {
+                reason: "Unregistered".into(),
+                since: chrono::Utc::now(),
+            }
+        },
+        latency: Duration::from_millis(12),
     }
+    .into()
+}
+
+/// A test-push gateway answering as Apple would, keeping what it was asked to send.
+fn fake_apple(sent: &Arc<std::sync::Mutex<Vec<Push>>>) -> MockTestPushGateway {
+    let mut apple = MockTestPushGateway::new();
+    let sent = Arc::clone(sent);
+    apple.expect_send_detailed().returning(move |push| {
+        sent.lock().unwrap().push(push.clone());
+        apples_answer(push)
+    });
+    apple
 }
 
 #[tokio::test]
@@ -1172,11 +1177,11 @@ async fn admin_test_push_rings_each_voip_device_and_returns_apples_answer() {
         .times(3)
         .returning(|_, _, _, _| Ok(()));
     store.expect_device().returning(|_| Ok(None));
-    let apple = Arc::new(FakeApple(std::sync::Mutex::new(Vec::new())));
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
     let app = TestApp::spawn(Options {
         store,
         admin_token: Some(ADMIN),
-        test_pushes: Some(Arc::clone(&apple) as Arc<dyn DetailedPushGateway>),
+        test_pushes: Some(Arc::new(fake_apple(&sent))),
         ..Options::default()
     })
     .await;
@@ -1199,7 +1204,7 @@ async fn admin_test_push_rings_each_voip_device_and_returns_apples_answer() {
     assert_eq!(dead["status"], 410);
     assert_eq!(dead["reason"], "Unregistered");
     // A VoIP test push is a whole incoming call, so the app can report it to CallKit.
-    for push in apple.0.lock().unwrap().iter() {
+    for push in sent.lock().unwrap().iter() {
         assert_eq!(push.channel, Channel::Voip);
         assert_eq!(push.environment, Some(ApnsEnvironment::Sandbox));
         assert!(matches!(push.content, PushContent::IncomingCall(_)));
@@ -1214,7 +1219,7 @@ async fn admin_test_push_rings_each_voip_device_and_returns_apples_answer() {
         )
         .await;
     assert_eq!(response.status().as_u16(), 200);
-    let pushes = apple.0.lock().unwrap().clone();
+    let pushes = sent.lock().unwrap().clone();
     assert!(matches!(pushes[2].content, PushContent::Message(_)));
     for bad in [
         json!({"channel": "voip"}),
