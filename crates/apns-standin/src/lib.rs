@@ -3,6 +3,7 @@
 
 mod check;
 mod jwt;
+mod key;
 mod proxy;
 mod script;
 mod server;
@@ -18,6 +19,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use check::{MAX_PAYLOAD, MAX_VOIP_PAYLOAD};
+pub use key::AuthKey;
 pub use proxy::FaultProxy;
 pub use script::{Failure, Script};
 

@@ -85,6 +85,14 @@ pub struct AcceptedMessage {
     pub connection: u64,
 }
 
+impl AcceptedMessage {
+    /// [`ttl`](Self::ttl) in whole seconds, when it was sent as FCM spells a duration
+    /// of whole seconds (`"60s"`).
+    pub fn ttl_seconds(&self) -> Option<u64> {
+        self.ttl.as_deref()?.strip_suffix('s')?.parse().ok()
+    }
+}
+
 /// Counters since start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -216,19 +224,12 @@ impl FcmStandIn {
     /// its project, client e-mail and token endpoint, with `private_key_pem`.
     pub fn service_account_json(&self, private_key_pem: &str) -> String {
         let config = &self.shared.config;
-        serde_json::json!({
-            "type": "service_account",
-            "project_id": config.project_id,
-            "private_key_id": "0123456789abcdef0123456789abcdef01234567",
-            "private_key": private_key_pem,
-            "client_email": config.client_email,
-            "client_id": "100000000000000000000",
-            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-            "token_uri": self.shared.token_uri,
-            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
-            "universe_domain": "googleapis.com",
-        })
-        .to_string()
+        service_account_json(
+            &config.project_id,
+            &config.client_email,
+            &self.shared.token_uri,
+            private_key_pem,
+        )
     }
 
     /// [`service_account_json`](Self::service_account_json) with the committed test key.
@@ -298,4 +299,36 @@ impl Drop for FcmStandIn {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
+}
+
+/// A service-account JSON, as the Firebase console downloads it, with the committed test
+/// key ([`TEST_PRIVATE_KEY_PEM`]): for a client that needs an account and no stand-in
+/// (one that reads it, or never asks `token_uri` for a token).
+pub fn offline_service_account_json(
+    project_id: &str,
+    client_email: &str,
+    token_uri: &str,
+) -> String {
+    service_account_json(project_id, client_email, token_uri, TEST_PRIVATE_KEY_PEM)
+}
+
+fn service_account_json(
+    project_id: &str,
+    client_email: &str,
+    token_uri: &str,
+    private_key_pem: &str,
+) -> String {
+    serde_json::json!({
+        "type": "service_account",
+        "project_id": project_id,
+        "private_key_id": "0123456789abcdef0123456789abcdef01234567",
+        "private_key": private_key_pem,
+        "client_email": client_email,
+        "client_id": "100000000000000000000",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+        "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+        "universe_domain": "googleapis.com",
+    })
+    .to_string()
 }

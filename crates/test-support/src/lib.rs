@@ -1,6 +1,7 @@
 //! Test helpers shared by webex-push's crates: a fresh Postgres database per test
-//! (dropped afterwards), a throwaway SQLite file, and webhook bodies as Webex sends them
-//! ([`webex_fixtures`]).
+//! (dropped afterwards), a throwaway SQLite file, webhook bodies as Webex sends them
+//! ([`webex_fixtures`]), and waiting for a condition instead of sleeping
+//! ([`eventually()`]).
 //!
 //! Postgres comes from `TEST_DATABASE_URL` (an admin URL such as
 //! `postgres://postgres@127.0.0.1:5432/postgres`) when it is set; otherwise one
@@ -8,7 +9,10 @@
 //! binaries and removed when the process exits. Helpers panic with a message that says
 //! what to do: a test that cannot get its database fails, it is never skipped.
 
+mod eventually;
 pub mod webex_fixtures;
+
+pub use eventually::{eventually, eventually_explained};
 
 use std::fs;
 use std::io::Read as _;

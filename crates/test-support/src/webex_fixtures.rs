@@ -1,5 +1,40 @@
 //! Webex webhook bodies as real deliveries had them (identifiers and names replaced; the
-//! reference's section 5), verbatim, for unit and end-to-end tests alike.
+//! reference's section 5), verbatim, for unit and end-to-end tests alike; and the
+//! envelope every webhook shares, to build bodies of any resource around.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// A Webex id as Webex usually spells it: unpadded base64 of
+/// `ciscospark://us/<kind>/<id>`.
+pub fn webex_id(kind: &str, id: &str) -> String {
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(format!("ciscospark://us/{kind}/{id}"))
+}
+
+/// The person id of `uuid`, as Webex usually spells it.
+pub fn person_id(uuid: &str) -> String {
+    webex_id("PEOPLE", uuid)
+}
+
+/// The envelope every webhook shares, around `data`: `owner` (a person's UUID) created
+/// the webhook, `actor` caused the event.
+pub fn envelope(resource: &str, event: &str, owner: &str, actor: &str, data: Value) -> Value {
+    json!({
+        "id": webex_id("WEBHOOK", "7f3c1b2a-0000-4000-8000-000000000001"),
+        "name": "webex-push",
+        "targetUrl": "https://push.example.com/webhook",
+        "resource": resource,
+        "event": event,
+        "orgId": webex_id("ORGANIZATION", "1eb65fdf-9643-417f-9974-ad72cae0e10f"),
+        "createdBy": person_id(owner),
+        "appId": webex_id("APPLICATION", "C1"),
+        "ownedBy": "creator",
+        "status": "active",
+        "created": "2025-06-01T10:00:00.000Z",
+        "actorId": person_id(actor),
+        "data": data,
+    })
+}
 
 /// A `telephony_calls` incoming call into a queue, with the fields Webex adds
 /// (`appearance`, `muteCapable`, `muted`, ...).

@@ -146,13 +146,12 @@ impl TestApp {
         config.queue.wait = options.queue_wait;
         config.http.shutdown_timeout = Duration::from_secs(5);
         if options.fcm {
-            let account = json!({
-                "type": "service_account", "project_id": "p",
-                "client_email": "push@p.iam.gserviceaccount.com",
-                "private_key": fcm_standin::TEST_PRIVATE_KEY_PEM,
-                "token_uri": "https://localhost:9/token",
-            });
-            let account = ServiceAccount::from_json(&account.to_string(), "test").unwrap();
+            let account = fcm_standin::offline_service_account_json(
+                "p",
+                "push@p.iam.gserviceaccount.com",
+                "https://localhost:9/token",
+            );
+            let account = ServiceAccount::from_json(&account, "test").unwrap();
             config.fcm = Some(
                 FcmConfig::new(account)
                     .with_endpoint("https://localhost:9")

@@ -8,13 +8,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apns_standin::{AcceptedPush, Failure, FaultProxy, StandIn, StandInConfig};
+use apns_standin::{AcceptedPush, AuthKey, Failure, FaultProxy, StandIn, StandInConfig};
 use fcm_standin::{AcceptedMessage, FcmStandIn, FcmStandInConfig};
-use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use webex_push_adapters::webex::sign;
-use webex_push_test_support::TestDatabase;
+use webex_push_test_support::{TestDatabase, eventually_explained};
 
 pub const KEY_ID: &str = "KEY1234567";
 pub const TEAM_ID: &str = "TEAM123456";
@@ -36,10 +35,8 @@ pub fn b64_padded(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-/// The usual Webex spelling: unpadded base64, `us` cluster.
-pub fn webex_id(uuid: &str) -> String {
-    b64(&format!("ciscospark://us/PEOPLE/{uuid}"))
-}
+/// The usual Webex spelling of a person's id: unpadded base64, `us` cluster.
+pub use webex_push_test_support::webex_fixtures::person_id as webex_id;
 
 pub fn token(fill: &str) -> String {
     fill.repeat(64 / fill.len())
@@ -65,24 +62,8 @@ pub async fn eventually_within(
     what: &str,
     condition: impl AsyncFnMut() -> bool,
 ) {
-    poll(within, what, || server.log_text(), condition).await;
-}
-
-async fn poll(
-    within: Duration,
-    what: &str,
-    log: impl Fn() -> String,
-    mut condition: impl AsyncFnMut() -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not happen within {within:?}; log:\n{}",
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let log = || format!("log:\n{}", server.log_text());
+    eventually_explained(within, what, log, condition).await;
 }
 
 /// Runs the binary with `args` and exactly `envs` to completion (within [`WAIT`]):
@@ -107,14 +88,6 @@ pub async fn run_binary(args: &[&str], envs: &[(&str, String)]) -> (bool, String
     )
 }
 
-/// A fresh P-256 key, as Apple issues them: (private PKCS#8 PEM, public PEM).
-pub fn apns_key() -> (String, String) {
-    let key = p256::SecretKey::random(&mut rand::thread_rng());
-    let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
-    let public_pem = key.public_key().to_public_key_pem(LineEnding::LF).unwrap();
-    (private_pem, public_pem)
-}
-
 /// The APNs stand-in trusting a freshly generated key; the key's `.p8` file and the
 /// stand-in's CA are written to a directory of the caller's.
 pub struct Apns {
@@ -127,7 +100,10 @@ pub struct Apns {
 
 impl Apns {
     pub async fn start(dir: &Path) -> Self {
-        let (key_pem, public_pem) = apns_key();
+        let AuthKey {
+            private_pem: key_pem,
+            public_pem,
+        } = AuthKey::generate().unwrap();
         let standin = StandIn::start(StandInConfig::new(KEY_ID, TEAM_ID, public_pem))
             .await
             .unwrap();
@@ -271,10 +247,10 @@ impl Server {
         let lines = Arc::clone(&self.lines);
         let child = &mut self.child;
         let mut status = None;
-        poll(
+        eventually_explained(
             WAIT,
             "the process exiting",
-            || text_of(&lines),
+            || format!("log:\n{}", text_of(&lines)),
             async || {
                 status = child.try_wait().unwrap();
                 status.is_some()
@@ -678,23 +654,7 @@ pub fn kitchensink_registration(person: &str, voip: &str, device: &str) -> Value
     })
 }
 
-pub fn envelope(resource: &str, event: &str, owner: &str, actor: &str, data: Value) -> Value {
-    json!({
-        "id": b64("ciscospark://us/WEBHOOK/7f3c1b2a-0000-4000-8000-000000000001"),
-        "name": "webex-push",
-        "targetUrl": "https://push.example.com/webhook",
-        "resource": resource,
-        "event": event,
-        "orgId": b64("ciscospark://us/ORGANIZATION/1eb65fdf-9643-417f-9974-ad72cae0e10f"),
-        "createdBy": webex_id(owner),
-        "appId": b64("ciscospark://us/APPLICATION/C1"),
-        "ownedBy": "creator",
-        "status": "active",
-        "created": "2025-06-01T10:00:00.000Z",
-        "actorId": webex_id(actor),
-        "data": data,
-    })
-}
+pub use webex_push_test_support::webex_fixtures::envelope;
 
 /// A `callMemberships/created` webhook of [`PERSON`]'s ringing `callee_spelling` (an
 /// id in any spelling) for `call_id`.

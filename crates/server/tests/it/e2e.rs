@@ -1045,13 +1045,7 @@ async fn an_android_phone_is_rung_through_fcm_told_about_messages_and_its_dead_t
     );
     assert_eq!(ring.data["pushId"], "p-1");
     assert_eq!(ring.data["version"], "1.50");
-    let ttl: u64 = ring
-        .ttl
-        .as_deref()
-        .unwrap()
-        .trim_end_matches('s')
-        .parse()
-        .unwrap();
+    let ttl = ring.ttl_seconds().unwrap();
     assert!(ttl <= 30, "the TTL follows the ring's 30 s deadline: {ttl}");
     let voip = h.pushes(0, 1).await;
     assert_eq!(voip[0].token, ks_voip);

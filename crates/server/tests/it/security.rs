@@ -440,7 +440,11 @@ async fn run_to_exit(envs: &[(&str, String)]) -> (bool, String) {
 /// A key for Apple's own gateways (no `APNS_ENDPOINT`) on an SQLite file in `dir`.
 fn apple_envs(dir: &std::path::Path) -> Vec<(&'static str, String)> {
     let key_file = dir.join("AuthKey_KEY1234567.p8");
-    std::fs::write(&key_file, apns_key().0).unwrap();
+    std::fs::write(
+        &key_file,
+        apns_standin::AuthKey::generate().unwrap().private_pem,
+    )
+    .unwrap();
     vec![
         ("PORT", "0".into()),
         ("HOST", "127.0.0.1".into()),

@@ -4,10 +4,6 @@
 //! Postgres: `TEST_DATABASE_URL` (admin URL) or a throwaway cluster from the installed
 //! server binaries; each test gets its own database, dropped afterwards.
 
-// clippy.toml allows these in `#[test]` functions only; the contract cases here are
-// plain async functions the macro wraps, so the allowance is spelled out.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -20,7 +16,9 @@ use webex_push_domain::{
     EventKey, JobId, PersonId, PushProvider, Registration, RegistrationError, RegistrationPort,
     ReplicaId,
 };
-use webex_push_test_support::{TestCluster, TestDatabase, TestSqlite};
+use webex_push_test_support::{
+    TestCluster, TestDatabase, TestSqlite, eventually, eventually_explained,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -126,7 +124,7 @@ fn secs(n: i64) -> chrono::Duration {
     chrono::Duration::seconds(n)
 }
 
-/// The person whose one device lets [`Seen::mark_event_seen`] record any key.
+/// The person whose one device lets [`CaseClaims::record_key`] record any key.
 const WITNESS: Uuid = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0001);
 
 /// The key a raw test key is recorded under: every raw key stands for one event.
@@ -147,27 +145,25 @@ fn claim_of(raw: Option<&str>, job: JobId, at: DateTime<Utc>, person: &PersonId)
     }
 }
 
-/// The claim spelled as the cases below use it: a new job each call, and "was this key
-/// recorded now" for any key (through a person who has a device).
+/// The port's `claim`, spelled as the cases below use it.
 #[async_trait::async_trait]
-trait Seen {
-    async fn claim_event_devices(
+trait CaseClaims {
+    /// A claim of `raw` for `person` by a job never seen before.
+    async fn claim_new_job(
         &self,
         raw: Option<&str>,
         at: DateTime<Utc>,
         person: &PersonId,
     ) -> Result<Claim, RegistrationError>;
 
-    async fn mark_event_seen(
-        &self,
-        raw: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, RegistrationError>;
+    /// Claims `raw` for [`WITNESS`] (who has a device) by a new job: whether the key was
+    /// recorded now, that is, whether it was new.
+    async fn record_key(&self, raw: &str, at: DateTime<Utc>) -> Result<bool, RegistrationError>;
 }
 
 #[async_trait::async_trait]
-impl Seen for DieselRegistrationStore {
-    async fn claim_event_devices(
+impl CaseClaims for DieselRegistrationStore {
+    async fn claim_new_job(
         &self,
         raw: Option<&str>,
         at: DateTime<Utc>,
@@ -176,11 +172,7 @@ impl Seen for DieselRegistrationStore {
         self.claim(&claim_of(raw, JobId::new(), at, person)).await
     }
 
-    async fn mark_event_seen(
-        &self,
-        raw: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, RegistrationError> {
+    async fn record_key(&self, raw: &str, at: DateTime<Utc>) -> Result<bool, RegistrationError> {
         let witness = PersonId::from_uuid(WITNESS);
         let mut device = registration(&witness);
         device.voip_token = Some(DeviceToken::parse(&"a".repeat(64)).unwrap());
@@ -353,7 +345,7 @@ async fn a_person_has_devices_of_both_flavours_each_read_back_as_registered(h: H
     }
     let claim = h
         .store
-        .claim_event_devices(Some("both"), t0(), &ada)
+        .claim_new_job(Some("both"), t0(), &ada)
         .await
         .unwrap();
     let mut expected = both_tokens(&seed);
@@ -544,13 +536,13 @@ async fn unfinished_events_of_a_stopped_replica_are_taken_over_once_and_finished
         "only the event of `alive`, which stopped saying so: {later:?}"
     );
     // Still de-duplicated after all that.
-    assert!(!h.store.mark_event_seen("unfinished", t0()).await.unwrap());
+    assert!(!h.store.record_key("unfinished", t0()).await.unwrap());
 }
 
 async fn a_million_old_keys_are_pruned_in_bounded_batches_until_caught_up(h: Harness) {
     use diesel::{Connection as _, RunQueryDsl as _};
     const OLD: u32 = 1_000_000;
-    assert!(h.store.mark_event_seen("recent", t0()).await.unwrap());
+    assert!(h.store.record_key("recent", t0()).await.unwrap());
     match &h.db {
         Db::Postgres(db) => {
             let mut conn = diesel::PgConnection::establish(db.url()).unwrap();
@@ -590,7 +582,7 @@ async fn a_million_old_keys_are_pruned_in_bounded_batches_until_caught_up(h: Har
     assert!(batches.iter().all(|&n| n <= u64::from(batch)));
     assert_eq!(batches.len(), 51, "{batches:?}");
     assert!(
-        !h.store.mark_event_seen("recent", t0()).await.unwrap(),
+        !h.store.record_key("recent", t0()).await.unwrap(),
         "the recent key is kept"
     );
 }
@@ -975,15 +967,15 @@ async fn recording_an_outcome_for_an_unknown_token_creates_nothing(h: Harness) {
 async fn an_event_is_new_exactly_once_across_replicas(h: Harness) {
     let other = h.replica().await;
     let key = format!("telephony_calls:{}", Uuid::new_v4());
-    assert!(h.store.mark_event_seen(&key, t0()).await.unwrap());
-    assert!(!other.mark_event_seen(&key, t0() + secs(1)).await.unwrap());
-    assert!(!h.store.mark_event_seen(&key, t0() + secs(2)).await.unwrap());
+    assert!(h.store.record_key(&key, t0()).await.unwrap());
+    assert!(!other.record_key(&key, t0() + secs(1)).await.unwrap());
+    assert!(!h.store.record_key(&key, t0() + secs(2)).await.unwrap());
 
     // Racing replicas: exactly one wins.
     let raced = format!("messages:{}", Uuid::new_v4());
     let (a, b) = tokio::join!(
-        h.store.mark_event_seen(&raced, t0()),
-        other.mark_event_seen(&raced, t0())
+        h.store.record_key(&raced, t0()),
+        other.record_key(&raced, t0())
     );
     assert!(
         a.unwrap() ^ b.unwrap(),
@@ -1017,11 +1009,7 @@ async fn a_claim_returns_the_devices_and_records_the_event_once_across_replicas(
     h.store.register(&reg, t0()).await.unwrap();
     let key = format!("ring:{}:call-1", ada.uuid());
 
-    let first = h
-        .store
-        .claim_event_devices(Some(&key), t0(), &ada)
-        .await
-        .unwrap();
+    let first = h.store.claim_new_job(Some(&key), t0(), &ada).await.unwrap();
     assert!(matches!(first, Claim::Devices(_)), "{first:?}");
     assert_eq!(tokens_of(&first), both_tokens(&reg));
     let Claim::Devices(devices) = &first else {
@@ -1034,7 +1022,7 @@ async fn a_claim_returns_the_devices_and_records_the_event_once_across_replicas(
     assert!(devices.iter().all(|device| device.registered_at == t0()));
 
     let again = other
-        .claim_event_devices(Some(&key), t0() + secs(1), &ada)
+        .claim_new_job(Some(&key), t0() + secs(1), &ada)
         .await
         .unwrap();
     assert!(matches!(again, Claim::Duplicate(_)), "{again:?}");
@@ -1042,7 +1030,7 @@ async fn a_claim_returns_the_devices_and_records_the_event_once_across_replicas(
 
     // No key: nothing to de-duplicate, the devices every time.
     for _ in 0..2 {
-        let unkeyed = h.store.claim_event_devices(None, t0(), &ada).await.unwrap();
+        let unkeyed = h.store.claim_new_job(None, t0(), &ada).await.unwrap();
         assert!(matches!(unkeyed, Claim::Devices(_)), "{unkeyed:?}");
         assert_eq!(tokens_of(&unkeyed), both_tokens(&reg));
     }
@@ -1050,8 +1038,8 @@ async fn a_claim_returns_the_devices_and_records_the_event_once_across_replicas(
     // Racing replicas: exactly one claims the event.
     let raced = format!("message:{}:msg-1", ada.uuid());
     let (a, b) = tokio::join!(
-        h.store.claim_event_devices(Some(&raced), t0(), &ada),
-        other.claim_event_devices(Some(&raced), t0(), &ada)
+        h.store.claim_new_job(Some(&raced), t0(), &ada),
+        other.claim_new_job(Some(&raced), t0(), &ada)
     );
     let fresh = [a.unwrap(), b.unwrap()]
         .iter()
@@ -1086,13 +1074,10 @@ async fn hundreds_of_concurrent_claims_each_get_their_own_devices_and_each_event
             let (ada, nobody) = (ada.clone(), nobody.clone());
             claims.spawn(async move {
                 let key = format!("ring:{}:call-1", ada.uuid());
-                let claim = store
-                    .claim_event_devices(Some(&key), t0(), &ada)
-                    .await
-                    .unwrap();
+                let claim = store.claim_new_job(Some(&key), t0(), &ada).await.unwrap();
                 // A person without devices, in the same batches: nothing, every time.
                 let none = store
-                    .claim_event_devices(
+                    .claim_new_job(
                         Some(&format!("ring:{}:{index}", nobody.uuid())),
                         t0(),
                         &nobody,
@@ -1119,7 +1104,7 @@ async fn hundreds_of_concurrent_claims_each_get_their_own_devices_and_each_event
     );
     assert!(
         h.store
-            .mark_event_seen(&format!("ring:{}:0", nobody.uuid()), t0())
+            .record_key(&format!("ring:{}:0", nobody.uuid()), t0())
             .await
             .unwrap(),
         "no key recorded for the person without devices"
@@ -1186,13 +1171,13 @@ async fn a_claim_for_a_person_without_devices_records_nothing(h: Harness) {
     for _ in 0..2 {
         let claim = h
             .store
-            .claim_event_devices(Some(&key), t0(), &nobody)
+            .claim_new_job(Some(&key), t0(), &nobody)
             .await
             .unwrap();
         assert_eq!(claim, Claim::Devices(Vec::new()));
     }
     assert!(
-        h.store.mark_event_seen(&key, t0()).await.unwrap(),
+        h.store.record_key(&key, t0()).await.unwrap(),
         "the key was not recorded"
     );
     assert_eq!(
@@ -1211,21 +1196,21 @@ async fn claims_and_marks_share_one_record_of_seen_events(h: Harness) {
     let marked = format!("ring:{}:call-1", ada.uuid());
     let claimed = format!("ring:{}:call-2", ada.uuid());
 
-    assert!(h.store.mark_event_seen(&marked, t0()).await.unwrap());
+    assert!(h.store.record_key(&marked, t0()).await.unwrap());
     let claim = h
         .store
-        .claim_event_devices(Some(&marked), t0(), &ada)
+        .claim_new_job(Some(&marked), t0(), &ada)
         .await
         .unwrap();
     assert!(matches!(claim, Claim::Duplicate(_)), "{claim:?}");
 
     let claim = h
         .store
-        .claim_event_devices(Some(&claimed), t0() + secs(10), &ada)
+        .claim_new_job(Some(&claimed), t0() + secs(10), &ada)
         .await
         .unwrap();
     assert!(matches!(claim, Claim::Devices(_)), "{claim:?}");
-    assert!(!h.store.mark_event_seen(&claimed, t0()).await.unwrap());
+    assert!(!h.store.record_key(&claimed, t0()).await.unwrap());
 
     // The claim stored its time: pruning before it keeps it, after it forgets it.
     assert_eq!(
@@ -1244,7 +1229,7 @@ async fn claims_and_marks_share_one_record_of_seen_events(h: Harness) {
     );
     let claim = h
         .store
-        .claim_event_devices(Some(&claimed), t0() + secs(20), &ada)
+        .claim_new_job(Some(&claimed), t0() + secs(20), &ada)
         .await
         .unwrap();
     assert!(matches!(claim, Claim::Devices(_)), "{claim:?}");
@@ -1253,13 +1238,8 @@ async fn claims_and_marks_share_one_record_of_seen_events(h: Harness) {
 async fn pruning_forgets_only_events_seen_before_the_cutoff(h: Harness) {
     let old = "callMemberships:old";
     let recent = "callMemberships:recent";
-    assert!(
-        h.store
-            .mark_event_seen(old, t0() - secs(7200))
-            .await
-            .unwrap()
-    );
-    assert!(h.store.mark_event_seen(recent, t0()).await.unwrap());
+    assert!(h.store.record_key(old, t0() - secs(7200)).await.unwrap());
+    assert!(h.store.record_key(recent, t0()).await.unwrap());
 
     assert_eq!(
         h.store
@@ -1276,11 +1256,11 @@ async fn pruning_forgets_only_events_seen_before_the_cutoff(h: Harness) {
         0
     );
     assert!(
-        h.store.mark_event_seen(old, t0()).await.unwrap(),
+        h.store.record_key(old, t0()).await.unwrap(),
         "pruned: new again"
     );
     assert!(
-        !h.store.mark_event_seen(recent, t0()).await.unwrap(),
+        !h.store.record_key(recent, t0()).await.unwrap(),
         "kept: still seen"
     );
     assert_eq!(
@@ -1307,14 +1287,8 @@ async fn sql_injection_strings_are_stored_and_returned_verbatim(h: Harness) {
     for (i, text) in nasty.iter().enumerate() {
         // Postgres text cannot hold NUL; the domain never produces one in these fields.
         let text = text.replace('\u{0}', "");
-        assert!(
-            h.store.mark_event_seen(&text, t0()).await.unwrap(),
-            "{text:?}"
-        );
-        assert!(
-            !h.store.mark_event_seen(&text, t0()).await.unwrap(),
-            "{text:?}"
-        );
+        assert!(h.store.record_key(&text, t0()).await.unwrap(), "{text:?}");
+        assert!(!h.store.record_key(&text, t0()).await.unwrap(), "{text:?}");
         h.store
             .record_outcome(reg.voip(), &text, None, t0() + secs(i as i64))
             .await
@@ -1380,7 +1354,7 @@ async fn migrations_apply_revert_and_apply_again(h: Harness) {
         h.store.devices_of(&ada, Channel::Voip).await.is_err(),
         "the tables are really gone"
     );
-    assert!(h.store.mark_event_seen("k", t0()).await.is_err());
+    assert!(h.store.record_key("k", t0()).await.is_err());
 
     let applied = h.store.run_migrations().await.unwrap();
     assert_eq!(
@@ -1394,7 +1368,7 @@ async fn migrations_apply_revert_and_apply_again(h: Harness) {
     );
     assert!(h.store.all_devices_of(&ada).await.unwrap().is_empty());
     h.store.register(&registration(&ada), t0()).await.unwrap();
-    assert!(h.store.mark_event_seen("k", t0()).await.unwrap());
+    assert!(h.store.record_key("k", t0()).await.unwrap());
 }
 
 async fn a_store_without_migrations_reports_missing_tables_as_unknown_until_migrated(h: Harness) {
@@ -1433,16 +1407,21 @@ fn assert_unavailable_within<T: std::fmt::Debug>(
 
 /// Waits, up to `limit`, for `ping` to succeed again.
 async fn wait_until_available(store: &DieselRegistrationStore, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match store.ping().await {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => {
-                panic!("store did not recover within {limit:?}: {e:?}")
+    let last_error = std::sync::Mutex::new(None);
+    let explain = || format!("the last error: {:?}", last_error.lock().unwrap());
+    eventually_explained(
+        limit,
+        "the store recovering",
+        explain,
+        async || match store.ping().await {
+            Ok(()) => true,
+            Err(error) => {
+                *last_error.lock().unwrap() = Some(error);
+                false
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+        },
+    )
+    .await;
 }
 
 mod postgres_only {
@@ -1467,7 +1446,7 @@ mod postgres_only {
                 };
                 (
                     key.contains('\0'),
-                    store.claim_event_devices(Some(&key), t0(), &ada).await,
+                    store.claim_new_job(Some(&key), t0(), &ada).await,
                 )
             });
         }
@@ -1650,10 +1629,12 @@ mod postgres_only {
             tokio::spawn(async move { store.register(&registration(&person()), t0()).await })
         };
         // The writer holds the only connection while it waits on the lock.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while store.pool_state().0 == 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            Duration::from_secs(3),
+            "the writer taking the only connection",
+            async || store.pool_state().0 > 0,
+        )
+        .await;
         let started = Instant::now();
         assert_unavailable_within(store.ping().await, started, Duration::from_secs(3));
         release.send(()).unwrap();
@@ -1674,15 +1655,11 @@ mod postgres_only {
              WHERE d.datname = '{database}' AND l.mode = 'AccessExclusiveLock' AND l.granted"
         );
         let mut conn = diesel::PgConnection::establish(admin_url).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        eventually(Duration::from_secs(5), "the table lock taken", async || {
             let count: Vec<Count> = diesel::sql_query(&sql).load(&mut conn).unwrap();
-            if count.first().is_some_and(|c| c.n > 0) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the table lock was never taken");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            count.first().is_some_and(|c| c.n > 0)
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

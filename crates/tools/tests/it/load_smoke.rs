@@ -1,13 +1,12 @@
 //! A short run of `webex-push-load` against the real server binary and a fresh
 //! database: every webhook accepted, every accepted webhook ends as a push.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::process::Command;
 
 use serde_json::Value;
 use webex_push_test_support::TestDatabase;
+
+use crate::common;
 
 #[test]
 fn a_short_fixed_rate_run_accepts_every_webhook_and_loses_no_push() {

@@ -1,16 +1,10 @@
 //! The Webex identity adapter against a local stand-in of `GET /v1/people/me`.
 
-// clippy.toml allows these in `#[test]` functions only; the stand-in and fixtures are
-// plain helpers, so the allowance is spelled out.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod identity_support;
-
 use std::time::{Duration, Instant};
 
+use crate::identity_support::*;
 use base64::Engine as _;
 use chrono::TimeDelta;
-use identity_support::*;
 use tokio::net::TcpListener;
 use webex_push_adapters::identity::WebexIdentityConfig;
 use webex_push_domain::{IdentityError, ManualClock, PersonId};

@@ -1,10 +1,9 @@
 //! Runs `webex-push-demo` as a user would (against the real server binary) and checks
 //! that every push arrived, the server stopped cleanly and the temporary directory is gone.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::process::Command;
+
+use crate::common;
 
 #[test]
 fn the_demo_shows_every_push_and_cleans_up() {

@@ -2,19 +2,14 @@
 //! class, token reuse and refresh, recovery from GOAWAY and dropped connections,
 //! concurrency on one connection, payload limits, environment fallback, key loading.
 
-// clippy.toml allows these in `#[test]` functions only; the fixtures here are plain
-// helpers, so the allowance is spelled out.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use apns_standin::{Failure, FaultProxy, StandIn, StandInConfig};
+use apns_standin::{AuthKey, Failure, FaultProxy, StandIn, StandInConfig};
 use base64::Engine as _;
 use chrono::{TimeZone as _, Utc};
 use futures::future::join_all;
-use p256::pkcs8::EncodePrivateKey as _;
 use p256::pkcs8::der::pem::LineEnding;
 use webex_push_adapters::apns::{
     ALERT_PAYLOAD_LIMIT, ApnsClient, ApnsConfig, ApnsKey, ApnsWarmUpError, KeyId, TeamId,
@@ -47,8 +42,7 @@ MC4CAQAwBQYDK2VwBCIEIG38nnUcz5x4Y8HkIXLRrZtOJ32THPMhzzQWt2+SC/7D
 ";
 
 fn key_pem() -> String {
-    let secret = p256::SecretKey::random(&mut rand::thread_rng());
-    secret.to_pkcs8_pem(LineEnding::LF).unwrap().to_string()
+    AuthKey::generate().unwrap().private_pem
 }
 
 /// A stand-in and a client configured for it.

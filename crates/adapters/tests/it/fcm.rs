@@ -2,8 +2,6 @@
 //! account, one shared access token and its refresh, every outcome class, and the
 //! stand-in's own checks of what FCM refuses.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,13 +104,7 @@ async fn a_telephony_push_is_delivered_as_a_high_priority_data_message_with_fcm_
     let sent = &accepted[0];
     assert_eq!(sent.token, token("ada").as_str());
     assert_eq!(sent.priority.as_deref(), Some("HIGH"));
-    let ttl: u64 = sent
-        .ttl
-        .as_deref()
-        .unwrap()
-        .trim_end_matches('s')
-        .parse()
-        .unwrap();
+    let ttl = sent.ttl_seconds().unwrap();
     assert!((25..=30).contains(&ttl), "TTL follows the deadline: {ttl}");
     assert_eq!(sent.data["webhookTelephonyPush"], fcm);
     assert_eq!(sent.data["version"], "2");
@@ -455,11 +447,11 @@ async fn a_wrong_key_or_no_token_gets_nothing_from_the_stand_in() {
 
 #[test]
 fn the_service_account_is_read_as_json_base64_or_a_file_and_errors_name_the_variable() {
-    let json = serde_json::json!({
-        "type": "service_account", "project_id": "p", "client_email": "a@p.iam.gserviceaccount.com",
-        "private_key": fcm_standin::TEST_PRIVATE_KEY_PEM, "token_uri": "https://oauth2.googleapis.com/token",
-    })
-    .to_string();
+    let json = fcm_standin::offline_service_account_json(
+        "p",
+        "a@p.iam.gserviceaccount.com",
+        "https://oauth2.googleapis.com/token",
+    );
     let account = ServiceAccount::from_env_text(&json).unwrap();
     assert_eq!(account.project_id(), "p");
     let encoded = base64::engine::general_purpose::STANDARD.encode(&json);
