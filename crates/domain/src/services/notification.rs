@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::future::{join, join_all};
+use futures::future::join_all;
 use rand::Rng as _;
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::instrument;
@@ -103,18 +103,6 @@ enum DeviceResult {
     Kept,
     Rejected,
     GaveUp,
-}
-
-/// An outcome a push leaves to record as its device's last (for the device list, and
-/// to pin an APNs token to the gateway that took it), with when it happened. Written
-/// once every push of the event is done, at the same time as the event's finish, so
-/// that the finish does not wait for the outcomes to be written first.
-#[derive(Debug, Clone)]
-struct Record {
-    token: DeviceToken,
-    outcome: String,
-    pin: Option<ApnsEnvironment>,
-    at: DateTime<Utc>,
 }
 
 /// The IncomingCall port, implemented over the registration store and the push gateway.
@@ -232,16 +220,14 @@ impl NotificationService {
         deadline: Instant,
         deliver_by: DateTime<Utc>,
         report: &mut DeliveryReport,
-    ) -> Vec<Record> {
+    ) {
         let results = join_all(
             devices
                 .iter()
                 .map(|device| self.deliver(device, &content, deadline, deliver_by)),
         )
         .await;
-        let mut records = Vec::with_capacity(results.len());
-        for (result, record) in results {
-            records.extend(record);
+        for result in results {
             match result {
                 DeviceResult::Delivered => report.delivered += 1,
                 DeviceResult::Removed => report.removed += 1,
@@ -250,12 +236,10 @@ impl NotificationService {
                 DeviceResult::Kept => {}
             }
         }
-        records
     }
-    /// Pushes `content` to one device, retrying until `deadline`, removes the token when
-    /// APNs says it is dead, and returns the outcome to record, if any. Store failures
-    /// here are logged, never returned: one device's bookkeeping must not cost the other
-    /// devices their push.
+    /// Pushes `content` to one device, retrying until `deadline`, and updates the store
+    /// with what APNs said. Store failures here are logged, never returned: one device's
+    /// bookkeeping must not cost the other devices their push.
     #[instrument(
         name = "deliver",
         skip_all,
@@ -270,7 +254,7 @@ impl NotificationService {
         content: &PushContent,
         deadline: Instant,
         deliver_by: DateTime<Utc>,
-    ) -> (DeviceResult, Option<Record>) {
+    ) -> DeviceResult {
         let push = Push {
             token: device.token.clone(),
             channel: device.channel,
@@ -287,7 +271,7 @@ impl NotificationService {
                     attempts = retries + 1,
                     "deadline passed while sending; gave up"
                 );
-                return (DeviceResult::GaveUp, None);
+                return DeviceResult::GaveUp;
             };
             match outcome {
                 PushOutcome::Delivered { id, environment } => {
@@ -300,9 +284,10 @@ impl NotificationService {
                     // Pin an APNs token to the gateway that took it, so later pushes skip
                     // the other one; a token with a known environment keeps it.
                     let pin = environment.filter(|_| device.environment.is_none());
-                    let record = (pin.is_some() || delivery_is_news(device, self.clock.now()))
-                        .then(|| self.record_of(&device.token, "delivered", pin));
-                    return (DeviceResult::Delivered, record);
+                    if pin.is_some() || delivery_is_news(device, self.clock.now()) {
+                        self.record(&device.token, "delivered", pin).await;
+                    }
+                    return DeviceResult::Delivered;
                 }
                 PushOutcome::TokenInvalid { reason, since } => {
                     return self.drop_dead_token(&device.token, &reason, since).await;
@@ -318,10 +303,8 @@ impl NotificationService {
                         .is_none_or(|retry_at| retry_at >= deadline)
                     {
                         tracing::warn!(reason, attempts = retries, "deadline reached; gave up");
-                        return (
-                            DeviceResult::GaveUp,
-                            Some(self.record_of(&device.token, &reason, None)),
-                        );
+                        self.record(&device.token, &reason, None).await;
+                        return DeviceResult::GaveUp;
                     }
                     tracing::debug!(
                         reason,
@@ -347,10 +330,8 @@ impl NotificationService {
                     } else {
                         tracing::debug!(reason, %provider, "the push was rejected");
                     }
-                    return (
-                        DeviceResult::Rejected,
-                        Some(self.record_of(&device.token, &reason, None)),
-                    );
+                    self.record(&device.token, &reason, None).await;
+                    return DeviceResult::Rejected;
                 }
             }
         }
@@ -361,7 +342,7 @@ impl NotificationService {
         token: &DeviceToken,
         reason: &str,
         since: chrono::DateTime<chrono::Utc>,
-    ) -> (DeviceResult, Option<Record>) {
+    ) -> DeviceResult {
         match self
             .store
             .remove_unless_registered_since(token, since)
@@ -369,49 +350,27 @@ impl NotificationService {
         {
             Ok(true) => {
                 tracing::info!(reason, %since, "dead token removed");
-                (DeviceResult::Removed, None)
+                DeviceResult::Removed
             }
             Ok(false) => {
                 tracing::info!(reason, %since, "token registered again since APNs gave it up; kept");
-                (
-                    DeviceResult::Kept,
-                    Some(self.record_of(token, reason, None)),
-                )
+                self.record(token, reason, None).await;
+                DeviceResult::Kept
             }
             Err(error) => {
                 tracing::warn!(reason, error = %error, "dead token not removed");
-                (DeviceResult::Kept, None)
+                DeviceResult::Kept
             }
         }
     }
 
-    /// `outcome` of the push to `token`, now.
-    fn record_of(
-        &self,
-        token: &DeviceToken,
-        outcome: &str,
-        pin: Option<ApnsEnvironment>,
-    ) -> Record {
-        Record {
-            token: token.clone(),
-            outcome: outcome.to_owned(),
-            pin,
-            at: self.clock.now(),
-        }
-    }
-
-    async fn record(&self, record: &Record) {
+    async fn record(&self, token: &DeviceToken, outcome: &str, pin: Option<ApnsEnvironment>) {
         if let Err(error) = self
             .store
-            .record_outcome(&record.token, &record.outcome, record.pin, record.at)
+            .record_outcome(token, outcome, pin, self.clock.now())
             .await
         {
-            tracing::warn!(
-                token = %record.token,
-                outcome = record.outcome,
-                error = %error,
-                "push outcome not recorded"
-            );
+            tracing::warn!(outcome, error = %error, "push outcome not recorded");
         }
     }
 
@@ -513,21 +472,15 @@ impl IncomingCallPort for NotificationService {
             self.finish(&job).await;
             return Err(NotifyError::Late { attempts });
         }
-        let records = self
-            .fan_out(
-                &devices,
-                job.event.clone().content(),
-                deadline,
-                job.deliver_by,
-                &mut report,
-            )
-            .await;
-        // The outcomes and the finish side by side: neither waits for the other.
-        join(
-            join_all(records.iter().map(|record| self.record(record))),
-            self.finish(&job),
+        self.fan_out(
+            &devices,
+            job.event.clone().content(),
+            deadline,
+            job.deliver_by,
+            &mut report,
         )
         .await;
+        self.finish(&job).await;
         // Debug: the push worker logs the same report at info level with the event's
         // kind and timing, and a line per event is what a busy server can afford.
         tracing::debug!(
@@ -940,11 +893,9 @@ mod tests {
         let report = service.ring(call(&callee, "call-1")).await.unwrap();
 
         assert_eq!(report.delivered, 2);
-        // Each outcome as of when its push went through (they are written together).
-        let mut recorded = recorded.lock().unwrap().clone();
-        recorded.sort_by_key(|(_, at)| *at);
+        let recorded = recorded.lock().unwrap();
         assert_eq!(
-            recorded,
+            *recorded,
             vec![
                 (token("b2"), start()),
                 (token("a1"), start() + TimeDelta::seconds(10)),
