@@ -9,7 +9,7 @@ pub mod types;
 
 pub use ports::{
     BoxError, Claim, DeliveryReport, EventClaim, IncomingCallPort, NotifyError, PushGateway,
-    RegistrationError, RegistrationPort, StoredEvent, TakeOver, TestPushGateway,
+    RegistrationPort, StoreError, StoredEvent, TakeOver, TestPushGateway,
 };
 pub use ports::{DirectoryError, IdentityError, IdentityPort, WebhookDirectory};
 pub use services::{

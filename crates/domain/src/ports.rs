@@ -18,7 +18,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What can go wrong with the registration store.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistrationError {
+pub enum StoreError {
     /// The store cannot be reached right now (database down, pool exhausted, timeout).
     /// Callers answer "try again later"; it recovers by itself.
     #[error("registration store unavailable")]
@@ -107,7 +107,7 @@ pub trait RegistrationPort: Send + Sync + 'static {
         &self,
         registration: &Registration,
         at: DateTime<Utc>,
-    ) -> Result<(), RegistrationError>;
+    ) -> Result<(), StoreError>;
 
     /// Keeps only the `keep` most recently registered devices of `person` on `channel`
     /// (ties broken by token) and removes the others; returns the tokens removed.
@@ -119,13 +119,13 @@ pub trait RegistrationPort: Send + Sync + 'static {
         person: &PersonId,
         channel: Channel,
         keep: usize,
-    ) -> Result<Vec<DeviceToken>, RegistrationError>;
+    ) -> Result<Vec<DeviceToken>, StoreError>;
 
     /// Removes `token`, whatever its channel. Returns whether it was there: removing an
     /// unknown token is not an error.
     ///
     /// MUST return `Unavailable` when the store cannot be reached.
-    async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError>;
+    async fn unregister(&self, token: &DeviceToken) -> Result<bool, StoreError>;
 
     /// The devices of `person` on `channel`, in no particular order; empty when none.
     ///
@@ -134,17 +134,17 @@ pub trait RegistrationPort: Send + Sync + 'static {
         &self,
         person: &PersonId,
         channel: Channel,
-    ) -> Result<Vec<Device>, RegistrationError>;
+    ) -> Result<Vec<Device>, StoreError>;
 
     /// Every device of `person` on both channels (for operators).
     ///
     /// MUST return `Unavailable` when the store cannot be reached.
-    async fn all_devices_of(&self, person: &PersonId) -> Result<Vec<Device>, RegistrationError>;
+    async fn all_devices_of(&self, person: &PersonId) -> Result<Vec<Device>, StoreError>;
 
     /// The device stored under `token`, if any.
     ///
     /// MUST return `Unavailable` when the store cannot be reached.
-    async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, RegistrationError>;
+    async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, StoreError>;
 
     /// Removes `token` unless it was registered at or after `since` (APNs' 410
     /// timestamp), in one atomic step so a registration racing the removal wins.
@@ -155,7 +155,7 @@ pub trait RegistrationPort: Send + Sync + 'static {
         &self,
         token: &DeviceToken,
         since: DateTime<Utc>,
-    ) -> Result<bool, RegistrationError>;
+    ) -> Result<bool, StoreError>;
 
     /// Records the outcome of the last push to `token` (`delivered` or an APNs reason)
     /// and, when `environment` is `Some`, pins the token to that APNs environment.
@@ -168,7 +168,7 @@ pub trait RegistrationPort: Send + Sync + 'static {
         outcome: &str,
         environment: Option<ApnsEnvironment>,
         at: DateTime<Utc>,
-    ) -> Result<(), RegistrationError>;
+    ) -> Result<(), StoreError>;
 
     /// Every device of `claim.person`, and, when the claim has a key
     /// and there are devices, the key recorded in the same step as `claim.job`'s, with
@@ -181,13 +181,13 @@ pub trait RegistrationPort: Send + Sync + 'static {
     ///
     /// MUST return `Unavailable` when the store cannot be reached or the outcome is
     /// unknown (a timeout): a retry with the same job then finds its own record.
-    async fn claim(&self, claim: &EventClaim) -> Result<Claim, RegistrationError>;
+    async fn claim(&self, claim: &EventClaim) -> Result<Claim, StoreError>;
 
     /// Marks the event `key` as relayed: no replica will take it over. A key that is
     /// unknown or already finished is ignored.
     ///
     /// MUST return `Unavailable` when the store cannot be reached.
-    async fn finish_event(&self, key: &EventKey) -> Result<(), RegistrationError>;
+    async fn finish_event(&self, key: &EventKey) -> Result<(), StoreError>;
 
     /// Says that `holder` is alive at `at`, and makes it the holder of at most `limit`
     /// unfinished events, still within their deadline, whose holder has not said it is
@@ -203,22 +203,19 @@ pub trait RegistrationPort: Send + Sync + 'static {
         at: DateTime<Utc>,
         alive_since: DateTime<Utc>,
         limit: usize,
-    ) -> Result<TakeOver, RegistrationError>;
+    ) -> Result<TakeOver, StoreError>;
 
     /// Forgets at most `limit` events seen before `before`; returns how many were
     /// forgotten (fewer than `limit`: caught up).
     ///
     /// MUST return `Unavailable` when the store cannot be reached.
-    async fn prune_seen_events(
-        &self,
-        before: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<u64, RegistrationError>;
+    async fn prune_seen_events(&self, before: DateTime<Utc>, limit: u32)
+    -> Result<u64, StoreError>;
 
     /// Checks that the store answers (for readiness probes).
     ///
     /// MUST return `Unavailable` when it does not.
-    async fn ping(&self) -> Result<(), RegistrationError>;
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// The PushGateway port: one notification to one token through APNs.
@@ -287,11 +284,11 @@ pub enum NotifyError {
     Unknown(#[source] BoxError),
 }
 
-impl From<RegistrationError> for NotifyError {
-    fn from(error: RegistrationError) -> Self {
+impl From<StoreError> for NotifyError {
+    fn from(error: StoreError) -> Self {
         match error {
-            RegistrationError::Unavailable(source) => NotifyError::Unavailable(source),
-            RegistrationError::Unknown(source) => NotifyError::Unknown(source),
+            StoreError::Unavailable(source) => NotifyError::Unavailable(source),
+            StoreError::Unknown(source) => NotifyError::Unknown(source),
         }
     }
 }

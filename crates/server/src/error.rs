@@ -9,7 +9,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use webex_push_adapters::webex::{SignatureError, WebhookError};
-use webex_push_domain::{BoxError, GuardError, RegisterError, RegistrationError};
+use webex_push_domain::{BoxError, GuardError, RegisterError, StoreError};
 
 /// Where problem types are documented; `type` is this plus `#<slug>`.
 pub const PROBLEM_BASE: &str = "https://github.com/webex-push/webex-push/blob/main/docs/api.md";
@@ -391,11 +391,11 @@ impl From<GuardError> for ApiError {
     }
 }
 
-impl From<RegistrationError> for ApiError {
-    fn from(error: RegistrationError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
         match error {
-            RegistrationError::Unavailable(source) => ApiError::Unavailable(source),
-            RegistrationError::Unknown(source) => ApiError::Internal(source),
+            StoreError::Unavailable(source) => ApiError::Unavailable(source),
+            StoreError::Unknown(source) => ApiError::Internal(source),
         }
     }
 }

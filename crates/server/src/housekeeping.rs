@@ -115,9 +115,7 @@ mod tests {
             .returning(move |_, _| {
                 calls += 1;
                 if calls == 1 {
-                    Err(webex_push_domain::RegistrationError::Unavailable(
-                        "down".into(),
-                    ))
+                    Err(webex_push_domain::StoreError::Unavailable("down".into()))
                 } else {
                     Ok(0)
                 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
-use webex_push_domain::RegistrationError;
+use webex_push_domain::StoreError;
 
 /// One kind of batched statement.
 pub(crate) trait Batch: Send + Sync + 'static {
@@ -24,10 +24,10 @@ pub(crate) trait Batch: Send + Sync + 'static {
     fn run(
         &self,
         items: Vec<Self::Item>,
-    ) -> impl Future<Output = Vec<Result<Self::Output, RegistrationError>>> + Send;
+    ) -> impl Future<Output = Vec<Result<Self::Output, StoreError>>> + Send;
 }
 
-type Reply<B> = oneshot::Sender<Result<<B as Batch>::Output, RegistrationError>>;
+type Reply<B> = oneshot::Sender<Result<<B as Batch>::Output, StoreError>>;
 /// An item and where its result goes.
 type Pending<B> = (<B as Batch>::Item, Reply<B>);
 
@@ -69,7 +69,7 @@ impl<B: Batch> Batcher<B> {
 
     /// Runs `item` in the next batch and waits for its result. Must be called inside a
     /// Tokio runtime.
-    pub(crate) async fn submit(&self, item: B::Item) -> Result<B::Output, RegistrationError> {
+    pub(crate) async fn submit(&self, item: B::Item) -> Result<B::Output, StoreError> {
         let (reply, result) = oneshot::channel();
         let mut pending = (item, reply);
         {
@@ -93,7 +93,7 @@ impl<B: Batch> Batcher<B> {
             }
         }
         result.await.unwrap_or_else(|_| {
-            Err(RegistrationError::Unavailable(
+            Err(StoreError::Unavailable(
                 format!("the {} batch was abandoned", self.name).into(),
             ))
         })
@@ -186,7 +186,7 @@ mod tests {
         type Item = u32;
         type Output = u32;
 
-        async fn run(&self, items: Vec<u32>) -> Vec<Result<u32, RegistrationError>> {
+        async fn run(&self, items: Vec<u32>) -> Vec<Result<u32, StoreError>> {
             self.sizes.lock().unwrap().push(items.len());
             self.running.fetch_add(1, Ordering::SeqCst);
             self.release.notified().await;
@@ -240,7 +240,7 @@ mod tests {
         type Item = u32;
         type Output = u32;
 
-        async fn run(&self, items: Vec<u32>) -> Vec<Result<u32, RegistrationError>> {
+        async fn run(&self, items: Vec<u32>) -> Vec<Result<u32, StoreError>> {
             items.into_iter().map(Ok).collect()
         }
     }
@@ -253,7 +253,7 @@ mod tests {
         type Item = u32;
         type Output = u32;
 
-        async fn run(&self, items: Vec<u32>) -> Vec<Result<u32, RegistrationError>> {
+        async fn run(&self, items: Vec<u32>) -> Vec<Result<u32, StoreError>> {
             self.0.lock().unwrap().push(items.len());
             items.into_iter().map(Ok).collect()
         }

@@ -12,10 +12,10 @@ use diesel::r2d2::{
     PooledConnection,
 };
 use tracing::Span;
-use webex_push_domain::RegistrationError;
+use webex_push_domain::StoreError;
 
 use super::config::DatabaseConfig;
-use super::error::{StoreError, StoreSetupError};
+use super::error::{DbError, StoreSetupError};
 
 pub(crate) type PgPool = Pool<PgManager>;
 pub(crate) type SqlitePool = Pool<ConnectionManager<SqliteConnection>>;
@@ -112,8 +112,8 @@ impl<P: Clone + Send + Sync + 'static> Database<P> {
     /// timeout, and sorts its error into the port's variants.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
-        f: impl Fn(&P) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, RegistrationError> {
+        f: impl Fn(&P) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let pool = self.pool();
         let span = Span::current();
         let task = tokio::task::spawn_blocking(move || {
@@ -134,12 +134,12 @@ impl<P: Clone + Send + Sync + 'static> Database<P> {
         match tokio::time::timeout(self.operation_timeout, task).await {
             Ok(Ok(result)) => result.map_err(|error| {
                 let error = error.into_port_error();
-                if let RegistrationError::Unknown(source) = &error {
+                if let StoreError::Unknown(source) = &error {
                     tracing::error!(error = %source, "registration store failed");
                 }
                 error
             }),
-            Ok(Err(join_error)) => Err(RegistrationError::Unknown(Box::new(join_error))),
+            Ok(Err(join_error)) => Err(StoreError::Unknown(Box::new(join_error))),
             Err(elapsed) => {
                 tracing::warn!(
                     timeout_ms =
@@ -147,7 +147,7 @@ impl<P: Clone + Send + Sync + 'static> Database<P> {
                     "database operation timed out"
                 );
                 self.abandon_stuck_connections();
-                Err(RegistrationError::Unavailable(Box::new(elapsed)))
+                Err(StoreError::Unavailable(Box::new(elapsed)))
             }
         }
     }
@@ -181,15 +181,15 @@ pub(crate) fn setup_connection<M: ManageConnection>(
 pub(crate) trait WriteTransaction: Sized {
     fn write_transaction<T>(
         &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError>;
+        f: impl FnOnce(&mut Self) -> Result<T, DbError>,
+    ) -> Result<T, DbError>;
 }
 
 impl WriteTransaction for PgConnection {
     fn write_transaction<T>(
         &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&mut Self) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
         self.transaction(f)
     }
 }
@@ -197,8 +197,8 @@ impl WriteTransaction for PgConnection {
 impl WriteTransaction for SqliteConnection {
     fn write_transaction<T>(
         &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&mut Self) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
         self.immediate_transaction(f)
     }
 }
@@ -238,8 +238,8 @@ impl ManageConnection for PgManager {
 /// because it is.
 pub(crate) fn on_postgres<T>(
     pool: &PgPool,
-    f: impl FnOnce(&mut PgConnection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+    f: impl FnOnce(&mut PgConnection) -> Result<T, DbError>,
+) -> Result<T, DbError> {
     let mut pooled: PooledConnection<PgManager> = pool.get()?;
     let result = f(&mut pooled.conn);
     if let Err(error) = &result {

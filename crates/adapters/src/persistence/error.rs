@@ -1,8 +1,8 @@
 //! What can go wrong: at start-up ([`StoreSetupError`]), and inside one blocking
-//! operation ([`StoreError`]), sorted into the port's `Unavailable` / `Unknown`.
+//! operation ([`DbError`]), sorted into the port's `Unavailable` / `Unknown`.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use webex_push_domain::{BoxError, RegistrationError};
+use webex_push_domain::{BoxError, StoreError};
 
 use super::config::DatabaseUrlError;
 
@@ -55,7 +55,7 @@ pub enum StoreSetupError {
 /// What went wrong inside one blocking database operation, before it is sorted into
 /// the port's `Unavailable` / `Unknown`.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
+pub(crate) enum DbError {
     #[error("no database connection available")]
     Pool(#[from] diesel::r2d2::PoolError),
     #[error(transparent)]
@@ -64,12 +64,12 @@ pub(crate) enum StoreError {
     Corrupt(&'static str),
 }
 
-impl StoreError {
-    pub(crate) fn into_port_error(self) -> RegistrationError {
+impl DbError {
+    pub(crate) fn into_port_error(self) -> StoreError {
         if self.is_transient() {
-            RegistrationError::Unavailable(Box::new(self))
+            StoreError::Unavailable(Box::new(self))
         } else {
-            RegistrationError::Unknown(Box::new(self))
+            StoreError::Unknown(Box::new(self))
         }
     }
 
@@ -84,7 +84,7 @@ impl StoreError {
             "could not send data",
         ];
         match self {
-            StoreError::Query(DieselError::DatabaseError(kind, info)) => {
+            DbError::Query(DieselError::DatabaseError(kind, info)) => {
                 matches!(
                     kind,
                     DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
@@ -93,7 +93,7 @@ impl StoreError {
                     LOST.iter().any(|needle| message.contains(needle))
                 }
             }
-            StoreError::Pool(_) | StoreError::Query(_) | StoreError::Corrupt(_) => false,
+            DbError::Pool(_) | DbError::Query(_) | DbError::Corrupt(_) => false,
         }
     }
 
@@ -102,8 +102,8 @@ impl StoreError {
     /// server's message decides.
     pub(crate) fn is_transient(&self) -> bool {
         match self {
-            StoreError::Pool(_) => true,
-            StoreError::Query(DieselError::DatabaseError(kind, info)) => {
+            DbError::Pool(_) => true,
+            DbError::Query(DieselError::DatabaseError(kind, info)) => {
                 matches!(
                     kind,
                     DatabaseErrorKind::ClosedConnection
@@ -111,7 +111,7 @@ impl StoreError {
                         | DatabaseErrorKind::SerializationFailure
                 ) || is_transient_message(info.message())
             }
-            StoreError::Query(_) | StoreError::Corrupt(_) => false,
+            DbError::Query(_) | DbError::Corrupt(_) => false,
         }
     }
 }
@@ -154,12 +154,12 @@ mod tests {
             "new row for relation \"devices\" violates check constraint"
         ));
         assert!(matches!(
-            StoreError::Corrupt("x").into_port_error(),
-            RegistrationError::Unknown(_)
+            DbError::Corrupt("x").into_port_error(),
+            StoreError::Unknown(_)
         ));
         assert!(matches!(
-            StoreError::Query(DieselError::NotFound).into_port_error(),
-            RegistrationError::Unknown(_)
+            DbError::Query(DieselError::NotFound).into_port_error(),
+            StoreError::Unknown(_)
         ));
     }
 }

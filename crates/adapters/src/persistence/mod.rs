@@ -4,7 +4,7 @@
 //! Diesel is synchronous, so every query runs on Tokio's blocking pool inside the
 //! caller's tracing span; the r2d2 pool lives here, with explicit timeouts, so an
 //! unreachable database turns into
-//! [`RegistrationError::Unavailable`](webex_push_domain::RegistrationError::Unavailable)
+//! [`StoreError::Unavailable`](webex_push_domain::StoreError::Unavailable)
 //! in seconds.
 //!
 //! The rooms: `store` (the port), `backend` (which database, opened from `config`),

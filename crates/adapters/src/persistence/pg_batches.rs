@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use diesel::PgConnection;
 use futures::future::join_all;
-use webex_push_domain::{BoxError, Claim, RegistrationError};
+use webex_push_domain::{BoxError, Claim, StoreError};
 
 use super::batch::{Batch, Batcher};
 use super::database::{Database, PgPool, on_postgres};
-use super::error::StoreError;
+use super::error::DbError;
 use super::pg_statements::{
     ClaimRequest, Outcome, claim_statement, finish_statement, record_statement,
 };
@@ -74,22 +74,21 @@ impl PgBatches {
         }
     }
 
-    pub(crate) async fn claim(&self, request: ClaimRequest) -> Result<Claim, RegistrationError> {
+    pub(crate) async fn claim(&self, request: ClaimRequest) -> Result<Claim, StoreError> {
         self.claims.submit(request).await
     }
 
-    pub(crate) async fn record_outcome(&self, outcome: Outcome) -> Result<(), RegistrationError> {
+    pub(crate) async fn record_outcome(&self, outcome: Outcome) -> Result<(), StoreError> {
         self.outcomes.submit(outcome).await
     }
 
-    pub(crate) async fn finish(&self, key: String) -> Result<(), RegistrationError> {
+    pub(crate) async fn finish(&self, key: String) -> Result<(), StoreError> {
         self.finishes.submit(key).await
     }
 }
 
 /// A statement over many items: one answer per item, or the statement's own failure.
-type BatchStatement<I, T> =
-    fn(&mut PgConnection, &[I]) -> Result<Vec<Result<T, StoreError>>, StoreError>;
+type BatchStatement<I, T> = fn(&mut PgConnection, &[I]) -> Result<Vec<Result<T, DbError>>, DbError>;
 
 /// Runs `statement` over all `items` at once; when Postgres refuses it for a reason other
 /// than being unreachable, runs it again on each item alone, side by side, so one bad
@@ -100,7 +99,7 @@ async fn together_or_each<I, T>(
     items: Vec<I>,
     statement: BatchStatement<I, T>,
     what: &'static str,
-) -> Result<Vec<Result<T, RegistrationError>>, RegistrationError>
+) -> Result<Vec<Result<T, StoreError>>, StoreError>
 where
     I: Clone + Send + Sync + 'static,
     T: Send + 'static,
@@ -114,7 +113,7 @@ where
     match together {
         Ok(answers) => Ok(answers
             .into_iter()
-            .map(|answer| answer.map_err(StoreError::into_port_error))
+            .map(|answer| answer.map_err(DbError::into_port_error))
             .collect()),
         Err(error) if items.len() > 1 && is_unknown(&error) => {
             tracing::warn!(
@@ -128,7 +127,7 @@ where
                     on_postgres(pool, |conn| {
                         statement(conn, std::slice::from_ref(&item))?
                             .pop()
-                            .unwrap_or(Err(StoreError::Corrupt("a statement without an answer")))
+                            .unwrap_or(Err(DbError::Corrupt("a statement without an answer")))
                     })
                 })
             }))
@@ -144,7 +143,7 @@ impl Batch for Claims {
     type Item = ClaimRequest;
     type Output = Claim;
 
-    async fn run(&self, requests: Vec<ClaimRequest>) -> Vec<Result<Claim, RegistrationError>> {
+    async fn run(&self, requests: Vec<ClaimRequest>) -> Vec<Result<Claim, StoreError>> {
         let count = requests.len();
         together_or_each(&self.0, requests, claim_statement, "claims")
             .await
@@ -158,7 +157,7 @@ impl Batch for Outcomes {
     type Item = Outcome;
     type Output = ();
 
-    async fn run(&self, outcomes: Vec<Outcome>) -> Vec<Result<(), RegistrationError>> {
+    async fn run(&self, outcomes: Vec<Outcome>) -> Vec<Result<(), StoreError>> {
         let count = outcomes.len();
         // The last outcome of a token is the one to keep (the order they came in).
         let mut latest: HashMap<&str, &Outcome> = HashMap::with_capacity(count);
@@ -184,13 +183,13 @@ impl Batch for Outcomes {
         match recorded {
             Ok(recorded) => {
                 // Each caller hears how its token's (latest) outcome went.
-                let recorded: HashMap<&str, Result<(), RegistrationError>> =
+                let recorded: HashMap<&str, Result<(), StoreError>> =
                     tokens.iter().map(String::as_str).zip(recorded).collect();
                 outcomes
                     .iter()
                     .map(|outcome| match recorded.get(outcome.token.as_str()) {
                         Some(Ok(())) => Ok(()),
-                        _ => Err(RegistrationError::Unknown(
+                        _ => Err(StoreError::Unknown(
                             "the outcome could not be recorded".into(),
                         )),
                     })
@@ -207,7 +206,7 @@ impl Batch for Finishes {
     type Item = String;
     type Output = ();
 
-    async fn run(&self, keys: Vec<String>) -> Vec<Result<(), RegistrationError>> {
+    async fn run(&self, keys: Vec<String>) -> Vec<Result<(), StoreError>> {
         let count = keys.len();
         // One statement however many keys, and none of them can fail alone.
         let result = self
@@ -221,24 +220,24 @@ impl Batch for Finishes {
     }
 }
 
-fn is_unknown(error: &RegistrationError) -> bool {
-    matches!(error, RegistrationError::Unknown(_))
+fn is_unknown(error: &StoreError) -> bool {
+    matches!(error, StoreError::Unknown(_))
 }
 
 /// The one failure of a batch, told to each of its `count` callers.
-fn share<T>(error: RegistrationError, count: usize) -> Vec<Result<T, RegistrationError>> {
+fn share<T>(error: StoreError, count: usize) -> Vec<Result<T, StoreError>> {
     let (unavailable, source) = match error {
-        RegistrationError::Unavailable(source) => (true, source),
-        RegistrationError::Unknown(source) => (false, source),
+        StoreError::Unavailable(source) => (true, source),
+        StoreError::Unknown(source) => (false, source),
     };
     let source: Arc<dyn std::error::Error + Send + Sync> = Arc::from(source);
     (0..count)
         .map(|_| {
             let shared: BoxError = Box::new(SharedError(Arc::clone(&source)));
             Err(if unavailable {
-                RegistrationError::Unavailable(shared)
+                StoreError::Unavailable(shared)
             } else {
-                RegistrationError::Unknown(shared)
+                StoreError::Unknown(shared)
             })
         })
         .collect()

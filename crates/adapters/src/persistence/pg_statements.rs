@@ -15,7 +15,7 @@ use diesel::sql_types::{Array, Text, Timestamptz, Untyped, Uuid as SqlUuid};
 use uuid::Uuid;
 use webex_push_domain::Claim;
 
-use super::error::StoreError;
+use super::error::DbError;
 use super::schema::pg::ClaimRow;
 
 /// Session setting for the Postgres writes that are bookkeeping, not registrations:
@@ -206,7 +206,7 @@ pub(crate) struct Outcome {
 pub(crate) fn claim_statement(
     conn: &mut PgConnection,
     requests: &[ClaimRequest],
-) -> Result<Vec<Result<Claim, StoreError>>, StoreError> {
+) -> Result<Vec<Result<Claim, DbError>>, DbError> {
     // Which request first carries each key: only those go to the database.
     let mut first_with_key: HashMap<&str, usize> = HashMap::new();
     let mut sent_as: Vec<usize> = Vec::with_capacity(requests.len());
@@ -254,14 +254,14 @@ pub(crate) fn claim_statement(
     // Per event sent: its devices (or the first row that did not parse) and whether
     // its key was recorded now. An event without rows has no devices: fresh, nothing
     // recorded.
-    let mut answers: Vec<(Result<Vec<_>, StoreError>, bool)> =
+    let mut answers: Vec<(Result<Vec<_>, DbError>, bool)> =
         sent.iter().map(|_| (Ok(Vec::new()), true)).collect();
     for row in rows {
         let answer = usize::try_from(row.n)
             .ok()
             .and_then(|n| n.checked_sub(1))
             .and_then(|position| answers.get_mut(position))
-            .ok_or(StoreError::Corrupt("claim row for an event not asked"))?;
+            .ok_or(DbError::Corrupt("claim row for an event not asked"))?;
         answer.1 = row.fresh;
         if let Ok(devices) = &mut answer.0 {
             match row.device.into_device() {
@@ -277,7 +277,7 @@ pub(crate) fn claim_statement(
             let (devices, fresh) = &answers[position];
             let devices = match devices {
                 Ok(devices) => devices.clone(),
-                Err(_) => return Err(StoreError::Corrupt("a stored device row is invalid")),
+                Err(_) => return Err(DbError::Corrupt("a stored device row is invalid")),
             };
             // A repeat of a key earlier in the batch was not recorded by this request,
             // unless it is the same job's.
@@ -291,7 +291,7 @@ pub(crate) fn claim_statement(
 pub(crate) fn record_statement(
     conn: &mut PgConnection,
     outcomes: &[Outcome],
-) -> Result<(), StoreError> {
+) -> Result<(), DbError> {
     let tokens: Vec<&str> = outcomes.iter().map(|o| o.token.as_str()).collect();
     let results: Vec<&str> = outcomes.iter().map(|o| o.outcome.as_str()).collect();
     let at: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.at).collect();
@@ -312,7 +312,7 @@ pub(crate) fn record_statement(
 
 /// Finishes the events of `keys` in one statement. None of them can fail alone: a key
 /// that is unknown or already finished updates nothing.
-pub(crate) fn finish_statement(conn: &mut PgConnection, keys: &[String]) -> Result<(), StoreError> {
+pub(crate) fn finish_statement(conn: &mut PgConnection, keys: &[String]) -> Result<(), DbError> {
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     FinishEvents { keys: &keys }.execute(conn)?;
     Ok(())

@@ -8,7 +8,7 @@ use webex_push_domain::{
     ApnsEnvironment, AppFlavour, BundleId, Channel, Device, DeviceToken, PersonId, PushProvider,
 };
 
-use super::error::StoreError;
+use super::error::DbError;
 
 pub(crate) mod pg {
     use chrono::{DateTime, Utc};
@@ -16,7 +16,7 @@ pub(crate) mod pg {
     use uuid::Uuid;
     use webex_push_domain::{Device, JobId, StoredEvent};
 
-    use crate::persistence::error::StoreError;
+    use crate::persistence::error::DbError;
 
     diesel::table! {
         devices (token) {
@@ -110,7 +110,7 @@ pub(crate) mod pg {
     }
 
     impl DeviceRow {
-        pub(crate) fn into_device(self) -> Result<Device, StoreError> {
+        pub(crate) fn into_device(self) -> Result<Device, DbError> {
             super::device_from_row(super::RawDevice {
                 token: self.token,
                 channel: self.channel,
@@ -134,7 +134,7 @@ pub(crate) mod sqlite {
     use uuid::Uuid;
     use webex_push_domain::{Device, JobId, StoredEvent};
 
-    use crate::persistence::error::StoreError;
+    use crate::persistence::error::DbError;
 
     diesel::table! {
         devices (token) {
@@ -217,9 +217,9 @@ pub(crate) mod sqlite {
     }
 
     impl DeviceRow {
-        pub(crate) fn into_device(self) -> Result<Device, StoreError> {
+        pub(crate) fn into_device(self) -> Result<Device, DbError> {
             let person_uuid = Uuid::try_parse(&self.person_uuid)
-                .map_err(|_| StoreError::Corrupt("person_uuid is not a UUID"))?;
+                .map_err(|_| DbError::Corrupt("person_uuid is not a UUID"))?;
             super::device_from_row(super::RawDevice {
                 token: self.token,
                 channel: self.channel,
@@ -252,12 +252,12 @@ struct RawDevice {
     last_outcome_at: Option<DateTime<Utc>>,
 }
 
-fn device_from_row(row: RawDevice) -> Result<Device, StoreError> {
+fn device_from_row(row: RawDevice) -> Result<Device, DbError> {
     let token = stored_token(&row.token, &row.provider)?;
     let channel = row
         .channel
         .parse::<Channel>()
-        .map_err(|_| StoreError::Corrupt("channel is not voip or alert"))?;
+        .map_err(|_| DbError::Corrupt("channel is not voip or alert"))?;
     // The id as sent is kept for display; should it no longer parse to the stored UUID
     // (it always does when written by this adapter), the UUID is the truth.
     let person = PersonId::parse(&row.person_id)
@@ -268,16 +268,16 @@ fn device_from_row(row: RawDevice) -> Result<Device, StoreError> {
         .environment
         .map(|e| e.parse::<ApnsEnvironment>())
         .transpose()
-        .map_err(|_| StoreError::Corrupt("environment is not production or sandbox"))?;
+        .map_err(|_| DbError::Corrupt("environment is not production or sandbox"))?;
     let bundle_id = row
         .bundle_id
         .map(|b| BundleId::parse(&b))
         .transpose()
-        .map_err(|_| StoreError::Corrupt("bundle_id is not a valid bundle id"))?;
+        .map_err(|_| DbError::Corrupt("bundle_id is not a valid bundle id"))?;
     let flavour = row
         .flavour
         .parse::<AppFlavour>()
-        .map_err(|_| StoreError::Corrupt("flavour is not seed or kitchensink"))?;
+        .map_err(|_| DbError::Corrupt("flavour is not seed or kitchensink"))?;
     Ok(Device {
         token,
         channel,
@@ -292,10 +292,10 @@ fn device_from_row(row: RawDevice) -> Result<Device, StoreError> {
 }
 
 /// A token as stored with its provider.
-pub(crate) fn stored_token(token: &str, provider: &str) -> Result<DeviceToken, StoreError> {
+pub(crate) fn stored_token(token: &str, provider: &str) -> Result<DeviceToken, DbError> {
     let provider = provider
         .parse::<PushProvider>()
-        .map_err(|_| StoreError::Corrupt("provider is not apns or fcm"))?;
+        .map_err(|_| DbError::Corrupt("provider is not apns or fcm"))?;
     DeviceToken::parse_for(provider, token)
-        .map_err(|_| StoreError::Corrupt("token is not a valid device token"))
+        .map_err(|_| DbError::Corrupt("token is not a valid device token"))
 }

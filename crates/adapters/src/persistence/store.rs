@@ -9,13 +9,13 @@ use diesel::upsert::excluded;
 use tracing::{Instrument as _, Span};
 use webex_push_domain::{
     ApnsEnvironment, Channel, Claim, Device, DeviceToken, EventClaim, EventKey, PersonId,
-    Registration, RegistrationError, RegistrationPort, ReplicaId, TakeOver,
+    Registration, RegistrationPort, ReplicaId, StoreError, TakeOver,
 };
 
 use super::backend::Backend;
 use super::config::DatabaseConfig;
 use super::database::{WriteTransaction as _, on_postgres, setup_connection};
-use super::error::{StoreError, StoreSetupError};
+use super::error::{DbError, StoreSetupError};
 use super::migrations::{
     POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, apply_migrations, apply_postgres_migrations,
     revert_all, revert_last,
@@ -49,7 +49,7 @@ macro_rules! on_backend {
                 #[allow(unused_imports)]
                 use schema::pg::{DeviceRow, devices, person_key, seen_events};
                 db.run(move |pool| {
-                    on_postgres(pool, |$conn: &mut PgConnection| -> Result<_, StoreError> {
+                    on_postgres(pool, |$conn: &mut PgConnection| -> Result<_, DbError> {
                         $body
                     })
                 })
@@ -154,7 +154,7 @@ impl RegistrationPort for DieselRegistrationStore {
         &self,
         registration: &Registration,
         at: DateTime<Utc>,
-    ) -> Result<(), RegistrationError> {
+    ) -> Result<(), StoreError> {
         let at = stored_time(at);
         let person_uuid = registration.person.uuid();
         let person_id = registration.person.original().to_owned();
@@ -219,7 +219,7 @@ impl RegistrationPort for DieselRegistrationStore {
         person: &PersonId,
         channel: Channel,
         keep: usize,
-    ) -> Result<Vec<DeviceToken>, RegistrationError> {
+    ) -> Result<Vec<DeviceToken>, StoreError> {
         let person = person.uuid();
         let channel = channel.as_str();
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
@@ -251,13 +251,13 @@ impl RegistrationPort for DieselRegistrationStore {
             .iter()
             .map(|row| {
                 schema::stored_token(&row.token, &row.provider)
-                    .map_err(|error| RegistrationError::Unknown(Box::new(error)))
+                    .map_err(|error| StoreError::Unknown(Box::new(error)))
             })
             .collect()
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend_name(), token = %token))]
-    async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError> {
+    async fn unregister(&self, token: &DeviceToken) -> Result<bool, StoreError> {
         let token = token.as_str().to_owned();
         on_backend!(&self.backend, |conn| {
             let removed =
@@ -271,7 +271,7 @@ impl RegistrationPort for DieselRegistrationStore {
         &self,
         person: &PersonId,
         channel: Channel,
-    ) -> Result<Vec<Device>, RegistrationError> {
+    ) -> Result<Vec<Device>, StoreError> {
         let person_uuid = person.uuid();
         let channel = channel.as_str();
         on_backend!(&self.backend, |conn| {
@@ -287,7 +287,7 @@ impl RegistrationPort for DieselRegistrationStore {
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %person))]
-    async fn all_devices_of(&self, person: &PersonId) -> Result<Vec<Device>, RegistrationError> {
+    async fn all_devices_of(&self, person: &PersonId) -> Result<Vec<Device>, StoreError> {
         let person_uuid = person.uuid();
         on_backend!(&self.backend, |conn| {
             devices::table
@@ -302,7 +302,7 @@ impl RegistrationPort for DieselRegistrationStore {
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend_name(), token = %token))]
-    async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, RegistrationError> {
+    async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, StoreError> {
         let token = token.as_str().to_owned();
         on_backend!(&self.backend, |conn| {
             devices::table
@@ -320,7 +320,7 @@ impl RegistrationPort for DieselRegistrationStore {
         &self,
         token: &DeviceToken,
         since: DateTime<Utc>,
-    ) -> Result<bool, RegistrationError> {
+    ) -> Result<bool, StoreError> {
         let token = token.as_str().to_owned();
         // Rounded down like stored times: a registration in the same microsecond as
         // `since` counts as "at or after" and survives.
@@ -345,7 +345,7 @@ impl RegistrationPort for DieselRegistrationStore {
         outcome: &str,
         environment: Option<ApnsEnvironment>,
         at: DateTime<Utc>,
-    ) -> Result<(), RegistrationError> {
+    ) -> Result<(), StoreError> {
         let token = token.as_str().to_owned();
         let outcome = outcome.to_owned();
         let environment = environment.map(ApnsEnvironment::as_str);
@@ -391,7 +391,7 @@ impl RegistrationPort for DieselRegistrationStore {
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend_name(), person = %claim.person))]
-    async fn claim(&self, claim: &EventClaim) -> Result<Claim, RegistrationError> {
+    async fn claim(&self, claim: &EventClaim) -> Result<Claim, StoreError> {
         let request = ClaimRequest {
             key: claim.key.as_ref().map(|key| key.as_str().to_owned()),
             at: stored_time(claim.at),
@@ -442,7 +442,7 @@ impl RegistrationPort for DieselRegistrationStore {
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend_name()))]
-    async fn finish_event(&self, key: &EventKey) -> Result<(), RegistrationError> {
+    async fn finish_event(&self, key: &EventKey) -> Result<(), StoreError> {
         let key = key.as_str().to_owned();
         let db = match &self.backend {
             Backend::Postgres { batches, .. } => return batches.finish(key).await,
@@ -472,7 +472,7 @@ impl RegistrationPort for DieselRegistrationStore {
         at: DateTime<Utc>,
         alive_since: DateTime<Utc>,
         limit: usize,
-    ) -> Result<TakeOver, RegistrationError> {
+    ) -> Result<TakeOver, StoreError> {
         let at = stored_time(at);
         let alive_since = stored_time(alive_since);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -556,7 +556,7 @@ impl RegistrationPort for DieselRegistrationStore {
         &self,
         before: DateTime<Utc>,
         limit: u32,
-    ) -> Result<u64, RegistrationError> {
+    ) -> Result<u64, StoreError> {
         let before = stored_time(before);
         let limit = i64::from(limit);
         // One bounded batch: a long backlog is pruned by calling again, so no statement
@@ -587,7 +587,7 @@ impl RegistrationPort for DieselRegistrationStore {
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend_name()))]
-    async fn ping(&self) -> Result<(), RegistrationError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         on_backend!(&self.backend, |conn| {
             diesel::sql_query("SELECT 1").execute(conn)?;
             Ok(())

@@ -13,8 +13,7 @@ use uuid::Uuid;
 use webex_push_adapters::persistence::{DatabaseConfig, DieselRegistrationStore, StoreSetupError};
 use webex_push_domain::{
     ApnsEnvironment, AppFlavour, BundleId, Channel, Claim, DeviceToken, EmailAddress, EventClaim,
-    EventKey, JobId, PersonId, PushProvider, Registration, RegistrationError, RegistrationPort,
-    ReplicaId,
+    EventKey, JobId, PersonId, PushProvider, Registration, RegistrationPort, ReplicaId, StoreError,
 };
 use webex_push_test_support::{
     TestCluster, TestDatabase, TestSqlite, eventually, eventually_explained,
@@ -154,11 +153,11 @@ trait CaseClaims {
         raw: Option<&str>,
         at: DateTime<Utc>,
         person: &PersonId,
-    ) -> Result<Claim, RegistrationError>;
+    ) -> Result<Claim, StoreError>;
 
     /// Claims `raw` for [`WITNESS`] (who has a device) by a new job: whether the key was
     /// recorded now, that is, whether it was new.
-    async fn record_key(&self, raw: &str, at: DateTime<Utc>) -> Result<bool, RegistrationError>;
+    async fn record_key(&self, raw: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
 }
 
 #[async_trait::async_trait]
@@ -168,11 +167,11 @@ impl CaseClaims for DieselRegistrationStore {
         raw: Option<&str>,
         at: DateTime<Utc>,
         person: &PersonId,
-    ) -> Result<Claim, RegistrationError> {
+    ) -> Result<Claim, StoreError> {
         self.claim(&claim_of(raw, JobId::new(), at, person)).await
     }
 
-    async fn record_key(&self, raw: &str, at: DateTime<Utc>) -> Result<bool, RegistrationError> {
+    async fn record_key(&self, raw: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let witness = PersonId::from_uuid(WITNESS);
         let mut device = registration(&witness);
         device.voip_token = Some(DeviceToken::parse(&"a".repeat(64)).unwrap());
@@ -1379,7 +1378,7 @@ async fn a_store_without_migrations_reports_missing_tables_as_unknown_until_migr
     store.ping().await.unwrap();
     assert!(matches!(
         store.devices_of(&person(), Channel::Voip).await,
-        Err(RegistrationError::Unknown(_))
+        Err(StoreError::Unknown(_))
     ));
     assert_eq!(store.run_migrations().await.unwrap().len(), 5);
     assert!(
@@ -1393,13 +1392,13 @@ async fn a_store_without_migrations_reports_missing_tables_as_unknown_until_migr
 
 /// Asserts that `result` is `Unavailable` and came within `limit` of `started`.
 fn assert_unavailable_within<T: std::fmt::Debug>(
-    result: Result<T, RegistrationError>,
+    result: Result<T, StoreError>,
     started: Instant,
     limit: Duration,
 ) {
     let took = started.elapsed();
     assert!(
-        matches!(result, Err(RegistrationError::Unavailable(_))),
+        matches!(result, Err(StoreError::Unavailable(_))),
         "expected Unavailable, got {result:?}"
     );
     assert!(took < limit, "took {took:?}, more than {limit:?}");
@@ -1460,10 +1459,7 @@ mod postgres_only {
                     good += 1;
                 }
                 (true, claim) => {
-                    assert!(
-                        matches!(claim, Err(RegistrationError::Unknown(_))),
-                        "{claim:?}"
-                    );
+                    assert!(matches!(claim, Err(StoreError::Unknown(_))), "{claim:?}");
                     bad += 1;
                 }
             }
@@ -1499,7 +1495,7 @@ mod postgres_only {
             let device = h.store.device(regs[index].voip()).await.unwrap().unwrap();
             if refused {
                 assert!(
-                    matches!(recorded, Err(RegistrationError::Unknown(_))),
+                    matches!(recorded, Err(StoreError::Unknown(_))),
                     "{recorded:?}"
                 );
                 assert_eq!(device.last_outcome, None);

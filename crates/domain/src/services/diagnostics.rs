@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 
 use super::Clock;
-use crate::ports::{RegistrationError, RegistrationPort, TestPushGateway};
+use crate::ports::{RegistrationPort, StoreError, TestPushGateway};
 use crate::types::{
     CallId, Caller, Channel, Device, DeviceToken, EventSource, IncomingCall, NewMessage, PersonId,
     Push, PushContent, PushOutcome, TestAnswer,
@@ -40,7 +40,7 @@ pub enum TestPushError {
     NotConfigured,
     /// The store could not say which devices to send to.
     #[error(transparent)]
-    Store(#[from] RegistrationError),
+    Store(#[from] StoreError),
 }
 
 /// The operators' use cases: what the store holds for a person, and whether a push
@@ -67,7 +67,7 @@ impl DiagnosticsService {
     }
 
     /// Every device of `person`, VoIP first, newest registration first.
-    pub async fn devices(&self, person: &PersonId) -> Result<Vec<Device>, RegistrationError> {
+    pub async fn devices(&self, person: &PersonId) -> Result<Vec<Device>, StoreError> {
         let mut devices = self.store.all_devices_of(person).await?;
         devices.sort_by(|a, b| {
             (a.channel != Channel::Voip, b.registered_at)
@@ -411,7 +411,7 @@ mod tests {
         let mut store = MockRegistrationPort::new();
         store
             .expect_devices_of()
-            .returning(|_, _| Err(RegistrationError::Unavailable("pool exhausted".into())));
+            .returning(|_, _| Err(StoreError::Unavailable("pool exhausted".into())));
         let mut gateway = MockTestPushGateway::new();
         gateway.expect_send_detailed().never();
         let service = service(store, Some(gateway));
@@ -423,10 +423,7 @@ mod tests {
             .unwrap_err();
 
         assert!(
-            matches!(
-                error,
-                TestPushError::Store(RegistrationError::Unavailable(_))
-            ),
+            matches!(error, TestPushError::Store(StoreError::Unavailable(_))),
             "{error:?}"
         );
     }
@@ -438,7 +435,7 @@ mod tests {
         store
             .expect_record_outcome()
             .times(1)
-            .returning(|_, _, _, _| Err(RegistrationError::Unavailable("down".into())));
+            .returning(|_, _, _, _| Err(StoreError::Unavailable("down".into())));
         let sent = Arc::default();
         let service = service(store, Some(recording_gateway(&sent)));
 

@@ -18,7 +18,7 @@ use tracing::instrument;
 use super::Clock;
 use crate::ports::{
     Claim, DeliveryReport, EventClaim, IncomingCallPort, NotifyError, PushGateway,
-    RegistrationError, RegistrationPort,
+    RegistrationPort, StoreError,
 };
 use crate::types::{
     ApnsEnvironment, Device, DeviceToken, Event, Job, Push, PushContent, PushOutcome, PushProvider,
@@ -509,7 +509,7 @@ impl IncomingCallPort for NotificationService {
             .take_over_events(self.replica, now, alive_since, limit)
             .await
             .inspect_err(|_| self.alive.store(false, Ordering::Release))
-            .map_err(|error: RegistrationError| NotifyError::from(error))?;
+            .map_err(|error: StoreError| NotifyError::from(error))?;
         self.alive.store(true, Ordering::Release);
         let jobs = found
             .events
@@ -541,7 +541,7 @@ impl IncomingCallPort for NotificationService {
 mod tests {
     use super::*;
     use crate::ports::{
-        Deadlines, MockPushGateway, MockRegistrationPort, RegistrationError, StoredEvent, TakeOver,
+        Deadlines, MockPushGateway, MockRegistrationPort, StoreError, StoredEvent, TakeOver,
     };
     use crate::services::ManualClock;
     use crate::types::{
@@ -578,7 +578,7 @@ mod tests {
     fn claims_with(
         log: Arc<Mutex<HashMap<String, JobId>>>,
         devices: impl Fn(&PersonId) -> Vec<Device> + Send + 'static,
-    ) -> impl FnMut(&EventClaim) -> Result<Claim, RegistrationError> + Send + 'static {
+    ) -> impl FnMut(&EventClaim) -> Result<Claim, StoreError> + Send + 'static {
         move |claim| {
             let found = devices(&claim.person);
             let fresh = match &claim.key {
@@ -1396,7 +1396,7 @@ mod tests {
         let mut store = MockRegistrationPort::new();
         store
             .expect_claim()
-            .returning(|_| Err(RegistrationError::Unavailable("connection refused".into())));
+            .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
         store.expect_finish_event().never();
         let mut gateway = MockPushGateway::new();
         gateway.expect_send().never();
@@ -1419,7 +1419,7 @@ mod tests {
         store
             .expect_claim()
             .times(1)
-            .returning(|_| Err(RegistrationError::Unknown("bug".into())));
+            .returning(|_| Err(StoreError::Unknown("bug".into())));
         let mut gateway = MockPushGateway::new();
         gateway.expect_send().never();
         let service = service(store, gateway);
@@ -1448,7 +1448,7 @@ mod tests {
             // The first try is recorded, but its answer is lost (a timeout): unknown.
             let answered = answer(claim);
             if tries <= 3 {
-                Err(RegistrationError::Unavailable("timed out".into()))
+                Err(StoreError::Unavailable("timed out".into()))
             } else {
                 answered
             }
@@ -1507,11 +1507,11 @@ mod tests {
         store
             .expect_record_outcome()
             .times(2)
-            .returning(|_, _, _, _| Err(RegistrationError::Unavailable("down".into())));
+            .returning(|_, _, _, _| Err(StoreError::Unavailable("down".into())));
         store
             .expect_remove_unless_registered_since()
             .times(1)
-            .returning(|_, _| Err(RegistrationError::Unknown("constraint".into())));
+            .returning(|_, _| Err(StoreError::Unknown("constraint".into())));
         let sent = Sent::default();
         let dead = token("b2");
         let service = service(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tracing::instrument;
 
 use super::{Clock, GuardError, RegistrationGuard, WebhookUpkeep};
-use crate::ports::{BoxError, RegistrationError, RegistrationPort};
+use crate::ports::{BoxError, RegistrationPort, StoreError};
 use crate::types::{AccessToken, Channel, DeviceToken, Registration};
 
 /// Why a registration was not stored.
@@ -34,11 +34,11 @@ pub enum RegisterError {
     Unknown(#[source] BoxError),
 }
 
-impl From<RegistrationError> for RegisterError {
-    fn from(error: RegistrationError) -> Self {
+impl From<StoreError> for RegisterError {
+    fn from(error: StoreError) -> Self {
         match error {
-            RegistrationError::Unavailable(source) => RegisterError::Unavailable(source),
-            RegistrationError::Unknown(source) => RegisterError::Unknown(source),
+            StoreError::Unavailable(source) => RegisterError::Unavailable(source),
+            StoreError::Unknown(source) => RegisterError::Unknown(source),
         }
     }
 }
@@ -405,7 +405,7 @@ mod tests {
             .expect_trim_devices()
             .with(eq(person.clone()), eq(Channel::Alert), eq(3))
             .times(1)
-            .returning(|_, _, _| Err(RegistrationError::Unavailable("down".into())));
+            .returning(|_, _, _| Err(StoreError::Unavailable("down".into())));
         let service = RegistrationService::new(Arc::new(store), Arc::new(start)).keeping(3);
         let registered = service
             .register(None, registration(&person, "a1", "b2"))
@@ -433,7 +433,7 @@ mod tests {
         let mut store = MockRegistrationPort::new();
         store
             .expect_register()
-            .returning(|_, _| Err(RegistrationError::Unavailable("pool exhausted".into())));
+            .returning(|_, _| Err(StoreError::Unavailable("pool exhausted".into())));
         let service =
             RegistrationService::new(Arc::new(store), Arc::new(ManualClock::new(start())));
         let person = PersonId::from_uuid(Uuid::new_v4());

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use webex_push_domain::{
     ApnsEnvironment, Channel, Claim, Device, DeviceToken, EventClaim, EventKey, PersonId, Push,
-    PushContent, PushGateway, PushOutcome, PushProvider, Registration, RegistrationError,
-    RegistrationPort, ReplicaId, TakeOver,
+    PushContent, PushGateway, PushOutcome, PushProvider, Registration, RegistrationPort, ReplicaId,
+    StoreError, TakeOver,
 };
 
 use super::registry::{Metrics, StoreLabels};
@@ -28,16 +28,16 @@ impl MeteredStore {
     async fn timed<T>(
         &self,
         operation: &'static str,
-        call: impl std::future::Future<Output = Result<T, RegistrationError>>,
-    ) -> Result<T, RegistrationError> {
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = call.await;
         let labels = StoreLabels {
             operation,
             result: match &result {
                 Ok(_) => "ok",
-                Err(RegistrationError::Unavailable(_)) => "unavailable",
-                Err(RegistrationError::Unknown(_)) => "unknown",
+                Err(StoreError::Unavailable(_)) => "unavailable",
+                Err(StoreError::Unknown(_)) => "unknown",
             },
         };
         self.metrics
@@ -54,7 +54,7 @@ impl RegistrationPort for MeteredStore {
         &self,
         registration: &Registration,
         at: DateTime<Utc>,
-    ) -> Result<(), RegistrationError> {
+    ) -> Result<(), StoreError> {
         self.timed("register", self.inner.register(registration, at))
             .await
     }
@@ -64,7 +64,7 @@ impl RegistrationPort for MeteredStore {
         person: &PersonId,
         channel: Channel,
         keep: usize,
-    ) -> Result<Vec<DeviceToken>, RegistrationError> {
+    ) -> Result<Vec<DeviceToken>, StoreError> {
         self.timed(
             "trim_devices",
             self.inner.trim_devices(person, channel, keep),
@@ -72,7 +72,7 @@ impl RegistrationPort for MeteredStore {
         .await
     }
 
-    async fn unregister(&self, token: &DeviceToken) -> Result<bool, RegistrationError> {
+    async fn unregister(&self, token: &DeviceToken) -> Result<bool, StoreError> {
         self.timed("unregister", self.inner.unregister(token)).await
     }
 
@@ -80,17 +80,17 @@ impl RegistrationPort for MeteredStore {
         &self,
         person: &PersonId,
         channel: Channel,
-    ) -> Result<Vec<Device>, RegistrationError> {
+    ) -> Result<Vec<Device>, StoreError> {
         self.timed("devices_of", self.inner.devices_of(person, channel))
             .await
     }
 
-    async fn all_devices_of(&self, person: &PersonId) -> Result<Vec<Device>, RegistrationError> {
+    async fn all_devices_of(&self, person: &PersonId) -> Result<Vec<Device>, StoreError> {
         self.timed("all_devices_of", self.inner.all_devices_of(person))
             .await
     }
 
-    async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, RegistrationError> {
+    async fn device(&self, token: &DeviceToken) -> Result<Option<Device>, StoreError> {
         self.timed("device", self.inner.device(token)).await
     }
 
@@ -98,7 +98,7 @@ impl RegistrationPort for MeteredStore {
         &self,
         token: &DeviceToken,
         since: DateTime<Utc>,
-    ) -> Result<bool, RegistrationError> {
+    ) -> Result<bool, StoreError> {
         self.timed(
             "remove_unless_registered_since",
             self.inner.remove_unless_registered_since(token, since),
@@ -112,7 +112,7 @@ impl RegistrationPort for MeteredStore {
         outcome: &str,
         environment: Option<ApnsEnvironment>,
         at: DateTime<Utc>,
-    ) -> Result<(), RegistrationError> {
+    ) -> Result<(), StoreError> {
         self.timed(
             "record_outcome",
             self.inner.record_outcome(token, outcome, environment, at),
@@ -120,11 +120,11 @@ impl RegistrationPort for MeteredStore {
         .await
     }
 
-    async fn claim(&self, claim: &EventClaim) -> Result<Claim, RegistrationError> {
+    async fn claim(&self, claim: &EventClaim) -> Result<Claim, StoreError> {
         self.timed("claim", self.inner.claim(claim)).await
     }
 
-    async fn finish_event(&self, key: &EventKey) -> Result<(), RegistrationError> {
+    async fn finish_event(&self, key: &EventKey) -> Result<(), StoreError> {
         self.timed("finish_event", self.inner.finish_event(key))
             .await
     }
@@ -135,7 +135,7 @@ impl RegistrationPort for MeteredStore {
         at: DateTime<Utc>,
         alive_since: DateTime<Utc>,
         limit: usize,
-    ) -> Result<TakeOver, RegistrationError> {
+    ) -> Result<TakeOver, StoreError> {
         self.timed(
             "take_over_events",
             self.inner.take_over_events(holder, at, alive_since, limit),
@@ -147,7 +147,7 @@ impl RegistrationPort for MeteredStore {
         &self,
         before: DateTime<Utc>,
         limit: u32,
-    ) -> Result<u64, RegistrationError> {
+    ) -> Result<u64, StoreError> {
         self.timed(
             "prune_seen_events",
             self.inner.prune_seen_events(before, limit),
@@ -155,7 +155,7 @@ impl RegistrationPort for MeteredStore {
         .await
     }
 
-    async fn ping(&self) -> Result<(), RegistrationError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.timed("ping", self.inner.ping()).await
     }
 }
@@ -284,7 +284,7 @@ mod tests {
             .returning(|_| Ok(Claim::Devices(Vec::new())));
         inner
             .expect_ping()
-            .returning(|| Err(RegistrationError::Unavailable("down".into())));
+            .returning(|| Err(StoreError::Unavailable("down".into())));
         let metrics = Arc::new(Metrics::new());
         let metered = MeteredStore::new(Arc::new(inner), Arc::clone(&metrics));
 

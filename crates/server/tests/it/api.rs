@@ -17,7 +17,7 @@ use webex_push_adapters::webex::sign;
 use webex_push_domain::ports::{MockRegistrationPort, MockTestPushGateway};
 use webex_push_domain::{
     ApnsEnvironment, AppFlavour, CallEnded, Claim, DeliveryReport, Event, IdentityPort,
-    IncomingCall, IncomingCallPort, Job, NewMessage, NotifyError, PersonId, RegistrationError,
+    IncomingCall, IncomingCallPort, Job, NewMessage, NotifyError, PersonId, StoreError,
 };
 use webex_push_domain::{
     Channel, Device, DeviceToken, Push, PushContent, PushOutcome, PushProvider, TestAnswer,
@@ -704,12 +704,12 @@ async fn malformed_json_wrong_type_and_oversized_bodies_are_refused() {
 async fn a_store_outage_is_503_with_retry_after_and_no_internals() {
     let mut store = MockRegistrationPort::new();
     store.expect_register().returning(|_, _| {
-        Err(RegistrationError::Unavailable(
+        Err(StoreError::Unavailable(
             "connection refused to db-internal.example:5432".into(),
         ))
     });
     store.expect_unregister().returning(|_| {
-        Err(RegistrationError::Unknown(
+        Err(StoreError::Unknown(
             "relation devices_secret_internal does not exist".into(),
         ))
     });
@@ -983,7 +983,7 @@ async fn readiness_follows_the_store_and_health_and_index_always_answer() {
         if now {
             Ok(())
         } else {
-            Err(RegistrationError::Unavailable("no route to host".into()))
+            Err(StoreError::Unavailable("no route to host".into()))
         }
     });
     let app = TestApp::spawn(Options {
